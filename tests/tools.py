@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
@@ -21,3 +22,32 @@ def require_tool(name: str) -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+# PromQL words that look like identifiers but are not metric names.
+_PROMQL_KEYWORDS = frozenset(
+    {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right"}
+    | {"bool", "offset", "inf", "nan"}
+)
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Return the metric names an expression selects, by stripping what is not one.
+
+    A regex scan rather than a parser: it is enough for the rules and dashboard we
+    write, and tests check its result against exporter.metrics, so a miss shows up
+    as an unknown name rather than passing silently.
+    """
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # range and subquery durations
+    # Label lists of grouping and vector matching clauses.
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\$\w+", " ", text)  # Grafana variables
+    names: set[str] = set()
+    for match in re.finditer(r"(?<![\w.])([A-Za-z_:][\w:]*)(\s*\()?", text):
+        word, call = match.group(1), match.group(2)
+        if call or word.lower() in _PROMQL_KEYWORDS:
+            continue
+        names.add(word)
+    return names
