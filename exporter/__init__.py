@@ -1,0 +1,3 @@
+"""Prometheus exporter for Webex Campaign target groups."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,162 @@
+"""The metric contract: every metric name, type, help text and label set.
+
+This is the one home of the names that dashboards, alerts and users rely on
+(see SPEC "Metrics"). The exposition renders from it; the README table, the
+alert rules and the Grafana dashboard are checked against it by tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+PREFIX = "webex_campaign_"
+
+GROUP_LABELS: tuple[str, ...] = ("tenant", "id", "name", "behaviour")
+INFO_LABELS: tuple[str, ...] = (
+    "status",
+    "user_group",
+    "load_type",
+    "source",
+    "target_group_type",
+    "channels",
+)
+STATES: tuple[str, ...] = ("in_progress", "ready", "unknown")
+
+# The documented failure pairs (status, code), exported at 0 from the start so
+# that rate() and increase() see the first failure.
+DOCUMENTED_FAILURES: tuple[tuple[str, str], ...] = (
+    ("400", "400"),
+    ("401", "430"),
+    ("401", "498"),
+    ("404", "404"),
+    ("405", "405"),
+    ("500", "500"),
+)
+
+_POLLED = (
+    " The exporter polls the API on its own interval (the API is a rate-limited"
+    " SaaS shared by many scrapers); scrapes read the last snapshot."
+)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    type: Literal["gauge", "counter"]
+    help: str
+    labels: tuple[str, ...]
+
+    @property
+    def family(self) -> str:
+        """The OpenMetrics family name (counters drop `_total`)."""
+        if self.type == "counter":
+            return self.name.removesuffix("_total")
+        return self.name
+
+
+def _group(suffix: str, help_text: str, extra: tuple[str, ...] = ()) -> Metric:
+    return Metric(PREFIX + suffix, "gauge", help_text, GROUP_LABELS + extra)
+
+
+TOTAL_RECORDS = _group("target_group_total_records", "Records in the target group (totalCount).")
+VALID_RECORDS = _group(
+    "target_group_valid_records", "Valid records in the target group (validcount)."
+)
+ERROR_RECORDS = _group(
+    "target_group_error_records", "Error records in the target group (errorcount)."
+)
+STATE = _group(
+    "target_group_state", "State of the target group: 0 in progress, 1 ready (targetState)."
+)
+INFO = _group(
+    "target_group_info",
+    "Descriptive attributes of the target group; the value is always 1.",
+    INFO_LABELS,
+)
+CREATED = _group(
+    "target_group_created_timestamp_seconds",
+    "When the target group was created (createdOn), as Unix time.",
+)
+LAST_UPDATED = _group(
+    "target_group_last_updated_timestamp_seconds",
+    "When the target group was last updated (lastUpdatedOn), as Unix time.",
+)
+STATE_SINCE = _group(
+    "target_group_state_since_timestamp_seconds",
+    "When the target group entered its current state, as first seen by the exporter"
+    " (after a restart: lastUpdatedOn where it is older), as Unix time.",
+)
+GROUPS = Metric(
+    PREFIX + "target_groups",
+    "gauge",
+    "Target groups in the last snapshot, by state (in_progress, ready, unknown).",
+    ("tenant", "state"),
+)
+UP = Metric(
+    PREFIX + "up",
+    "gauge",
+    "1 if the last poll of the target-groups API succeeded, else 0." + _POLLED,
+    ("tenant",),
+)
+LAST_POLL_SUCCESS = Metric(
+    PREFIX + "last_poll_success_timestamp_seconds",
+    "gauge",
+    "End of the last successful poll, as Unix time; time() minus this is the snapshot's age."
+    + _POLLED,
+    ("tenant",),
+)
+POLL_DURATION = Metric(
+    PREFIX + "poll_duration_seconds",
+    "gauge",
+    "Length of the last poll, fetch and processing, in seconds." + _POLLED,
+    ("tenant",),
+)
+API_REQUESTS = Metric(
+    PREFIX + "api_requests_total",
+    "counter",
+    "Requests sent to the Webex Campaign API.",
+    ("tenant",),
+)
+API_FAILURES = Metric(
+    PREFIX + "api_failures_total",
+    "counter",
+    "Failed API requests by HTTP status (or none) and code (from the body, else the"
+    " status, else timeout, connection, tls, invalid_response, too_large).",
+    ("tenant", "status", "code"),
+)
+INVALID_GROUPS = Metric(
+    PREFIX + "invalid_target_groups",
+    "gauge",
+    "Records in the last API response that were skipped as malformed.",
+    ("tenant",),
+)
+BUILD_INFO = Metric(
+    PREFIX + "exporter_build_info",
+    "gauge",
+    "Build of the exporter; the value is always 1.",
+    ("tenant", "version", "python_version"),
+)
+
+PER_GROUP: tuple[Metric, ...] = (
+    TOTAL_RECORDS,
+    VALID_RECORDS,
+    ERROR_RECORDS,
+    STATE,
+    INFO,
+    CREATED,
+    LAST_UPDATED,
+    STATE_SINCE,
+)
+
+ALL: tuple[Metric, ...] = (
+    *PER_GROUP,
+    GROUPS,
+    UP,
+    LAST_POLL_SUCCESS,
+    POLL_DURATION,
+    API_REQUESTS,
+    API_FAILURES,
+    INVALID_GROUPS,
+    BUILD_INFO,
+)

@@ -1,0 +1,218 @@
+"""The poll loop: interval, backoff with jitter, Retry-After, stale-after, snapshot swaps.
+
+Scrapes never call the API: each poll publishes a fully rendered exposition
+that the HTTP server hands out as is until the next poll replaces it.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from .api import ApiClient, ApiError, Fetched
+from .exposition import Exposition, GroupBlock, Health, empty_group_block, render, render_groups
+from .records import DateParser
+from .snapshot import Snapshot, StateTracker, build_snapshot
+
+log = structlog.get_logger("exporter.poller")
+
+# Retry-After above this is not waited for in full: the next poll at the latest
+# comes one interval later, so a bogus header cannot silence the exporter.
+RETRY_AFTER_CAP_INTERVALS = 1.0
+
+
+@dataclass(frozen=True)
+class Published:
+    """What the HTTP server reads: swapped atomically after each poll attempt."""
+
+    exposition: Exposition
+    ready: bool
+    up: bool
+    last_success: float | None
+    groups: int
+
+
+def initial_published(tenant: str, stats_preset: dict[tuple[str, str], int]) -> Published:
+    health = Health(tenant, False, None, None, 0, stats_preset, 0)
+    return Published(render(empty_group_block(), health), False, False, None, 0)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    interval: float
+    first_backoff: float = 5.0
+
+    def backoff(self, failures: int, rng: random.Random) -> float:
+        """Delay after the n-th consecutive failed poll: doubling, capped, jittered."""
+        base = min(self.first_backoff, self.interval) * 2 ** max(0, failures - 1)
+        delay = min(base, self.interval)
+        return delay * rng.uniform(0.5, 1.0)
+
+    def delay_after(self, failure: ApiError, failures: int, rng: random.Random) -> float:
+        if failure.labels == ("401", "430"):
+            # The key is not allowed this API: retrying sooner cannot help.
+            return self.interval
+        delay = self.backoff(failures, rng)
+        if failure.retry_after is not None:
+            delay = max(delay, min(failure.retry_after, self.interval * RETRY_AFTER_CAP_INTERVALS))
+        return delay
+
+
+_FIXES = {
+    ("401", "430"): "enable the target-group API for this API user in Webex Campaign",
+    ("401", "498"): "the key or token is invalid or expired: rotate the key file or check it",
+}
+
+
+class Poller:
+    """Polls, builds snapshots, renders, and publishes. One instance, one thread."""
+
+    def __init__(
+        self,
+        client: ApiClient,
+        tenant: str,
+        timezone: str,
+        interval: float,
+        stale_after: float,
+        publish: Callable[[Published], None],
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._client = client
+        self._tenant = tenant
+        self._parse_date = DateParser(timezone)
+        self._stale_after = stale_after
+        self._publish = publish
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.policy = RetryPolicy(interval)
+        self._tracker = StateTracker()
+        self._block: GroupBlock = empty_group_block()
+        self._counts: dict[str, int] = {}
+        self._last_success: float | None = None
+        self._up = False
+        self._failures_in_row = 0
+        self._last_failure: tuple[str, str] | None = None
+        self._invalid = 0
+        self._invalid_logged: int | None = None
+        self._stop = threading.Event()
+
+    @property
+    def last_snapshot_block(self) -> GroupBlock:
+        return self._block
+
+    def poll_once(self) -> float:
+        """Poll, publish, and return the seconds to wait before the next poll."""
+        started = self._clock()
+        begun = time.monotonic()
+        try:
+            fetched = self._client.fetch()
+        except ApiError as failure:
+            self._on_failure(failure, started, time.monotonic() - begun)
+            return self.policy.delay_after(failure, self._failures_in_row, self._rng)
+        self._on_success(fetched, begun)
+        return self.policy.interval
+
+    def _on_success(self, fetched: Fetched, begun: float) -> None:
+        payload = fetched.payload
+        snapshot: Snapshot = build_snapshot(
+            payload.groups, payload.invalid, fetched.received_at, self._tracker, self._parse_date
+        )
+        self._block = render_groups(self._tenant, snapshot.groups)
+        self._counts = snapshot.count_by_state()
+        self._invalid = payload.invalid
+        if payload.invalid != self._invalid_logged:
+            self._invalid_logged = payload.invalid
+            if payload.invalid:
+                log.warning(
+                    "invalid_records",
+                    tenant=self._tenant,
+                    count=payload.invalid,
+                    examples=list(payload.problems[:5]),
+                )
+        if not self._up:
+            log.info(
+                "api_up",
+                tenant=self._tenant,
+                groups=len(snapshot.groups),
+                failed_polls=self._failures_in_row,
+            )
+        self._up = True
+        self._failures_in_row = 0
+        self._last_failure = None
+        self._last_success = self._clock()
+        self._emit(duration=time.monotonic() - begun)
+
+    def _on_failure(self, failure: ApiError, started: float, duration: float) -> None:
+        self._failures_in_row += 1
+        if self._up or self._last_failure != failure.labels:
+            status, code = failure.labels
+            log.error(
+                "api_down" if self._up or self._last_failure is None else "api_failure_changed",
+                tenant=self._tenant,
+                status=status,
+                code=code,
+                detail=failure.detail,
+                fix=_FIXES.get(failure.labels),
+            )
+        self._up = False
+        self._last_failure = failure.labels
+        if self._is_stale(started) and self._block.groups:
+            log.warning(
+                "stale_series_dropped",
+                tenant=self._tenant,
+                groups=self._block.groups,
+                stale_after_s=self._stale_after,
+            )
+            self._block = empty_group_block()
+            self._counts = {}
+        self._emit(duration=duration)
+
+    def _is_stale(self, now: float) -> bool:
+        return self._last_success is None or now - self._last_success > self._stale_after
+
+    def _emit(self, duration: float) -> None:
+        requests, failures = self._client.stats.read()
+        health = Health(
+            tenant=self._tenant,
+            up=self._up,
+            last_success=self._last_success,
+            poll_duration=duration,
+            requests=requests,
+            failures=failures,
+            invalid=self._invalid,
+            group_counts=self._counts,
+        )
+        self._publish(
+            Published(
+                render(self._block, health), True, self._up, self._last_success, self._block.groups
+            )
+        )
+
+    def run(self) -> None:
+        """Poll now, then on schedule, until stop(). Polls never overlap.
+
+        The schedule runs start to start, so a slow poll does not drift the interval.
+        """
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                delay = self.poll_once()
+            except Exception:
+                # A bug, not an API failure: keep serving the last snapshot and poll again.
+                log.exception("poll_crashed", tenant=self._tenant)
+                delay = self.policy.interval
+            self._stop.wait(max(0.0, started + delay - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="poller", daemon=True)
+        thread.start()
+        return thread

@@ -1,0 +1,215 @@
+"""HTTP endpoints: /metrics, /, /-/healthy, /-/ready; 404 for everything else.
+
+A scrape only picks the pre-rendered body of the last poll and writes it out:
+no API call, no rendering, no lock shared with the poller.
+"""
+
+from __future__ import annotations
+
+import html
+import socket
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+from . import __version__
+from .poller import Published
+from .settings import ListenAddress
+
+
+class Latest:
+    """Holds the last Published; a plain attribute swap is atomic under the GIL."""
+
+    def __init__(self, initial: Published) -> None:
+        self.value = initial
+
+    def set(self, value: Published) -> None:
+        self.value = value
+
+
+def _q(params: str) -> float:
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value)
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
+def _media_weights(header: str) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for part in header.split(","):
+        media, _, params = part.strip().partition(";")
+        media = media.strip().lower()
+        if media:
+            weights[media] = max(weights.get(media, 0.0), _q(params))
+    return weights
+
+
+def wants_openmetrics(accept: str | None) -> bool:
+    """True when the Accept header prefers OpenMetrics to the text format."""
+    if not accept:
+        return False
+    weights = _media_weights(accept)
+    openmetrics = weights.get("application/openmetrics-text", 0.0)
+    text = max(weights.get(k, 0.0) for k in ("text/plain", "text/*", "*/*"))
+    return openmetrics > 0 and openmetrics >= text
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    if not accept_encoding:
+        return False
+    weights = _media_weights(accept_encoding)
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
+
+
+_LANDING = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Webex Campaign exporter</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:48em}}
+td{{padding:.2em 1em .2em 0}}</style></head>
+<body><h1>Webex Campaign exporter</h1>
+<p>Prometheus exporter for Webex Campaign target groups.</p>
+<table>
+<tr><td>Version</td><td>{version}</td></tr>
+<tr><td>Tenant</td><td>{tenant}</td></tr>
+<tr><td>API</td><td>{up}</td></tr>
+<tr><td>Target groups</td><td>{groups}</td></tr>
+<tr><td>Snapshot age</td><td>{age}</td></tr>
+</table>
+<p><a href="/metrics">Metrics</a> &middot; <a href="/-/healthy">Health</a>
+&middot; <a href="/-/ready">Readiness</a></p>
+</body></html>
+"""
+
+
+def landing_page(published: Published, tenant: str, now: float) -> bytes:
+    if published.last_success is None:
+        age = "no successful poll yet"
+    else:
+        age = f"{max(0.0, now - published.last_success):.0f} s"
+    if not published.ready:
+        up = "first poll pending"
+    else:
+        up = "up" if published.up else "down (serving the last good values)"
+    return _LANDING.format(
+        version=html.escape(__version__),
+        tenant=html.escape(tenant),
+        up=up,
+        groups=published.groups,
+        age=age,
+    ).encode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = f"webex-campaign-exporter/{__version__}"
+    protocol_version = "HTTP/1.1"
+    timeout = 60  # a stalled client frees its thread
+    latest: ClassVar[Latest]
+    tenant: ClassVar[str]
+    clock: ClassVar[Callable[[], float]] = time.time
+    authorize: ClassVar[Callable[[BaseHTTPRequestHandler], bool]] = staticmethod(lambda _h: True)
+
+    def do_GET(self) -> None:
+        self._respond(head=False)
+
+    def do_HEAD(self) -> None:
+        self._respond(head=True)
+
+    def _other(self) -> None:
+        self._send(
+            HTTPStatus.METHOD_NOT_ALLOWED,
+            b"Method not allowed\n",
+            head=False,
+            extra={"Allow": "GET, HEAD"},
+        )
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other
+
+    def _respond(self, head: bool) -> None:
+        if not type(self).authorize(self):
+            return
+        path = self.path.split("?", 1)[0]
+        published = self.latest.value
+        if path == "/metrics":
+            self._metrics(published, head)
+        elif path == "/":
+            page = landing_page(published, self.tenant, self.clock())
+            self._send(HTTPStatus.OK, page, head, content_type="text/html; charset=utf-8")
+        elif path == "/-/healthy":
+            self._send(HTTPStatus.OK, b"Healthy\n", head)
+        elif path == "/-/ready":
+            if published.ready:
+                self._send(HTTPStatus.OK, b"Ready\n", head)
+            else:
+                self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"First poll pending\n", head)
+        else:
+            self._send(HTTPStatus.NOT_FOUND, b"Not found\n", head)
+
+    def _metrics(self, published: Published, head: bool) -> None:
+        body = published.exposition.select(wants_openmetrics(self.headers.get("Accept")))
+        gzip = accepts_gzip(self.headers.get("Accept-Encoding"))
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", body.content_type)
+        self.send_header("Vary", "Accept, Accept-Encoding")
+        self.send_header("Cache-Control", "no-store")
+        if gzip:
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body.gzipped)))
+        else:
+            self.send_header("Content-Length", str(body.length))
+        self.end_headers()
+        if head:
+            return
+        if gzip:
+            self.wfile.write(body.gzipped)
+        else:
+            for chunk in body.chunks:
+                self.wfile.write(chunk)
+
+    def _send(
+        self,
+        status: HTTPStatus,
+        payload: bytes,
+        head: bool,
+        content_type: str = "text/plain; charset=utf-8",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if not head:
+            self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Access logs are off: scrapes are frequent and carry nothing an operator needs."""
+
+
+class MetricsServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: ListenAddress, handler: type[Handler]) -> None:
+        host = address.host
+        self.address_family = socket.AF_INET6 if ":" in host or host == "" else socket.AF_INET
+        if host == "" and not socket.has_ipv6:
+            self.address_family = socket.AF_INET
+            host = "0.0.0.0"
+        self._dual_stack = host == ""
+        super().__init__((host or "::", address.port), handler)
+
+    def server_bind(self) -> None:
+        if self._dual_stack:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def make_server(address: ListenAddress, latest: Latest, tenant: str) -> MetricsServer:
+    handler = type("BoundHandler", (Handler,), {"latest": latest, "tenant": tenant})
+    return MetricsServer(address, handler)

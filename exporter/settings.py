@@ -1,0 +1,236 @@
+"""Every setting: its environment variable, flag, default and validation, in one place.
+
+Flags win over the environment: the CLI passes the flags it was given as init
+arguments, which pydantic-settings ranks above environment variables.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import zoneinfo
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 10580
+ENV_PREFIX = "WEBEX_CAMPAIGN_"
+DEMO_TENANT = "demo"
+
+
+class ConfigError(Exception):
+    """A bad or missing setting; the message names the setting and the fix."""
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_listen_address(value: str) -> ListenAddress:
+    host, sep, port_text = value.strip().rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError("expected [host]:port, for example ':10580' or '127.0.0.1:10580'")
+    host = host.removeprefix("[").removesuffix("]")
+    return ListenAddress(host, int(port_text))
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class Settings(BaseSettings):
+    """Settings of the exporter (SPEC "Configuration")."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+    )
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    tenant: str | None = None
+    poll_interval: PositiveSeconds = 60.0
+    timeout: PositiveSeconds = 30.0
+    timezone: str = "UTC"
+    stale_after: PositiveSeconds | None = None
+    listen_address: str = f":{DEFAULT_PORT}"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    allow_insecure_http: bool = False
+    max_response_bytes: Annotated[int, Field(gt=0)] = 256 * 1024 * 1024
+    demo: bool = False
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("listen_address")
+    @classmethod
+    def _listen_address(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}, e.g. 'Europe/Berlin'") from None
+        return value
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be an http(s) URL such as"
+                " https://<tenant>.webexcampaign.io/campaignapi/resources/v3"
+            )
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials: put the key in WEBEX_CAMPAIGN_API_KEY")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        return value.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.demo:
+            return self
+        if self.base_url is None:
+            raise _SettingError(
+                "base_url",
+                "is required unless --demo: set it to your tenant's API base, e.g."
+                " https://<tenant>.webexcampaign.io/campaignapi/resources/v3",
+            )
+        host = urlsplit(self.base_url).hostname or ""
+        if (
+            urlsplit(self.base_url).scheme == "http"
+            and not is_loopback_host(host)
+            and not self.allow_insecure_http
+        ):
+            raise _SettingError(
+                "base_url",
+                "uses plain http:// to a non-loopback host, which would send the API key"
+                " in clear: use https://, or set WEBEX_CAMPAIGN_ALLOW_INSECURE_HTTP=true",
+            )
+        if self.api_key is None and self.api_key_file is None:
+            raise _SettingError(
+                "api_key",
+                "is required: set WEBEX_CAMPAIGN_API_KEY, or WEBEX_CAMPAIGN_API_KEY_FILE"
+                " (--api-key-file) to a file holding the API secret key",
+            )
+        if self.api_key_file is not None and not self.api_key_file.is_file():
+            raise _SettingError("api_key_file", f"{self.api_key_file} is not a readable file")
+        return self
+
+    @property
+    def listen(self) -> ListenAddress:
+        return parse_listen_address(self.listen_address)
+
+    @property
+    def effective_stale_after(self) -> float:
+        """Seconds the last good per-group values outlive failing polls."""
+        return self.stale_after if self.stale_after is not None else 5 * self.poll_interval
+
+    @property
+    def tenant_label(self) -> str:
+        if self.tenant:
+            return self.tenant
+        if self.demo or self.base_url is None:
+            return DEMO_TENANT
+        host = urlsplit(self.base_url).hostname or ""
+        try:
+            ipaddress.ip_address(host)
+            return host
+        except ValueError:
+            return host.split(".", 1)[0]
+
+
+class _SettingError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+# The flag of each setting, for error messages (the CLI defines the flags).
+FLAGS: dict[str, str] = {
+    "base_url": "--base-url",
+    "api_key_file": "--api-key-file",
+    "tenant": "--tenant",
+    "poll_interval": "--poll-interval",
+    "timeout": "--timeout",
+    "timezone": "--timezone",
+    "stale_after": "--stale-after",
+    "listen_address": "--web.listen-address",
+    "log_level": "--log.level",
+    "log_format": "--log.format",
+    "allow_insecure_http": "--allow-insecure-http",
+    "max_response_bytes": "--max-response-bytes",
+    "demo": "--demo",
+}
+
+
+def describe_setting(field: str) -> str:
+    env = ENV_PREFIX + field.upper()
+    flag = FLAGS.get(field)
+    return f"{env} ({flag})" if flag else env
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment and `overrides` (the flags).
+
+    Raises ConfigError with one line naming the setting and the fix.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False)[0]
+    context = error.get("ctx", {})
+    inner = context.get("error")
+    if isinstance(inner, _SettingError):
+        return f"{describe_setting(inner.field)} {inner.message}"
+    field = str(error["loc"][0]) if error["loc"] else "settings"
+    message = str(inner) if isinstance(inner, ValueError) else error["msg"]
+    message = message.removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {ENV_PREFIX}{field.upper()}"
+    value = error.get("input")
+    shown = "" if field == "api_key" or isinstance(value, dict) else f" (got {value!r})"
+    return f"{describe_setting(field)}: {message}{shown}"

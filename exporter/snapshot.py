@@ -1,0 +1,80 @@
+"""The immutable result of one successful poll, and state-since bookkeeping across polls."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .records import DateParser, TargetGroup
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSample:
+    """One target group as exported: the record plus derived timestamps."""
+
+    group: TargetGroup
+    state: int | None
+    created: float | None
+    last_updated: float | None
+    state_since: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: float
+    """Unix time at which the response arrived."""
+    groups: tuple[GroupSample, ...]
+    invalid: int
+
+    def count_by_state(self) -> dict[str, int]:
+        counts = {"in_progress": 0, "ready": 0, "unknown": 0}
+        for sample in self.groups:
+            key = {0: "in_progress", 1: "ready"}.get(sample.state, "unknown")  # type: ignore[arg-type]
+            counts[key] += 1
+        return counts
+
+
+class StateTracker:
+    """Remembers, per group id, its state and when the exporter saw it enter that state.
+
+    A group seen for the first time (at start, or after it appeared) entered its
+    state at `lastUpdatedOn` when that is older than now: a state change updates
+    the group, so that is the best estimate after a restart. A change seen
+    between two polls is dated to the poll that saw it. Groups that vanish are
+    forgotten, so memory follows the tenant's size.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int | None, float]] = {}
+
+    def observe(
+        self, groups: Iterable[TargetGroup], now: float, parse_date: DateParser
+    ) -> tuple[GroupSample, ...]:
+        seen: dict[str, tuple[int | None, float]] = {}
+        samples: list[GroupSample] = []
+        previous = self._seen
+        for group in groups:
+            state = group.state
+            created = parse_date(group.created_on)
+            updated = parse_date(group.last_updated_on)
+            before = previous.get(group.id)
+            if before is not None and before[0] == state:
+                since = before[1]
+            elif before is None and updated is not None and updated < now:
+                since = updated
+            else:
+                since = now
+            seen[group.id] = (state, since)
+            samples.append(GroupSample(group, state, created, updated, since))
+        self._seen = seen
+        return tuple(samples)
+
+
+def build_snapshot(
+    groups: list[TargetGroup],
+    invalid: int,
+    now: float,
+    tracker: StateTracker,
+    parse_date: DateParser,
+) -> Snapshot:
+    return Snapshot(taken_at=now, groups=tracker.observe(groups, now, parse_date), invalid=invalid)
