@@ -1,0 +1,208 @@
+"""The Grafana dashboard: generated from code, importable, and built on known metrics."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+from tools import promql_metric_names
+
+from exporter import metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERATOR = ROOT / "grafana" / "generate_dashboard.py"
+DASHBOARD = ROOT / "grafana" / "dashboards" / "webex-campaign-exporter.json"
+ALERTS = ROOT / "prometheus" / "alerts.yaml"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+KNOWN_METRICS = {m.name for m in metrics.ALL}
+
+
+def _load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("generate_dashboard", GENERATOR)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
+
+
+def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in dashboard["panels"] if p["type"] != "row"]
+
+
+def _targets(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [t for p in _panels(dashboard) for t in p["targets"]]
+
+
+def _exprs(dashboard: dict[str, Any]) -> list[str]:
+    return [t["expr"] for t in _targets(dashboard)]
+
+
+def test_committed_json_is_the_generator_output() -> None:
+    generator = _load_generator()
+    assert generator.OUTPUT == DASHBOARD
+    assert generator.render() == DASHBOARD.read_text(), (
+        "dashboard JSON is out of date: run python grafana/generate_dashboard.py"
+    )
+
+
+def test_is_a_dashboard_grafana_10_and_11_import(dashboard: dict[str, Any]) -> None:
+    assert dashboard["uid"] == "webex-campaign-exporter"
+    assert dashboard["title"]
+    # 36 is Grafana 9.x's schema; 10 and 11 migrate it on import.
+    assert 36 <= dashboard["schemaVersion"] <= 39
+    assert "id" not in dashboard or dashboard["id"] is None, "an id would clash on import"
+
+
+def test_panel_ids_are_unique(dashboard: dict[str, Any]) -> None:
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert all(isinstance(i, int) for i in ids)
+    assert len(ids) == len(set(ids))
+
+
+def _cells(panel: dict[str, Any]) -> set[tuple[int, int]]:
+    pos = panel["gridPos"]
+    return {
+        (x, y)
+        for x in range(pos["x"], pos["x"] + pos["w"])
+        for y in range(pos["y"], pos["y"] + pos["h"])
+    }
+
+
+def test_grid_positions_fit_and_do_not_overlap(dashboard: dict[str, Any]) -> None:
+    for panel in dashboard["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0
+        assert pos["y"] >= 0
+        assert pos["w"] > 0
+        assert pos["h"] > 0
+        assert pos["x"] + pos["w"] <= 24, f"{panel['title']} is wider than the grid"
+    for a, b in itertools.combinations(dashboard["panels"], 2):
+        assert not _cells(a) & _cells(b), f"{a['title']!r} overlaps {b['title']!r}"
+
+
+def test_rows_are_expanded_with_panels_at_top_level(dashboard: dict[str, Any]) -> None:
+    # Panels nested in a row that is not collapsed would not be shown.
+    for row in (p for p in dashboard["panels"] if p["type"] == "row"):
+        assert row["collapsed"] is False
+        assert row["panels"] == []
+
+
+def test_variables(dashboard: dict[str, Any]) -> None:
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    tenant = variables["tenant"]
+    assert tenant["type"] == "query"
+    assert tenant["datasource"] == DATASOURCE
+    assert tenant["query"] == "label_values(webex_campaign_up, tenant)"
+
+
+def test_every_panel_and_target_uses_the_datasource_variable(dashboard: dict[str, Any]) -> None:
+    for panel in _panels(dashboard):
+        assert panel["datasource"] == DATASOURCE, panel["title"]
+        assert panel["targets"], f"{panel['title']} has no query"
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE, panel["title"]
+
+
+def test_every_panel_has_description_and_unit(dashboard: dict[str, Any]) -> None:
+    for panel in _panels(dashboard):
+        assert panel["description"].strip(), panel["title"]
+        defaults = panel["fieldConfig"]["defaults"]
+        # A stat that maps its values to text needs no unit.
+        assert defaults.get("unit") or defaults.get("mappings"), panel["title"]
+
+
+def test_every_expression_uses_only_known_metrics(dashboard: dict[str, Any]) -> None:
+    for expr in _exprs(dashboard):
+        prefixed = set(re.findall(r"\bwebex_campaign_\w+", expr))
+        assert prefixed, expr
+        assert prefixed <= KNOWN_METRICS, f"not in exporter.metrics: {prefixed - KNOWN_METRICS}"
+        assert promql_metric_names(expr) <= KNOWN_METRICS, expr
+
+
+def test_every_selector_is_filtered_by_tenant(dashboard: dict[str, Any]) -> None:
+    for expr in _exprs(dashboard):
+        for selector in re.finditer(r"\bwebex_campaign_\w+(\{[^}]*\})?", expr):
+            assert 'tenant=~"$tenant"' in (selector.group(1) or ""), expr
+
+
+def test_rates_use_rate_interval(dashboard: dict[str, Any]) -> None:
+    calls = [
+        m.group(0)
+        for expr in _exprs(dashboard)
+        for m in re.finditer(r"\b(?:rate|irate|increase)\([^\[]*\[[^\]]*\]", expr)
+    ]
+    assert calls, "the dashboard shows API request rates"
+    for call in calls:
+        assert call.endswith("[$__rate_interval]"), call
+
+
+def test_has_the_panels_the_issue_asks_for(dashboard: dict[str, Any]) -> None:
+    by_type: dict[str, set[str]] = {}
+    for panel in _panels(dashboard):
+        by_type.setdefault(panel["type"], set()).add(panel["title"])
+    assert by_type["stat"] >= {
+        "Groups ready",
+        "Groups in progress",
+        "Groups stuck in progress",
+        "Groups with errors",
+        "API up",
+        "Snapshot age",
+    }
+    assert "Target groups" in by_type["table"]
+    series = " ".join(sorted(by_type["timeseries"]))
+    for words in ("Valid records", "Error records", "API requests and failures", "Poll duration"):
+        assert words in series
+
+
+def test_table_shows_records_error_ratio_state_and_time_in_state(
+    dashboard: dict[str, Any],
+) -> None:
+    (table,) = (p for p in _panels(dashboard) if p["type"] == "table")
+    exprs = " ".join(t["expr"] for t in table["targets"])
+    for metric in (
+        metrics.TOTAL_RECORDS,
+        metrics.VALID_RECORDS,
+        metrics.ERROR_RECORDS,
+        metrics.STATE,
+        metrics.STATE_SINCE,
+    ):
+        assert metric.name in exprs
+    assert all(t["format"] == "table" and t["instant"] for t in table["targets"])
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")
+    renamed = organize["options"]["renameByName"]
+    ref_ids = {f"Value #{t['refId']}" for t in table["targets"]}
+    assert ref_ids <= set(renamed), "every query's value column gets a title"
+    overridden = {o["matcher"]["options"] for o in table["fieldConfig"]["overrides"]}
+    assert {"State", "Error ratio", "Time in state"} <= overridden <= set(renamed.values())
+
+
+def _threshold_after(expr: str, metric: str) -> float:
+    match = re.search(metric + r"[^>]*>\s*([0-9.]+)", expr)
+    assert match, f"no threshold on {metric} in {expr}"
+    return float(match.group(1))
+
+
+def test_stuck_threshold_matches_the_alert(dashboard: dict[str, Any]) -> None:
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    alert = next(r for r in rules if r.get("alert") == "WebexCampaignTargetGroupStuckInProgress")
+    (stuck,) = (p for p in _panels(dashboard) if p["title"] == "Groups stuck in progress")
+    metric = metrics.STATE_SINCE.name
+    assert _threshold_after(stuck["targets"][0]["expr"], metric) == _threshold_after(
+        alert["expr"], metric
+    )
