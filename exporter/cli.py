@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _redact(secrets: Callable[[], Iterable[str]]) -> structlog.types.Processor:
     """Defence in depth: no known secret survives into a log line, whatever carried it."""
 
-    def processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    def processor(
+        _logger: Any, _name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         live = [secret for secret in secrets() if secret]
         if not live:
             return event

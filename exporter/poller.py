@@ -49,7 +49,7 @@ class RetryPolicy:
 
     def backoff(self, failures: int, rng: random.Random) -> float:
         """Delay after the n-th consecutive failed poll: doubling, capped, jittered."""
-        base = min(self.first_backoff, self.interval) * 2 ** max(0, failures - 1)
+        base = min(self.first_backoff, self.interval) * 2.0 ** max(0, failures - 1)
         delay = min(base, self.interval)
         return delay * rng.uniform(0.5, 1.0)
 
@@ -119,6 +119,8 @@ class Poller:
         return self.policy.interval
 
     def _on_success(self, fetched: Fetched, begun: float) -> None:
+        # Parsing happened in the client, right after the body arrived.
+        processing_from = begun + fetched.fetch_seconds
         payload = fetched.payload
         snapshot: Snapshot = build_snapshot(
             payload.groups, payload.invalid, fetched.received_at, self._tracker, self._parse_date
@@ -147,6 +149,14 @@ class Poller:
         self._last_failure = None
         self._last_success = self._clock()
         self._emit(duration=time.monotonic() - begun)
+        log.debug(
+            "poll_completed",
+            tenant=self._tenant,
+            groups=len(snapshot.groups),
+            fetch_s=round(fetched.fetch_seconds, 6),
+            processing_s=round(time.monotonic() - processing_from, 6),
+            duration_s=round(time.monotonic() - begun, 6),
+        )
 
     def _on_failure(self, failure: ApiError, started: float, duration: float) -> None:
         self._failures_in_row += 1

@@ -110,7 +110,6 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 60  # a stalled client frees its thread
     latest: ClassVar[Latest]
     tenant: ClassVar[str]
-    clock: ClassVar[Callable[[], float]] = time.time
     authorize: ClassVar[Callable[[BaseHTTPRequestHandler], bool]] = staticmethod(lambda _h: True)
 
     def do_GET(self) -> None:
@@ -137,7 +136,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             self._metrics(published, head)
         elif path == "/":
-            page = landing_page(published, self.tenant, self.clock())
+            page = landing_page(published, self.tenant, time.time())
             self._send(HTTPStatus.OK, page, head, content_type="text/html; charset=utf-8")
         elif path == "/-/healthy":
             self._send(HTTPStatus.OK, b"Healthy\n", head)

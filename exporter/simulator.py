@@ -348,7 +348,7 @@ class Simulator:
     @property
     def base_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self, tick_seconds: float | None = None) -> Simulator:
         """Serve in the background; with `tick_seconds`, evolve the tenant on a timer."""
