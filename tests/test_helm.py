@@ -31,6 +31,7 @@ import yaml
 from tools import require_tool
 
 import exporter
+from exporter.cli import build_parser
 from exporter.settings import DEFAULT_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -469,6 +470,19 @@ def test_demo_mode_runs_without_a_key(render: Callable[..., list[Manifest]]) -> 
     assert "--demo" in container(manifests)["args"]
     assert not [m for m in manifests if m["kind"] == "Secret"]
     assert "WEBEX_CAMPAIGN_API_KEY_FILE" not in env_of(manifests)
+
+
+@pytest.mark.parametrize("values", VALUES_CASES, ids=VALUES_IDS)
+def test_rendered_args_are_accepted_by_the_exporter(
+    render: Callable[..., list[Manifest]], values: Path | None
+) -> None:
+    for canonical in _needs(values) if values else []:
+        _require_chart_file(canonical)
+    args = container(render(values=[values] if values else []))["args"]
+    try:
+        build_parser().parse_args(args)
+    except SystemExit:
+        pytest.fail(f"the exporter's CLI rejects the chart's arguments {args}")
 
 
 def test_settings_become_flags(render: Callable[..., list[Manifest]]) -> None:

@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+# Container image of webex-campaign-exporter.
+#   docker build -t webex-campaign-exporter:0.1.0 .
+#   docker run --rm -p 10580:10580 webex-campaign-exporter:0.1.0 --demo
+# Both stages use the same base so that the venv's interpreter symlinks stay valid.
+# Renovate/Dependabot can additionally pin the digest (python:...@sha256:...).
+
+FROM python:3.11.14-slim-bookworm AS builder
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+WORKDIR /src
+# .dockerignore is an allowlist: only pyproject.toml, README.md and exporter/ arrive here.
+COPY . .
+
+# tests/test_docker.py runs this same install step outside a container.
+# tzdata: zoneinfo needs a zone database and the slim base does not promise one.
+RUN python -m pip wheel --no-deps --wheel-dir /dist . \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install /dist/*.whl "tzdata>=2024.1"
+
+
+FROM python:3.11.14-slim-bookworm
+
+# Keep VERSION equal to exporter/__version__ (tests/test_docker.py checks it).
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="webex-campaign-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for Webex Campaign target groups" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/webex-campaign-exporter/webex-campaign-exporter" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11.14-slim-bookworm"
+
+ENV PATH="/opt/venv/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+# Only the venv leaves the builder: no wheel, no sources, no build tools.
+COPY --from=builder /opt/venv /opt/venv
+
+# Numeric, so Kubernetes' runAsNonRoot can verify it without /etc/passwd.
+USER 65532:65532
+
+EXPOSE 10580
+
+ENTRYPOINT ["webex-campaign-exporter"]
