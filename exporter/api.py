@@ -179,9 +179,8 @@ class Fetched:
     """A successful response, parsed."""
 
     payload: ParsedPayload
-    received_at: float
-    """Unix time at which the whole body had arrived."""
     fetch_seconds: float
+    """From sending the request to the whole body received."""
 
 
 def _body_code(body: bytes) -> str | None:
@@ -231,6 +230,12 @@ def classify_transport_error(exc: httpx.TransportError, status: str = "none") ->
         return ApiTimeout(f"request timed out ({detail})", status)
     if _is_tls(exc):
         return ApiTlsError("TLS handshake or certificate verification failed", status)
+    if (
+        isinstance(exc, httpx.RemoteProtocolError)
+        and status == "none"
+        and "disconnected" in str(exc)
+    ):
+        return ApiConnectionError("connection closed without an answer", status)
     if isinstance(exc, httpx.ProtocolError | httpx.DecodingError):
         return InvalidResponse(f"malformed HTTP response ({detail})", status)
     return ApiConnectionError(f"could not connect or connection lost ({detail})", status)
@@ -305,7 +310,6 @@ class ApiClient:
                 _body_code(body) or status,
                 _retry_after(response.headers.get("Retry-After"), time.time()),
             )
-        received_at = time.time()
         fetch_seconds = self._clock() - started
         try:
             payload = parse_payload(body)
@@ -313,7 +317,7 @@ class ApiClient:
             if exc.code is not None:
                 raise HttpStatusError(exc.reason, status, exc.code) from None
             raise InvalidResponse(exc.reason, status) from None
-        return Fetched(payload, received_at, fetch_seconds)
+        return Fetched(payload, fetch_seconds)
 
     def _read_capped(self, response: httpx.Response, deadline: float, status: str) -> bytes:
         declared = response.headers.get("Content-Length", "")

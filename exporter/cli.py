@@ -166,7 +166,9 @@ class Exporter:
 
     def start(self) -> None:
         self.threads.append(self.poller.start_thread())
-        serve = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+        serve = threading.Thread(
+            target=self.server.serve_forever, args=(0.1,), name="http", daemon=True
+        )
         serve.start()
         self.threads.append(serve)
 

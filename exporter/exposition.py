@@ -18,8 +18,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST as TEXT_CONTENT_TYPE
-from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
+from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from . import metrics as m
@@ -40,6 +39,10 @@ __all__ = [
 
 _GZIP_LEVEL = 6
 
+# The formats this module writes (SPEC: text 0.0.4 unless OpenMetrics is asked for).
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
 
 def escape(value: str) -> str:
     """Escape a label value as both exposition formats require."""
@@ -49,12 +52,12 @@ def escape(value: str) -> str:
 
 
 def format_value(value: float) -> str:
-    """Integral values without a fraction (exact and short), others as Python's repr."""
+    """Integral values without a fraction (exact and short); others as the Go clients write them."""
     if isinstance(value, int):
         return str(value)
     if value.is_integer() and abs(value) < 2**53:
         return str(int(value))
-    return repr(value)
+    return str(floatToGoString(value))
 
 
 def _header(metric: m.Metric, openmetrics: bool = False) -> str:

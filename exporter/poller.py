@@ -123,7 +123,7 @@ class Poller:
         processing_from = begun + fetched.fetch_seconds
         payload = fetched.payload
         snapshot: Snapshot = build_snapshot(
-            payload.groups, payload.invalid, fetched.received_at, self._tracker, self._parse_date
+            payload.groups, payload.invalid, self._clock(), self._tracker, self._parse_date
         )
         self._block = render_groups(self._tenant, snapshot.groups)
         self._counts = snapshot.count_by_state()

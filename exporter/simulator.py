@@ -353,7 +353,7 @@ class Simulator:
     def start(self, tick_seconds: float | None = None) -> Simulator:
         """Serve in the background; with `tick_seconds`, evolve the tenant on a timer."""
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="simulator", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="simulator", daemon=True
         )
         self._thread.start()
         if tick_seconds:

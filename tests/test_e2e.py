@@ -1,0 +1,179 @@
+"""End to end: the installed console script polls the simulator over loopback, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import free_port, samples, series
+from tools import require_tool
+
+from exporter import metrics as m
+from exporter.simulator import SEED_RECORDS, Simulator, Tenant
+
+KEY = "e2e-secret-key-0123456789"
+SCRIPT = shutil.which("webex-campaign-exporter") or str(
+    Path(sys.executable).with_name("webex-campaign-exporter")
+)
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[str]
+    url: str
+    simulator: Simulator
+
+    def scrape(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=5).text
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> str:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.scrape()
+            if predicate(text):
+                return text
+            if time.monotonic() > deadline:
+                pytest.fail(f"condition not met within {timeout} s; last scrape:\n{text[-2000:]}")
+            time.sleep(0.1)
+
+
+def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"exporter exited with {process.returncode}: {process.stderr.read()}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    pytest.fail("exporter never became ready")
+
+
+def start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [SCRIPT, "--web.listen-address", f"127.0.0.1:{port}", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, process)
+    return process, url
+
+
+@pytest.fixture
+def running() -> Iterator[Running]:
+    simulator = Simulator(Tenant(), keys=frozenset({KEY})).start()
+    process, url = start(
+        ["--base-url", simulator.base_url, "--poll-interval", "0.5", "--tenant", "e2e"],
+        {"WEBEX_CAMPAIGN_API_KEY": KEY},
+    )
+    yield Running(process, url, simulator)
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    simulator.stop()
+
+
+def test_scrape_shows_the_tenant_exactly(running: Running) -> None:
+    text = running.scrape()
+    for seed in SEED_RECORDS:
+        labels = {"tenant": "e2e", "id": seed["id"], "name": seed["name"], "behaviour": "S"}
+        key = frozenset(labels.items())
+        assert series(text, m.TOTAL_RECORDS.name)[key] == seed["totalCount"]
+        assert series(text, m.VALID_RECORDS.name)[key] == seed["validcount"]
+        assert series(text, m.ERROR_RECORDS.name)[key] == seed["errorcount"]
+        assert series(text, m.STATE.name)[key] == 1
+        info_key = key | {
+            ("status", "Ready"),
+            ("user_group", "marketing"),
+            ("load_type", str(seed["loadType"])),
+            ("source", "6"),
+            ("target_group_type", str(seed["targetGroupType"])),
+            ("channels", "A"),
+        }
+        assert series(text, m.INFO.name)[info_key] == 1
+    assert (
+        series(text, m.CREATED.name)[
+            frozenset(
+                {
+                    "tenant": "e2e",
+                    "id": "16710111730000",
+                    "name": "sks_aap_campaign_14Dec_20221214094613",
+                    "behaviour": "S",
+                }.items()
+            )
+        ]
+        == 1671030960
+    )
+    records = running.simulator.tenant.records()
+    counts = {dict(k)["state"]: v for k, v in series(text, m.GROUPS.name).items()}
+    assert counts == {
+        "in_progress": sum(r["targetState"] == 0 for r in records),
+        "ready": sum(r["targetState"] == 1 for r in records),
+        "unknown": 0,
+    }
+    assert series(text, m.UP.name) == {frozenset({("tenant", "e2e")}): 1}
+
+
+def test_deleted_group_is_gone_after_the_next_poll(running: Running) -> None:
+    victim = "16705874370001"
+    assert f'id="{victim}"' in running.scrape()
+    running.simulator.tenant.delete(victim)
+    text = running.wait_for(lambda t: f'id="{victim}"' not in t)
+    assert not [s for s in samples(text) if s.labels.get("id") == victim]
+    assert 'id="16710111730000"' in text
+
+
+def test_promtool_check_metrics_passes_on_a_real_scrape(running: Running) -> None:
+    promtool = require_tool("promtool")
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=running.scrape(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""  # no lint findings either
+
+
+def test_sigterm_exits_zero_and_logs_never_hold_the_key(running: Running) -> None:
+    running.process.send_signal(signal.SIGTERM)
+    stdout, stderr = running.process.communicate(timeout=5)
+    assert running.process.returncode == 0
+    assert KEY not in stdout + stderr
+    events = [line for line in stderr.splitlines() if line.startswith("{")]
+    assert any('"event": "exporter_started"' in line for line in events)
+    assert any('"event": "exporter_stopped"' in line for line in events)
+
+
+def test_demo_mode_runs_without_credentials() -> None:
+    process, url = start(["--demo", "--poll-interval", "1"], {})
+    try:
+        text = httpx.get(f"{url}/metrics").text
+        assert 'webex_campaign_up{tenant="demo"} 1' in text
+        assert 'name="demo_stuck_import"' in text
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=5) == 0
+
+
+def test_python_dash_m_entry_point() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.startswith("webex-campaign-exporter ")

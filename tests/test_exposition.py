@@ -1,0 +1,194 @@
+"""Exposition: exact values and labels, escaping, both formats, gzip stitched once."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+import pytest
+from helpers import samples, series, text_of
+
+from exporter import metrics as m
+from exporter.exposition import (
+    Health,
+    escape,
+    format_value,
+    render,
+    render_groups,
+)
+from exporter.records import DateParser, TargetGroup
+from exporter.simulator import SEED_RECORDS
+from exporter.snapshot import StateTracker
+
+HOSTILE = [
+    'quote " inside',
+    "back\\slash",
+    "new\nline",
+    "emoji 🚀📈 ünïcödé",
+    "x" * 2000,
+    'all \\" of\n them \\n',
+    "",
+]
+
+
+def health(**overrides: object) -> Health:
+    values: dict[str, object] = {
+        "tenant": "acme",
+        "up": True,
+        "last_success": 1_800_000_000.5,
+        "poll_duration": 0.25,
+        "requests": 7,
+        "failures": dict.fromkeys(m.DOCUMENTED_FAILURES, 0) | {("none", "timeout"): 2},
+        "invalid": 1,
+        "group_counts": {"in_progress": 1, "ready": 2},
+    }
+    values.update(overrides)
+    return Health(**values)  # type: ignore[arg-type]
+
+
+def samples_for(records: list[dict[str, object]], now: float = 1_800_000_000.0):  # type: ignore[no-untyped-def]
+    groups = [TargetGroup.model_validate(r) for r in records]
+    return StateTracker().observe(groups, now, DateParser("UTC"))
+
+
+def test_escape() -> None:
+    assert escape('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+    assert escape("plain") == "plain"
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0, "0"),
+        (2.0, "2"),
+        (1671030960.0, "1671030960"),
+        (0.25, "0.25"),
+        (-3.0, "-3"),
+        (1e300, "1e+300"), (1.5e9 + 0.25, "1.50000000025e+09"),
+    ],
+)
+def test_format_value(value: float, text: str) -> None:
+    assert format_value(value) == text
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_seed_groups_exact_values_and_labels(openmetrics: bool) -> None:
+    exposition = render(render_groups("acme", samples_for(list(SEED_RECORDS))), health())
+    text = text_of(exposition, openmetrics)
+    labels = frozenset(
+        {
+            "tenant": "acme",
+            "id": "16705874370001",
+            "name": "QA_Segemnt_Customer_ID_20221209120357",
+            "behaviour": "S",
+        }.items()
+    )
+    assert series(text, m.TOTAL_RECORDS.name, openmetrics)[labels] == 2
+    assert series(text, m.VALID_RECORDS.name, openmetrics)[labels] == 2
+    assert series(text, m.ERROR_RECORDS.name, openmetrics)[labels] == 0
+    assert series(text, m.STATE.name, openmetrics)[labels] == 1
+    assert series(text, m.CREATED.name, openmetrics)[labels] == 1670607180  # 09/Dec/2022 17:33 UTC
+    assert series(text, m.LAST_UPDATED.name, openmetrics)[labels] == 1670607180
+    assert series(text, m.STATE_SINCE.name, openmetrics)[labels] == 1670607180
+    info = series(text, m.INFO.name, openmetrics)
+    info_labels = labels | {
+        ("status", "Ready"),
+        ("user_group", "marketing"),
+        ("load_type", "1"),
+        ("source", "6"),
+        ("target_group_type", "1"),
+        ("channels", "A"),
+    }
+    assert info == {
+        info_labels: 1,
+        next(k for k in info if ("id", "16710111730000") in k): 1,
+    }
+    assert series(text, m.UP.name, openmetrics) == {frozenset({("tenant", "acme")}): 1}
+    assert series(text, m.INVALID_GROUPS.name, openmetrics) == {frozenset({("tenant", "acme")}): 1}
+    counts = series(text, m.GROUPS.name, openmetrics)
+    assert {dict(k)["state"]: v for k, v in counts.items()} == {
+        "in_progress": 1,
+        "ready": 2,
+        "unknown": 0,
+    }
+
+
+def test_every_metric_of_the_contract_is_exposed_with_help_and_type() -> None:
+    text = text_of(render(render_groups("acme", samples_for(list(SEED_RECORDS))), health()))
+    for metric in m.ALL:
+        assert f"# HELP {metric.name} " in text
+        assert f"# TYPE {metric.name} {metric.type}\n" in text
+    exposed = {s.name for s in samples(text)}
+    assert exposed == {metric.name for metric in m.ALL}
+    for sample in samples(text):
+        metric = next(x for x in m.ALL if x.name == sample.name)
+        assert tuple(sample.labels) == metric.labels
+
+
+def test_failure_counters_include_the_documented_pairs_at_zero() -> None:
+    text = text_of(render(render_groups("acme", ()), health()))
+    failures = {
+        (dict(k)["status"], dict(k)["code"]): v
+        for k, v in series(text, m.API_FAILURES.name).items()
+    }
+    assert failures == dict.fromkeys(m.DOCUMENTED_FAILURES, 0) | {("none", "timeout"): 2}
+    assert series(text, m.API_REQUESTS.name) == {frozenset({("tenant", "acme")}): 7}
+
+
+def test_openmetrics_names_counter_families_without_total_and_ends_with_eof() -> None:
+    text = text_of(render(render_groups("acme", ()), health()), openmetrics=True)
+    assert "# TYPE webex_campaign_api_requests counter\n" in text
+    assert "# TYPE webex_campaign_api_failures counter\n" in text
+    assert text.endswith("# EOF\n")
+    plain = text_of(render(render_groups("acme", ()), health()))
+    assert "# TYPE webex_campaign_api_requests_total counter\n" in plain
+    assert "# EOF" not in plain
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_hostile_names_round_trip(openmetrics: bool) -> None:
+    records = [
+        {**SEED_RECORDS[0], "id": f"id-{i}", "name": name, "userGroup": name}
+        for i, name in enumerate(HOSTILE)
+    ]
+    tenant = 'ten"ant\\'
+    exposition = render(render_groups(tenant, samples_for(records)), health(tenant=tenant))
+    text = text_of(exposition, openmetrics)
+    names = {
+        s.labels["id"]: s.labels["name"]
+        for s in samples(text, openmetrics)
+        if s.name == m.TOTAL_RECORDS.name
+    }
+    assert names == {f"id-{i}": name for i, name in enumerate(HOSTILE)}
+    tenants = {s.labels["tenant"] for s in samples(text, openmetrics)}
+    assert tenants == {'ten"ant\\'}
+
+
+def test_gzip_is_one_valid_member_for_every_decoder() -> None:
+    exposition = render(render_groups("acme", samples_for(list(SEED_RECORDS) * 1)), health())
+    for body in (exposition.text, exposition.openmetrics):
+        plain = body.plain()
+        assert gzip.decompress(body.gzipped) == plain
+        decoder = zlib.decompressobj(wbits=31)  # a single-member gzip reader, like curl's
+        assert decoder.decompress(body.gzipped) == plain
+        assert decoder.eof and decoder.unused_data == b""
+
+
+def test_group_block_is_shared_between_formats_and_polls() -> None:
+    block = render_groups("acme", samples_for(list(SEED_RECORDS)))
+    first = render(block, health(requests=1))
+    second = render(block, health(requests=2, up=False))
+    assert first.text.chunks[: len(block.chunks)] == block.chunks
+    assert first.openmetrics.chunks[: len(block.chunks)] == block.chunks
+    assert second.text.chunks[0] is first.text.chunks[0]
+    assert b'api_requests_total{tenant="acme"} 2' in second.text.plain()
+
+
+def test_unparseable_dates_leave_out_only_the_timestamp_series() -> None:
+    record = {**SEED_RECORDS[0], "createdOn": "yesterday", "lastUpdatedOn": None}
+    text = text_of(render(render_groups("acme", samples_for([record])), health()))
+    names = {s.name for s in samples(text)}
+    assert m.CREATED.name not in names
+    assert m.LAST_UPDATED.name not in names
+    assert m.TOTAL_RECORDS.name in names
+    assert m.STATE_SINCE.name in names

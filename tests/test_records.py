@@ -1,0 +1,141 @@
+"""Record parsing: the API's example, its quirks, and malformed records that are skipped."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from exporter.records import DateParser, PayloadError, parse_payload
+from exporter.simulator import SEED_RECORDS
+
+
+def body(records: object) -> bytes:
+    return json.dumps(records).encode()
+
+
+def test_seed_example_parses_exactly() -> None:
+    parsed = parse_payload(body(list(SEED_RECORDS)))
+    assert parsed.invalid == 0
+    first, second = parsed.groups
+    assert first.id == "16710111730000"
+    assert first.name == "sks_aap_campaign_14Dec_20221214094613"
+    assert first.behaviour == "S"
+    assert (first.total_count, first.valid_count, first.error_count) == (0, 0, 0)
+    assert first.state == 1
+    assert first.status_value == "Ready"
+    assert first.user_group == "marketing"
+    assert (first.load_type, first.source, first.target_group_type) == ("0", "6", "0")
+    assert first.supported_channels == ["A"]
+    assert first.created_on == "14/Dec/2022 15:16"
+    assert second.total_count == 2.0
+    assert second.load_type == "1"
+
+
+@pytest.mark.parametrize(
+    ("change", "state"),
+    [
+        ({"targetState": 0}, 0),
+        ({"targetState": "1"}, 1),
+        ({"targetState": 1.0}, 1),
+        ({"targetState": 7}, 1),  # unknown code: statusValue "Ready" decides
+        ({"targetState": 7, "statusValue": "Archived"}, None),
+        ({"targetState": None, "statusValue": "Inprogress"}, 0),
+        ({"targetState": None, "statusValue": "ready"}, 1),
+        ({"targetState": None, "statusValue": "Queued"}, None),
+    ],
+)
+def test_state_from_target_state_then_status(change: dict[str, object], state: int | None) -> None:
+    record = {**SEED_RECORDS[0], **change}
+    assert parse_payload(body([record])).groups[0].state == state
+
+
+def test_quirks_are_tolerated() -> None:
+    record = {
+        **SEED_RECORDS[0],
+        "id": 16710111730000,
+        "userGroup": "null",
+        "totalCount": "5.0",
+        "supportedChannels": "A,E",
+        "brandNewField": {"nested": True},
+    }
+    group = parse_payload(body([record])).groups[0]
+    assert group.id == "16710111730000"
+    assert group.user_group == ""
+    assert group.total_count == 5
+    assert group.supported_channels == ["A", "E"]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"id": None},
+        {"id": ""},
+        {"totalCount": "many"},
+        {"validcount": -1},
+        {"errorcount": None},
+        {"name": ["not", "text"]},
+    ],
+)
+def test_malformed_record_is_skipped_and_counted(broken: dict[str, object]) -> None:
+    records = [SEED_RECORDS[0], {**SEED_RECORDS[1], **broken}]
+    parsed = parse_payload(body(records))
+    assert [g.id for g in parsed.groups] == ["16710111730000"]
+    assert parsed.invalid == 1
+    assert parsed.problems[0].startswith("record 1:")
+
+
+def test_non_objects_in_list_are_invalid_records() -> None:
+    parsed = parse_payload(body([SEED_RECORDS[0], 42, "x", None]))
+    assert len(parsed.groups) == 1
+    assert parsed.invalid == 3
+
+
+def test_duplicate_ids_keep_the_first_and_count_the_rest() -> None:
+    dup = {**SEED_RECORDS[0], "name": "second copy"}
+    parsed = parse_payload(body([SEED_RECORDS[0], dup, SEED_RECORDS[1], dup]))
+    assert [g.name for g in parsed.groups] == [SEED_RECORDS[0]["name"], SEED_RECORDS[1]["name"]]
+    assert parsed.invalid == 2
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"<html><body>502 Bad Gateway</body></html>", None),
+        (b'[{"id": "1", "name": "trunc', None),
+        (b'{"items": []}', None),
+        (b'"just a string"', None),
+        (b'{"code": 1001, "description": "Invalid JSON"}', "1001"),
+        (b'{"code": "498", "description": "expired"}', "498"),
+    ],
+)
+def test_bodies_that_are_not_a_list_fail_the_poll(payload: bytes, code: str | None) -> None:
+    with pytest.raises(PayloadError) as caught:
+        parse_payload(payload)
+    assert caught.value.code == code
+
+
+def test_empty_list_is_a_valid_empty_tenant() -> None:
+    parsed = parse_payload(b"[]")
+    assert (parsed.groups, parsed.invalid) == ([], 0)
+
+
+@pytest.mark.parametrize(
+    ("zone", "text", "expected"),
+    [
+        ("UTC", "14/Dec/2022 15:16", datetime(2022, 12, 14, 15, 16, tzinfo=UTC)),
+        ("Asia/Kolkata", "14/Dec/2022 15:16", datetime(2022, 12, 14, 9, 46, tzinfo=UTC)),
+        ("Europe/Berlin", "01/Jul/2023 00:05", datetime(2023, 6, 30, 22, 5, tzinfo=UTC)),
+        ("UTC", "1/jan/2024 7:05:09", datetime(2024, 1, 1, 7, 5, 9, tzinfo=UTC)),
+    ],
+)
+def test_dates_in_the_tenant_zone(zone: str, text: str, expected: datetime) -> None:
+    assert DateParser(zone)(text) == expected.timestamp()
+
+
+@pytest.mark.parametrize(
+    "text", ["", "null", "2022-12-14T15:16:00Z", "31/Feb/2022 10:00", "1/Foo/2022 1:00"]
+)
+def test_unparseable_dates_are_absent(text: str) -> None:
+    assert DateParser("UTC")(text) is None

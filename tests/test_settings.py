@@ -1,0 +1,120 @@
+"""Settings: env and flags, precedence, defaults, and one clear line per bad setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporter.cli import main
+from exporter.settings import DEFAULT_PORT, ConfigError, ListenAddress, load_settings
+
+BASE = "https://acme.webexcampaign.io/campaignapi/resources/v3"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("WEBEX_CAMPAIGN_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_follow_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBEX_CAMPAIGN_BASE_URL", BASE)
+    monkeypatch.setenv("WEBEX_CAMPAIGN_API_KEY", "k")
+    settings = load_settings()
+    assert settings.poll_interval == 60
+    assert settings.timeout == 30
+    assert settings.timezone == "UTC"
+    assert settings.log_level == "info"
+    assert settings.log_format == "json"
+    assert settings.listen == ListenAddress("", DEFAULT_PORT)
+    assert settings.effective_stale_after == 300
+    assert settings.tenant_label == "acme"
+    assert not 9100 <= DEFAULT_PORT <= 9999  # the fully allocated exporter range
+
+
+def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBEX_CAMPAIGN_BASE_URL", BASE)
+    monkeypatch.setenv("WEBEX_CAMPAIGN_API_KEY", "k")
+    monkeypatch.setenv("WEBEX_CAMPAIGN_POLL_INTERVAL", "10")
+    monkeypatch.setenv("WEBEX_CAMPAIGN_TENANT", "from-env")
+    settings = load_settings(poll_interval="2.5", tenant="from-flag")
+    assert settings.poll_interval == 2.5
+    assert settings.tenant_label == "from-flag"
+    assert settings.effective_stale_after == 12.5
+
+
+def test_environment_is_read_case_insensitively(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBEX_CAMPAIGN_LOG_FORMAT", "CONSOLE")
+    monkeypatch.setenv("WEBEX_CAMPAIGN_LOG_LEVEL", "Debug")
+    settings = load_settings(demo=True)
+    assert (settings.log_format, settings.log_level) == ("console", "debug")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        ({}, "WEBEX_CAMPAIGN_BASE_URL (--base-url) is required unless --demo"),
+        ({"base_url": BASE}, "WEBEX_CAMPAIGN_API_KEY is required"),
+        ({"base_url": "ftp://x/y", "api_key": "k"}, "WEBEX_CAMPAIGN_BASE_URL (--base-url):"),
+        ({"base_url": "https://u:p@x.io/v1", "api_key": "k"}, "must not carry credentials"),
+        ({"base_url": "http://api.example.com/v1", "api_key": "k"}, "plain http://"),
+        ({"demo": True, "poll_interval": "0"}, "WEBEX_CAMPAIGN_POLL_INTERVAL (--poll-interval):"),
+        (
+            {"demo": True, "poll_interval": "soon"},
+            "WEBEX_CAMPAIGN_POLL_INTERVAL (--poll-interval):",
+        ),
+        ({"demo": True, "timeout": "-1"}, "WEBEX_CAMPAIGN_TIMEOUT (--timeout):"),
+        ({"demo": True, "timezone": "Mars/Olympus"}, "WEBEX_CAMPAIGN_TIMEZONE (--timezone):"),
+        ({"demo": True, "listen_address": "10580"}, "WEBEX_CAMPAIGN_LISTEN_ADDRESS"),
+        ({"demo": True, "log_format": "xml"}, "WEBEX_CAMPAIGN_LOG_FORMAT (--log.format):"),
+        ({"demo": True, "log_level": "loud"}, "WEBEX_CAMPAIGN_LOG_LEVEL (--log.level):"),
+        ({"demo": True, "tenant": " "}, "WEBEX_CAMPAIGN_TENANT (--tenant):"),
+        ({"base_url": BASE, "api_key_file": "/nonexistent/key"}, "WEBEX_CAMPAIGN_API_KEY_FILE"),
+    ],
+)
+def test_bad_setting_names_the_setting(overrides: dict[str, object], names: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**overrides)
+    message = str(caught.value)
+    assert names in message
+    assert "\n" not in message
+
+
+def test_insecure_http_allowed_for_loopback_or_when_asked() -> None:
+    assert load_settings(base_url="http://127.0.0.1:8080/v1", api_key="k").base_url
+    assert load_settings(base_url="http://localhost/v1", api_key="k").base_url
+    allowed = load_settings(
+        base_url="http://api.internal/v1", api_key="k", allow_insecure_http=True
+    )
+    assert allowed.tenant_label == "api"
+
+
+def test_api_key_never_echoed_in_errors() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(base_url="nope", api_key="super-secret-value")
+    assert "super-secret-value" not in str(caught.value)
+
+
+def test_listen_address_forms() -> None:
+    assert load_settings(demo=True, listen_address="[::1]:9").listen == ListenAddress("::1", 9)
+    assert str(ListenAddress("::1", 9)) == "[::1]:9"
+    assert load_settings(demo=True, listen_address="0.0.0.0:1").listen.port == 1
+
+
+def test_cli_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--poll-interval", "-5", "--demo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "WEBEX_CAMPAIGN_POLL_INTERVAL (--poll-interval)" in err[0]
+    assert "Traceback" not in err[0]
+
+
+def test_cli_rejects_empty_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "key"
+    key.write_text("\n")
+    assert main(["--base-url", BASE, "--api-key-file", str(key)]) == 2
+    assert "WEBEX_CAMPAIGN_API_KEY_FILE (--api-key-file)" in capsys.readouterr().err
