@@ -1,0 +1,252 @@
+"""Child processes of the benchmark: helper servers, the exporter, /proc readings."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CONSOLE_SCRIPT = "webex-campaign-exporter"
+
+
+class HarnessError(RuntimeError):
+    """The benchmark itself broke (not a slow exporter): exit non-zero."""
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_CAMPAIGN_")}
+    # Everything here talks to 127.0.0.1: a proxy from the environment must not interfere.
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
+    env.update(extra or {})
+    return env
+
+
+def run_json(module: str, *args: str, timeout: float) -> dict[str, Any]:
+    """Run `python -m module args` to completion and parse its one JSON line."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise HarnessError(f"{module} exited {result.returncode}: {result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def get(port: int, path: str, timeout: float = 30) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def proc_status(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak RSS) of a process, in MB (10^6 bytes)."""
+    values: dict[str, float] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024 / 1e6
+    return values
+
+
+def _stop(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+class Server:
+    """A helper server from benchmarks.servers, listening once its port is printed."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.servers", *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            cwd=ROOT,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait(5)
+            raise HarnessError(f"benchmarks.servers {args[0]} exited {self.process.returncode}")
+        self.port: int = json.loads(line)["port"]
+
+    def stop(self) -> None:
+        _stop(self.process, grace=3)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FakeApi(Server):
+    def __init__(self, payload: Path, churn_every: int = 0, hold_at: Sequence[int] = ()) -> None:
+        args = ["fake-api", "--payload", str(payload)]
+        if churn_every:
+            args += ["--churn-every", str(churn_every)]
+        if hold_at:
+            args += ["--hold-at", ",".join(map(str, hold_at))]
+        super().__init__(*args)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def state(self) -> dict[str, Any]:
+        return json.loads(get(self.port, "/-/state")[1])  # type: ignore[no-any-return]
+
+    def hold_next(self) -> None:
+        get(self.port, "/-/hold")
+
+    def release(self) -> None:
+        get(self.port, "/-/release")
+
+    def wait_held(self, timeout: float, alive: Exporter | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.state()
+            if state["held"]:
+                return state
+            if alive is not None:
+                alive.check_alive()
+            time.sleep(0.02)
+        raise HarnessError(f"the exporter's request was not held within {timeout:.0f} s")
+
+
+def exporter_command() -> list[str]:
+    """The console script as installed next to this interpreter (or on PATH)."""
+    beside = Path(sys.executable).with_name(CONSOLE_SCRIPT)
+    found = str(beside) if beside.exists() else shutil.which(CONSOLE_SCRIPT)
+    if found is None:
+        raise HarnessError(
+            f"console script {CONSOLE_SCRIPT!r} not found: run `pip install -e '.[test]'`"
+        )
+    return [found]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Exporter:
+    """The exporter as it ships, polling `api`; its JSON log lines parsed from stderr."""
+
+    def __init__(self, api: FakeApi, poll_interval: float, log_path: Path) -> None:
+        self.port = free_port()
+        self.command = [
+            *exporter_command(),
+            "--base-url",
+            api.base_url,
+            "--tenant",
+            "bench",
+            "--web.listen-address",
+            f"127.0.0.1:{self.port}",
+            "--log.level",
+            "debug",
+            "--log.format",
+            "json",
+            "--poll-interval",
+            str(poll_interval),
+            "--stale-after",
+            "86400",
+            "--timeout",
+            "900",
+            "--max-response-bytes",
+            str(1 << 30),
+        ]
+        self.polls: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._log = log_path.open("w", encoding="utf-8")
+        self.process = subprocess.Popen(
+            self.command,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=_env({"WEBEX_CAMPAIGN_API_KEY": "bench"}),
+        )
+        self.pid = self.process.pid
+        assert self.process.stderr is not None
+        self._reader = threading.Thread(target=self._read, args=(self.process.stderr,), daemon=True)
+        self._reader.start()
+        self.log_path = log_path
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._log.write(line)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "poll_completed":
+                with self._cond:
+                    self.polls.append(event)
+                    self._cond.notify_all()
+        self._log.flush()
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            self._reader.join(2)
+            self._log.flush()
+            tail = self.log_path.read_text(encoding="utf-8")[-3000:]
+            raise HarnessError(f"the exporter exited {self.process.returncode}:\n{tail}")
+
+    def wait_polls(self, count: int, timeout: float) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.polls) < count:
+                self.check_alive()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise HarnessError(
+                        f"only {len(self.polls)} of {count} polls within {timeout:.0f} s"
+                        f" (log: {self.log_path})"
+                    )
+                self._cond.wait(min(left, 0.5))
+            return list(self.polls)
+
+    def status(self) -> dict[str, float]:
+        return proc_status(self.pid)
+
+    def stop(self) -> None:
+        _stop(self.process)
+        self._reader.join(5)
+        self._log.close()
+
+    def __enter__(self) -> Exporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
