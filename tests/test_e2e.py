@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 from helpers import free_port, samples, series
-from tools import require_tool
+from tools import exporter_script, require_tool
 
 from exporter import metrics as m
 from exporter.simulator import SEED_RECORDS, Simulator, Tenant
 
 KEY = "e2e-secret-key-0123456789"
-SCRIPT = shutil.which("webex-campaign-exporter") or str(
-    Path(sys.executable).with_name("webex-campaign-exporter")
-)
+SCRIPT = exporter_script()
 
 
 @dataclass

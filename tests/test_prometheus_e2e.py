@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -21,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from tools import require_tool
+from tools import exporter_script, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "dashboards" / "webex-campaign-exporter.json"
@@ -134,8 +133,7 @@ def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusAPI]:
     prometheus_bin = require_tool("prometheus")
-    exporter_bin = shutil.which("webex-campaign-exporter")
-    assert exporter_bin, "console script missing: pip install -e '.[test]'"
+    exporter_bin = exporter_script()
     tmp = tmp_path_factory.mktemp("prometheus-e2e")
     exporter_log, prometheus_log = tmp / "exporter.log", tmp / "prometheus.log"
     logs = [exporter_log, prometheus_log]

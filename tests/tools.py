@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +53,16 @@ def promql_metric_names(expr: str) -> set[str]:
             continue
         names.add(word)
     return names
+
+
+def exporter_script() -> str:
+    """The console script installed next to the running interpreter (the venv under test).
+
+    Preferred over PATH, where an older install elsewhere could shadow the code under test.
+    """
+    beside = Path(sys.executable).with_name("webex-campaign-exporter")
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("webex-campaign-exporter")
+    assert found, "console script missing: pip install -e '.[test]'"
+    return found
