@@ -1,0 +1,550 @@
+"""--web.config.file: real TLS and basic auth on loopback, and the file's validation errors."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+import structlog
+import structlog.testing
+import trustme
+
+from exporter import metrics as m
+from exporter import webconfig
+from exporter.api import RequestStats
+from exporter.poller import initial_published
+from exporter.server import Latest, MetricsServer, make_server
+from exporter.settings import ConfigError, ListenAddress
+from exporter.webconfig import WebConfigError, load_web_config, wrap_server
+
+PASSWORD = "correct horse battery staple"
+# Cost 4 keeps the file fast; production hashes use 10 or more.
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+# htpasswd writes the $2y$ variant; it must work too.
+HASH_2Y = "$2y$" + bcrypt.hashpw(b"other secret", bcrypt.gensalt(rounds=4)).decode()[4:]
+
+
+@dataclass
+class Pki:
+    ca: trustme.CA
+    folder: Path
+
+    def server_files(self, name: str = "server") -> tuple[Path, Path]:
+        cert = self.ca.issue_cert("127.0.0.1", "localhost")
+        cert_path, key_path = self.folder / f"{name}.crt", self.folder / f"{name}.key"
+        cert.cert_chain_pems[0].write_to_path(str(cert_path))
+        for pem in cert.cert_chain_pems[1:]:
+            pem.write_to_path(str(cert_path), append=True)
+        cert.private_key_pem.write_to_path(str(key_path))
+        return cert_path, key_path
+
+    def ca_file(self, name: str = "client-ca.crt") -> Path:
+        path = self.folder / name
+        self.ca.cert_pem.write_to_path(str(path))
+        return path
+
+    def client_context(
+        self, client_cert: trustme.LeafCert | None = None, trust: bool = True
+    ) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if trust:
+            self.ca.configure_trust(context)
+        if client_cert is not None:
+            client_cert.configure_cert(context)
+        return context
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return Pki(trustme.CA(), tmp_path)
+
+
+def write_config(folder: Path, text: str, name: str = "web.yml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+Serve = Callable[..., str]
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    """Start make_server on 127.0.0.1:0 with the config applied as the CLI does; give the URL."""
+    servers: list[tuple[MetricsServer, threading.Thread]] = []
+
+    def start(config_path: Path, check_interval: float = 60.0) -> str:
+        config = load_web_config(config_path)
+        stats = RequestStats(m.DOCUMENTED_FAILURES)
+        latest = Latest(initial_published("test", stats.read()[1]))
+        server = make_server(ListenAddress("127.0.0.1", 0), latest, "test")
+        wrap_server(server, config, check_interval=check_interval)
+        # a short poll interval keeps shutdown() in teardown quick
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        scheme = "https" if config.tls_enabled else "http"
+        return f"{scheme}://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def get(url: str, verify: ssl.SSLContext | bool = True, **kwargs: object) -> httpx.Response:
+    with httpx.Client(verify=verify, timeout=5) as client:
+        return client.get(url, **kwargs)  # type: ignore[arg-type]
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+# --- TLS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_url(pki: Pki, serve: Serve) -> str:
+    cert, key = pki.server_files()
+    path = write_config(pki.folder, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    return serve(path)
+
+
+def test_tls_with_the_right_ca_serves_metrics(pki: Pki, tls_url: str) -> None:
+    response = get(f"{tls_url}/metrics", verify=pki.client_context())
+    assert response.status_code == 200
+    assert f"{m.UP.name}{{" in response.text
+    assert response.http_version == "HTTP/1.1"
+
+
+def test_tls_without_the_ca_fails_verification(tls_url: str) -> None:
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        get(f"{tls_url}/metrics")
+
+
+def test_plain_http_to_the_tls_port_gets_no_answer(tls_url: str) -> None:
+    with pytest.raises(httpx.TransportError):
+        get(tls_url.replace("https://", "http://") + "/metrics")
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
+def test_tls_defaults_to_tls12_minimum(pki: Pki, tls_url: str) -> None:
+    old = pki.client_context()
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with pytest.raises(httpx.ConnectError):
+        get(f"{tls_url}/metrics", verify=old)
+    # and TLS 1.2 is still accepted
+    tls12 = pki.client_context()
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert get(f"{tls_url}/metrics", verify=tls12).status_code == 200
+
+
+def test_min_version_tls13_rejects_tls12_clients(pki: Pki, serve: Serve) -> None:
+    cert, key = pki.server_files()
+    path = write_config(
+        pki.folder,
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  min_version: TLS13\n",
+    )
+    url = serve(path)
+    tls12 = pki.client_context()
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises(httpx.ConnectError):
+        get(f"{url}/metrics", verify=tls12)
+    assert get(f"{url}/metrics", verify=pki.client_context()).status_code == 200
+
+
+def test_a_silent_client_does_not_block_others(pki: Pki, tls_url: str) -> None:
+    port = int(tls_url.rsplit(":", 1)[1])
+    # Connects and never starts the handshake: must not hold up accept().
+    with socket.create_connection(("127.0.0.1", port)):
+        started = time.monotonic()
+        response = get(f"{tls_url}/-/healthy", verify=pki.client_context())
+        assert response.status_code == 200
+        assert time.monotonic() - started < 2
+
+
+def test_relative_paths_resolve_against_the_config_folder(
+    pki: Pki, serve: Serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki.server_files("relative")
+    path = write_config(
+        pki.folder, "tls_server_config:\n  cert_file: relative.crt\n  key_file: relative.key\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    url = serve(Path(os.path.relpath(path, elsewhere)))
+    assert get(f"{url}/-/healthy", verify=pki.client_context()).status_code == 200
+
+
+# --- client certificates -----------------------------------------------------------------
+
+
+@pytest.fixture
+def mtls_url(pki: Pki, serve: Serve) -> str:
+    cert, key = pki.server_files()
+    ca = pki.ca_file()
+    path = write_config(
+        pki.folder,
+        f"""\
+tls_server_config:
+  cert_file: {cert}
+  key_file: {key}
+  client_auth_type: RequireAndVerifyClientCert
+  client_ca_file: {ca}
+""",
+    )
+    return serve(path)
+
+
+def test_mtls_accepts_a_client_certificate_from_the_ca(pki: Pki, mtls_url: str) -> None:
+    client = pki.ca.issue_cert("prometheus@example.com")
+    response = get(f"{mtls_url}/metrics", verify=pki.client_context(client))
+    assert response.status_code == 200
+    assert m.UP.name in response.text
+
+
+def test_mtls_rejects_a_client_without_certificate(pki: Pki, mtls_url: str) -> None:
+    with pytest.raises(httpx.TransportError):
+        get(f"{mtls_url}/metrics", verify=pki.client_context())
+
+
+def test_mtls_rejects_a_certificate_from_another_ca(pki: Pki, mtls_url: str) -> None:
+    stranger = trustme.CA().issue_cert("prometheus@example.com")
+    with pytest.raises(httpx.TransportError):
+        get(f"{mtls_url}/metrics", verify=pki.client_context(stranger))
+
+
+def test_verify_if_given_accepts_no_certificate_but_rejects_a_bad_one(
+    pki: Pki, serve: Serve
+) -> None:
+    cert, key = pki.server_files()
+    path = write_config(
+        pki.folder,
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+        f"  client_auth_type: VerifyClientCertIfGiven\n  client_ca: |\n"
+        + "".join(f"    {line}\n" for line in pki.ca.cert_pem.bytes().decode().splitlines()),
+    )
+    url = serve(path)
+    assert get(f"{url}/metrics", verify=pki.client_context()).status_code == 200
+    stranger = trustme.CA().issue_cert("x@example.com")
+    with pytest.raises(httpx.TransportError):
+        get(f"{url}/metrics", verify=pki.client_context(stranger))
+
+
+# --- basic auth --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def auth_url(tmp_path: Path, serve: Serve) -> str:
+    path = write_config(
+        tmp_path,
+        f"""\
+basic_auth_users:
+  prometheus: '{HASH}'
+  grafana: '{HASH_2Y}'
+http_server_config:
+  headers:
+    X-Frame-Options: deny
+    X-Content-Type-Options: nosniff
+""",
+    )
+    return serve(path)
+
+
+def assert_unauthorized(response: httpx.Response) -> None:
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Basic realm="webex-campaign-exporter"'
+    assert m.PREFIX not in response.text
+
+
+def test_basic_auth_right_password(auth_url: str) -> None:
+    response = get(f"{auth_url}/metrics", headers=basic("prometheus", PASSWORD))
+    assert response.status_code == 200
+    assert m.UP.name in response.text
+    assert get(f"{auth_url}/metrics", headers=basic("grafana", "other secret")).status_code == 200
+
+
+def test_basic_auth_wrong_password(auth_url: str) -> None:
+    assert_unauthorized(get(f"{auth_url}/metrics", headers=basic("prometheus", "wrong")))
+    # the other user's password does not open this user
+    assert_unauthorized(get(f"{auth_url}/metrics", headers=basic("prometheus", "other secret")))
+
+
+def test_basic_auth_no_header(auth_url: str) -> None:
+    assert_unauthorized(get(f"{auth_url}/metrics"))
+
+
+def test_basic_auth_unknown_user(auth_url: str) -> None:
+    assert_unauthorized(get(f"{auth_url}/metrics", headers=basic("mallory", PASSWORD)))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer abc",
+        "Basic !!!not-base64!!!",
+        "Basic " + base64.b64encode(b"prometheus").decode(),  # no colon
+        "Basic " + base64.b64encode(b"prometheus:" + b"x" * 100).decode(),  # > 72 bytes
+    ],
+)
+def test_basic_auth_malformed_header(auth_url: str, header: str) -> None:
+    assert_unauthorized(get(f"{auth_url}/metrics", headers={"Authorization": header}))
+
+
+def test_rejections_are_logged_without_the_password(auth_url: str) -> None:
+    with structlog.testing.capture_logs() as logs:
+        get(f"{auth_url}/metrics", headers=basic("prometheus", "hunter2-guess"))
+        get(f"{auth_url}/metrics", headers=basic("prometheus", PASSWORD))
+    rejected = [entry for entry in logs if entry["event"] == "web_auth_rejected"]
+    assert [entry["reason"] for entry in rejected] == ["bad_credentials"]
+    assert "hunter2-guess" not in repr(logs)
+    assert PASSWORD not in repr(logs)
+
+
+@pytest.mark.parametrize("path", ["/", "/-/healthy", "/-/ready", "/nowhere"])
+def test_every_path_is_protected(auth_url: str, path: str) -> None:
+    assert_unauthorized(get(auth_url + path))
+
+
+def test_head_request_gets_401_without_body(auth_url: str) -> None:
+    with httpx.Client(timeout=5) as client:
+        response = client.head(f"{auth_url}/metrics")
+    assert response.status_code == 401
+    assert response.content == b""
+
+
+def test_extra_headers_on_every_response(auth_url: str) -> None:
+    for response in (
+        get(f"{auth_url}/metrics"),
+        get(f"{auth_url}/metrics", headers=basic("prometheus", PASSWORD)),
+    ):
+        assert response.headers["X-Frame-Options"] == "deny"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_keep_alive_connection_survives_a_401(auth_url: str) -> None:
+    with httpx.Client(timeout=5) as client:
+        assert client.get(f"{auth_url}/metrics").status_code == 401
+        response = client.get(f"{auth_url}/metrics", headers=basic("prometheus", PASSWORD))
+        assert response.status_code == 200
+
+
+@pytest.fixture
+def bcrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    calls: list[bytes] = []
+    real = webconfig._checkpw
+
+    def counting(password: bytes, hashed: bytes) -> bool:
+        calls.append(hashed)
+        return real(password, hashed)
+
+    monkeypatch.setattr(webconfig, "_checkpw", counting)
+    return calls
+
+
+def test_successful_verification_is_cached(bcrypt_calls: list[bytes], auth_url: str) -> None:
+    for _ in range(3):
+        response = get(f"{auth_url}/metrics", headers=basic("prometheus", PASSWORD))
+        assert response.status_code == 200
+    assert bcrypt_calls == [HASH.encode()]
+    # a wrong password is never served from the cache
+    for _ in range(2):
+        assert get(f"{auth_url}/metrics", headers=basic("prometheus", "nope")).status_code == 401
+    assert len(bcrypt_calls) == 3
+
+
+def test_unknown_user_costs_a_bcrypt_check(bcrypt_calls: list[bytes], auth_url: str) -> None:
+    assert get(f"{auth_url}/metrics", headers=basic("mallory", "x")).status_code == 401
+    assert len(bcrypt_calls) == 1
+    dummy = bcrypt_calls[0]
+    assert dummy not in (HASH.encode(), HASH_2Y.encode())
+    assert dummy[4:6] == b"04"  # same cost as the configured hashes: same timing
+
+
+def test_tls_and_basic_auth_together(pki: Pki, serve: Serve) -> None:
+    cert, key = pki.server_files()
+    path = write_config(
+        pki.folder,
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+        f"basic_auth_users:\n  prometheus: '{HASH}'\n",
+    )
+    url = serve(path)
+    context = pki.client_context()
+    assert_unauthorized(get(f"{url}/metrics", verify=context))
+    ok = get(f"{url}/metrics", verify=context, headers=basic("prometheus", PASSWORD))
+    assert ok.status_code == 200
+
+
+def test_empty_file_protects_nothing(tmp_path: Path, serve: Serve) -> None:
+    url = serve(write_config(tmp_path, "# nothing configured yet\n"))
+    assert url.startswith("http://")
+    assert get(f"{url}/-/healthy").status_code == 200
+
+
+# --- reloading ---------------------------------------------------------------------------
+
+
+def rewrite(path: Path, text: str) -> None:
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    # coarse file-system clocks: make sure the change is visible
+    os.utime(path, ns=(before + 1_000_000_000, before + 1_000_000_000))
+
+
+def test_changed_users_apply_without_restart(tmp_path: Path, serve: Serve) -> None:
+    path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    url = serve(path, check_interval=0.0)
+    assert get(f"{url}/metrics", headers=basic("prometheus", PASSWORD)).status_code == 200
+    rewrite(path, f"basic_auth_users:\n  grafana: '{HASH_2Y}'\n")
+    assert get(f"{url}/metrics", headers=basic("prometheus", PASSWORD)).status_code == 401
+    assert get(f"{url}/metrics", headers=basic("grafana", "other secret")).status_code == 200
+    # a broken edit keeps the last good config in force
+    rewrite(path, "basic_auth_users: [oops\n")
+    assert get(f"{url}/metrics", headers=basic("grafana", "other secret")).status_code == 200
+    assert get(f"{url}/metrics").status_code == 401
+
+
+def test_rotated_certificate_is_served_to_new_connections(pki: Pki, serve: Serve) -> None:
+    cert, key = pki.server_files()
+    path = write_config(pki.folder, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    url = serve(path, check_interval=0.0)
+    assert get(f"{url}/-/healthy", verify=pki.client_context()).status_code == 200
+
+    new_ca = trustme.CA()
+    Pki(new_ca, pki.folder).server_files()  # overwrites server.crt / server.key
+    os.utime(cert, ns=(time.time_ns() + 10**9,) * 2)
+    assert get(f"{url}/-/healthy", verify=Pki(new_ca, pki.folder).client_context()).is_success
+    with pytest.raises(httpx.ConnectError):
+        get(f"{url}/-/healthy", verify=pki.client_context())
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+def load_error(folder: Path, text: str) -> str:
+    path = write_config(folder, text)
+    with pytest.raises(WebConfigError) as info:
+        load_web_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    return message
+
+
+def test_web_config_error_is_a_config_error() -> None:
+    # The CLI turns ConfigError into exit code 2.
+    assert issubclass(WebConfigError, ConfigError)
+
+
+def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
+    message = load_error(tmp_path, "basic_auth_users:\n  prometheus: [unclosed\n")
+    assert "invalid YAML at line 3" in message
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    assert "mapping" in load_error(tmp_path, "- a\n- b\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("tls_config:\n  cert_file: x\n", "unknown key tls_config"),
+        ("tls_server_config:\n  cert_fiel: x\n", "unknown key tls_server_config.cert_fiel"),
+        ("http_server_config:\n  header: {}\n", "unknown key http_server_config.header"),
+    ],
+)
+def test_unknown_keys_are_named(tmp_path: Path, text: str, key: str) -> None:
+    assert key in load_error(tmp_path, text)
+
+
+def test_duplicate_keys_are_rejected(tmp_path: Path) -> None:
+    text = f"basic_auth_users:\n  a: '{HASH}'\n  a: '{HASH}'\n"
+    assert "duplicate key 'a'" in load_error(tmp_path, text)
+
+
+def test_missing_cert_file_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "server.crt"
+    message = load_error(
+        tmp_path, f"tls_server_config:\n  cert_file: {missing}\n  key_file: {missing}\n"
+    )
+    assert f"tls_server_config.cert_file: cannot read {missing}" in message
+
+
+def test_missing_key_file_names_the_path(pki: Pki) -> None:
+    cert, _ = pki.server_files()
+    missing = pki.folder / "gone.key"
+    message = load_error(
+        pki.folder, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {missing}\n"
+    )
+    assert f"tls_server_config.key_file: cannot read {missing}" in message
+
+
+def test_cert_without_key(pki: Pki) -> None:
+    cert, _ = pki.server_files()
+    message = load_error(pki.folder, f"tls_server_config:\n  cert_file: {cert}\n")
+    assert "tls_server_config.key_file is required" in message
+
+
+def test_mismatched_key(pki: Pki) -> None:
+    cert, _ = pki.server_files("one")
+    _, other_key = pki.server_files("two")
+    message = load_error(
+        pki.folder, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {other_key}\n"
+    )
+    assert "cannot load" in message
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("  client_auth_type: RequireSomething\n", "tls_server_config.client_auth_type"),
+        ("  min_version: TLS14\n", "tls_server_config.min_version"),
+        ("  min_version: TLS13\n  max_version: TLS12\n", "is above max_version"),
+        ("  client_auth_type: RequireAndVerifyClientCert\n", "client_ca_file is required"),
+        ("  client_ca_file: CA\n", "client_auth_type is NoClientCert"),
+        ("  cipher_suites: [TLS_AES_128_GCM_SHA256]\n", "tls_server_config.cipher_suites"),
+        ("  client_allowed_sans: [a]\n", "tls_server_config.client_allowed_sans"),
+    ],
+)
+def test_bad_tls_settings(pki: Pki, extra: str, expected: str) -> None:
+    cert, key = pki.server_files()
+    pki.ca_file("CA")
+    text = f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n{extra}"
+    assert expected in load_error(pki.folder, text)
+
+
+def test_bad_bcrypt_hash_names_the_user_not_the_hash(tmp_path: Path) -> None:
+    message = load_error(tmp_path, "basic_auth_users:\n  prometheus: plaintext-secret\n")
+    assert "basic_auth_users: user 'prometheus'" in message
+    assert "plaintext-secret" not in message
+
+
+def test_unsupported_header_is_named(tmp_path: Path) -> None:
+    message = load_error(tmp_path, "http_server_config:\n  headers:\n    X-Powered-By: me\n")
+    assert "http_server_config.headers" in message
+    assert "X-Powered-By" in message
+
+
+def test_unsupported_rate_limit_is_refused(tmp_path: Path) -> None:
+    assert "rate_limit" in load_error(tmp_path, "rate_limit:\n  interval: 1s\n  burst: 5\n")
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(WebConfigError, match="cannot read"):
+        load_web_config(tmp_path / "absent.yml")
