@@ -20,6 +20,7 @@ from .poller import Poller, initial_published
 from .server import Latest, MetricsServer, make_server
 from .settings import DEFAULT_PORT, ConfigError, Settings, describe_setting, load_settings
 from .simulator import DEMO_KEY, Simulator, Tenant
+from .webconfig import load_web_config, wrap_server
 
 log = structlog.get_logger("exporter")
 
@@ -94,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="listen_address",
         metavar="[HOST]:PORT",
         help=f"where /metrics is served (default :{DEFAULT_PORT})",
+    )
+    add(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="YAML file enabling TLS and/or basic auth on all endpoints, in the format of"
+        " Prometheus's exporter-toolkit (WEBEX_CAMPAIGN_WEB_CONFIG_FILE)",
     )
     add("--log.level", dest="log_level", help="debug, info, warning or error (default info)")
     add("--log.format", dest="log_format", help="json or console (default json)")
@@ -199,6 +207,7 @@ def _credentials(settings: Settings) -> Credentials:
 def build(settings: Settings) -> Exporter:
     credentials = _credentials(settings)
     configure_logging(settings.log_level, settings.log_format, credentials.secrets)
+    web = load_web_config(settings.web_config_file) if settings.web_config_file else None
     simulator = None
     base_url = settings.base_url
     if settings.demo:
@@ -220,6 +229,8 @@ def build(settings: Settings) -> Exporter:
             f"{describe_setting('listen_address')}: cannot listen on"
             f" {settings.listen}: {exc.strerror or exc}"
         ) from None
+    if web is not None:
+        wrap_server(server, web)
     poller = Poller(
         client,
         tenant,
@@ -257,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         poll_interval_s=settings.poll_interval,
         stale_after_s=settings.effective_stale_after,
         demo=settings.demo,
+        web_config=str(settings.web_config_file) if settings.web_config_file else None,
     )
     while not stop.wait(0.5):
         pass

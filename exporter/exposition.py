@@ -57,7 +57,7 @@ def format_value(value: float) -> str:
         return str(value)
     if value.is_integer() and abs(value) < 2**53:
         return str(int(value))
-    return str(floatToGoString(value))
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
 
 
 def _header(metric: m.Metric, openmetrics: bool = False) -> str:

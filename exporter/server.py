@@ -119,6 +119,8 @@ class Handler(BaseHTTPRequestHandler):
         self._respond(head=True)
 
     def _other(self) -> None:
+        if not type(self).authorize(self):
+            return
         self._send(
             HTTPStatus.METHOD_NOT_ALLOWED,
             b"Method not allowed\n",

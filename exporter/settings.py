@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     timezone: str = "UTC"
     stale_after: PositiveSeconds | None = None
     listen_address: str = f":{DEFAULT_PORT}"
+    web_config_file: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     allow_insecure_http: bool = False
@@ -126,6 +127,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.web_config_file is not None and not self.web_config_file.is_file():
+            raise _SettingError("web_config_file", f"{self.web_config_file} is not a readable file")
         if self.demo:
             return self
         if self.base_url is None:
@@ -195,6 +198,7 @@ FLAGS: dict[str, str] = {
     "timezone": "--timezone",
     "stale_after": "--stale-after",
     "listen_address": "--web.listen-address",
+    "web_config_file": "--web.config.file",
     "log_level": "--log.level",
     "log_format": "--log.format",
     "allow_insecure_http": "--allow-insecure-http",

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -173,3 +174,62 @@ def test_python_dash_m_entry_point() -> None:
         [sys.executable, "-m", "exporter", "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout.startswith("webex-campaign-exporter ")
+
+
+def test_web_config_protects_every_endpoint(tmp_path: Path) -> None:
+    import bcrypt
+
+    hashed = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(4)).decode()
+    config = tmp_path / "web.yml"
+    config.write_text(f"basic_auth_users:\n  prometheus: {hashed}\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            SCRIPT,
+            "--demo",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--web.config.file",
+            str(config),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                response = httpx.get(f"{url}/-/ready", auth=("prometheus", "scrape-pass"))
+                if response.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.05)
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        assert httpx.get(f"{url}/metrics", auth=("prometheus", "wrong")).status_code == 401
+        good = httpx.get(f"{url}/metrics", auth=("prometheus", "scrape-pass"))
+        assert good.status_code == 200
+        assert "webex_campaign_up" in good.text
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=5)
+    assert "scrape-pass" not in stderr
+
+
+def test_bad_web_config_exits_2_naming_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "web.yml"
+    config.write_text("tls_server_config:\n  cert_fiel: x\n")
+    result = subprocess.run(
+        [SCRIPT, "--demo", "--web.config.file", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(config) in lines[0] and "cert_fiel" in lines[0]
