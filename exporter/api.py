@@ -8,6 +8,7 @@ status, else a short reason.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import threading
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import httpx
 import pydantic_core
@@ -25,6 +26,7 @@ from . import __version__
 from .records import ParsedPayload, PayloadError, parse_payload
 
 USER_AGENT = f"webex-campaign-exporter/{__version__}"
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -84,6 +86,46 @@ class Credentials(Protocol):
         """Every secret this source has held, for log redaction."""
 
 
+class SecretFile:
+    """A secret read from a file, re-read whenever the file changes.
+
+    Kubernetes swaps a mounted Secret by replacing a symlink, which changes the
+    inode; an edit in place changes mtime or size. An empty or unreadable file
+    (a rotation in progress) keeps the previous value.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._value = ""
+        self.seen: list[str] = []
+        self._lock = threading.Lock()
+        self.value(force=True)
+
+    def value(self, force: bool = False) -> str:
+        with self._lock:
+            self._load(force)
+            return self._value
+
+    def _load(self, force: bool) -> None:
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if not force and stamp == self._stamp:
+            return
+        try:
+            value = self.path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return
+        self._stamp = stamp
+        if value:
+            self._value = value
+            if value not in self.seen:
+                self.seen.append(value)
+
+
 class StaticKey:
     """An API secret key given directly (WEBEX_CAMPAIGN_API_KEY)."""
 
@@ -101,56 +143,112 @@ class StaticKey:
 
 
 class KeyFile:
-    """An API secret key read from a file, re-read whenever the file changes.
+    """An API secret key in a file (WEBEX_CAMPAIGN_API_KEY_FILE), re-read when it changes.
 
-    Kubernetes swaps a mounted Secret by replacing a symlink, which changes the
-    inode; an edit in place changes mtime or size. An empty file (a rotation in
-    progress) keeps the previous key.
+    After a 401 the file is re-read at once, and the request is worth retrying
+    when that found a new key: rotating between a tenant's two keys needs no restart.
     """
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._stamp: tuple[int, int, int] | None = None
-        self._key = ""
-        self._seen: list[str] = []
-        self._lock = threading.Lock()
-        self._load(force=True)
+        self._file = SecretFile(path)
 
     @property
     def loaded(self) -> bool:
-        return bool(self._key)
+        return bool(self._file.value())
 
-    def _load(self, force: bool = False) -> None:
-        try:
-            info = os.stat(self._path)
-        except OSError:
-            return
-        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
-        if not force and stamp == self._stamp:
-            return
-        try:
-            key = self._path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            return
-        self._stamp = stamp
-        if key:
-            self._key = key
-            if key not in self._seen:
-                self._seen.append(key)
+    def authorization(self) -> str:
+        return f"Bearer {self._file.value()}"
+
+    def rejected(self, failure: HttpStatusError) -> bool:
+        before = self._file.value()
+        return self._file.value(force=True) != before
+
+    def secrets(self) -> list[str]:
+        return list(self._file.seen)
+
+
+class TokenSender(Protocol):
+    def request_token(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, object]:
+        """POST to the token endpoint; counted and classified like every request."""
+
+
+class ClientCredentials:
+    """The API hub's client-credentials flow (deprecated by Webex in favour of secret keys).
+
+    `POST {base}/oauth/token?grant_type=client_credentials` with `isGoldenAuthkey:
+    true`, `Authorization: Basic <auth key>` and a JSON body of clientId,
+    clientSecret and grantType. The token is cached until `expires_in` (less a
+    margin) when the answer gives one, else until the API rejects it with
+    401/498, which fetches a new token and retries the request once.
+    """
+
+    EXPIRY_MARGIN = 60.0
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: Callable[[], str],
+        auth_key: Callable[[], str],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.token_url = token_url
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._auth_key = auth_key
+        self._clock = clock
+        self._sender: TokenSender | None = None
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._tokens: list[str] = []
+        self._lock = threading.Lock()
+
+    def bind(self, sender: TokenSender) -> None:
+        self._sender = sender
 
     def authorization(self) -> str:
         with self._lock:
-            self._load()
-            return f"Bearer {self._key}"
+            if self._token is None or self._clock() >= self._expires_at:
+                self._refresh()
+            return f"Bearer {self._token}"
 
     def rejected(self, failure: HttpStatusError) -> bool:
+        if failure.labels != ("401", "498"):
+            return False
         with self._lock:
-            before = self._key
-            self._load(force=True)
-            return self._key != before
+            self._token = None
+        return True
 
     def secrets(self) -> list[str]:
-        return list(self._seen)
+        return [self._client_secret(), self._auth_key(), *self._tokens]
+
+    def _refresh(self) -> None:
+        assert self._sender is not None, "bind() the client first"
+        body = json.dumps(
+            {
+                "clientId": self._client_id,
+                "clientSecret": self._client_secret(),
+                "grantType": "client_credentials",
+            }
+        ).encode()
+        headers = {
+            "isGoldenAuthkey": "true",
+            "Authorization": f"Basic {self._auth_key()}",
+            "Content-Type": "application/json",
+        }
+        answer = self._sender.request_token(self.token_url, headers, body)
+        token = answer.get("access_token") or answer.get("accessToken") or answer.get("token")
+        if not isinstance(token, str) or not token:
+            raise InvalidResponse("token answer without access_token", "200")
+        self._tokens = [*self._tokens[-4:], token]
+        expires_in = answer.get("expires_in") or answer.get("expiresIn")
+        lifetime = float(expires_in) if isinstance(expires_in, int | float | str) else None
+        now = self._clock()
+        if lifetime is None or lifetime <= 0:
+            self._expires_at = float("inf")
+        else:
+            self._expires_at = now + max(lifetime - self.EXPIRY_MARGIN, lifetime / 2)
+        self._token = token
 
 
 class RequestStats:
@@ -261,6 +359,8 @@ class ApiClient:
         self._timeout = timeout
         self._max_bytes = max_response_bytes
         self._clock = clock
+        if isinstance(credentials, ClientCredentials):
+            credentials.bind(self)
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
@@ -283,22 +383,27 @@ class ApiClient:
             raise
 
     def _attempt(self) -> Fetched:
+        # May send (and count) a token request first.
+        authorization = self._credentials.authorization()
+        return self._counted(lambda: self._get(authorization))
+
+    def _counted(self, send: Callable[[], T]) -> T:
+        """Send one request: count it, and count its failure once if it fails."""
         self.stats.request()
         try:
-            return self._get()
+            return send()
         except ApiError as failure:
             self.stats.failure(failure.labels)
             raise
 
-    def _get(self) -> Fetched:
+    def _exchange(
+        self, method: str, url: str, headers: dict[str, str], content: bytes | None = None
+    ) -> tuple[httpx.Response, bytes]:
+        """One HTTP exchange, the body read under the size cap and the deadline."""
         started = self._clock()
-        headers = {
-            "Authorization": self._credentials.authorization(),
-            "Content-Type": "application/json",
-        }
         status = "none"
         try:
-            with self._client.stream("GET", self.url, headers=headers) as response:
+            with self._client.stream(method, url, headers=headers, content=content) as response:
                 status = str(response.status_code)
                 body = self._read_capped(response, started + self._timeout, status)
         except httpx.TransportError as exc:
@@ -310,14 +415,39 @@ class ApiClient:
                 _body_code(body) or status,
                 _retry_after(response.headers.get("Retry-After"), time.time()),
             )
+        return response, body
+
+    def _get(self, authorization: str) -> Fetched:
+        started = self._clock()
+        headers = {"Authorization": authorization, "Content-Type": "application/json"}
+        _, body = self._exchange("GET", self.url, headers)
         fetch_seconds = self._clock() - started
         try:
             payload = parse_payload(body)
         except PayloadError as exc:
             if exc.code is not None:
-                raise HttpStatusError(exc.reason, status, exc.code) from None
-            raise InvalidResponse(exc.reason, status) from None
+                raise HttpStatusError(exc.reason, "200", exc.code) from None
+            raise InvalidResponse(exc.reason, "200") from None
         return Fetched(payload, fetch_seconds)
+
+    def request_token(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, object]:
+        def send() -> dict[str, object]:
+            _, answer = self._exchange(
+                "POST", f"{url}?grant_type=client_credentials", headers, body
+            )
+            try:
+                data = pydantic_core.from_json(answer)
+            except ValueError:
+                raise InvalidResponse("token answer is not JSON", "200") from None
+            if not isinstance(data, dict):
+                raise InvalidResponse("token answer is not a JSON object", "200")
+            if "code" in data and not any(k in data for k in ("access_token", "accessToken")):
+                raise HttpStatusError(
+                    "error object from the token endpoint", "200", str(data["code"])[:40]
+                )
+            return data
+
+        return self._counted(send)
 
     def _read_capped(self, response: httpx.Response, deadline: float, status: str) -> bytes:
         declared = response.headers.get("Content-Length", "")

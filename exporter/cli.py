@@ -5,21 +5,32 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
+from pydantic import SecretStr
 
 from . import __version__
 from . import metrics as m
-from .api import ApiClient, Credentials, KeyFile, RequestStats, StaticKey
+from .api import (
+    ApiClient,
+    ClientCredentials,
+    Credentials,
+    KeyFile,
+    RequestStats,
+    SecretFile,
+    StaticKey,
+)
 from .poller import Poller, initial_published
 from .server import Latest, MetricsServer, make_server
 from .settings import DEFAULT_PORT, ConfigError, Settings, describe_setting, load_settings
-from .simulator import DEMO_KEY, Simulator, Tenant
+from .simulator import DEMO_KEY, FLAKY_SHARE, SCENARIOS, Simulator, Tenant
 from .webconfig import load_web_config, wrap_server
 
 log = structlog.get_logger("exporter")
@@ -27,92 +38,88 @@ log = structlog.get_logger("exporter")
 DEMO_TICK_SECONDS = 15.0
 
 
+# (flag, setting, metavar, help); every flag maps to the setting of the same name.
+_FLAGS: tuple[tuple[str, str, str | None, str], ...] = (
+    ("--base-url", "base_url", "URL", "API base; the exporter GETs {base}/target-groups"),
+    (
+        "--api-key-file",
+        "api_key_file",
+        "PATH",
+        "file holding the API secret key, re-read when it changes (or the key itself in"
+        " WEBEX_CAMPAIGN_API_KEY)",
+    ),
+    (
+        "--client-id",
+        "client_id",
+        "ID",
+        "client id of the API hub's client-credentials token flow (deprecated by Webex), with"
+        " WEBEX_CAMPAIGN_CLIENT_SECRET(_FILE) and WEBEX_CAMPAIGN_AUTH_KEY(_FILE)",
+    ),
+    ("--client-secret-file", "client_secret_file", "PATH", "file holding the client secret"),
+    ("--auth-key-file", "auth_key_file", "PATH", "file holding the auth key (sent as Basic)"),
+    ("--token-url", "token_url", "URL", "token endpoint (default {base}/oauth/token)"),
+    ("--ca-file", "ca_file", "PATH", "PEM bundle of CAs to trust for the API"),
+    ("--tenant", "tenant", None, "tenant label (default: first label of the base URL's host)"),
+    ("--poll-interval", "poll_interval", "SECONDS", "seconds between polls (default 60)"),
+    ("--timeout", "timeout", "SECONDS", "seconds for one API request (default 30)"),
+    ("--timezone", "timezone", "ZONE", "IANA zone of createdOn/lastUpdatedOn (default UTC)"),
+    (
+        "--stale-after",
+        "stale_after",
+        "SECONDS",
+        "drop per-group series after polls fail this long (default 5 poll intervals)",
+    ),
+    (
+        "--max-response-bytes",
+        "max_response_bytes",
+        "BYTES",
+        "largest API response accepted (default 256 MiB)",
+    ),
+    (
+        "--web.listen-address",
+        "listen_address",
+        "[HOST]:PORT",
+        f"where /metrics is served (default :{DEFAULT_PORT})",
+    ),
+    (
+        "--web.config.file",
+        "web_config_file",
+        "PATH",
+        "YAML file enabling TLS and/or basic auth on all endpoints (exporter-toolkit format)",
+    ),
+    ("--log.level", "log_level", "LEVEL", "debug, info, warning or error (default info)"),
+    ("--log.format", "log_format", "FORMAT", "json or console (default json)"),
+    (
+        "--demo.scenario",
+        "demo_scenario",
+        "NAME",
+        "how the demo tenant answers: healthy (default), flaky (30%% of requests fail at"
+        " random), or one of these for ever: " + ", ".join(SCENARIOS),
+    ),
+)
+_SWITCHES: tuple[tuple[str, str, str], ...] = (
+    (
+        "--allow-insecure-http",
+        "allow_insecure_http",
+        "accept a plain http:// base URL to a non-loopback host",
+    ),
+    ("--demo", "demo", "poll an embedded simulated tenant on loopback: no credentials, no network"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webex-campaign-exporter",
-        description="Prometheus exporter for Webex Campaign target groups. Every flag has an"
-        " environment variable WEBEX_CAMPAIGN_<NAME>; flags win.",
+        description="Prometheus exporter for Webex Campaign target groups. Every setting has"
+        " an environment variable WEBEX_CAMPAIGN_<SETTING>, e.g. WEBEX_CAMPAIGN_BASE_URL;"
+        " flags win over the environment.",
         argument_default=argparse.SUPPRESS,
     )
-    add = parser.add_argument
-    add(
-        "--base-url",
-        dest="base_url",
-        metavar="URL",
-        help="API base; the exporter GETs {base}/target-groups (WEBEX_CAMPAIGN_BASE_URL)",
-    )
-    add(
-        "--api-key-file",
-        dest="api_key_file",
-        metavar="PATH",
-        help="file holding the API secret key, re-read when it changes"
-        " (WEBEX_CAMPAIGN_API_KEY_FILE; or the key itself in WEBEX_CAMPAIGN_API_KEY)",
-    )
-    add(
-        "--tenant",
-        dest="tenant",
-        help="value of the tenant label (default: first label of the base URL's host)",
-    )
-    add(
-        "--poll-interval",
-        dest="poll_interval",
-        metavar="SECONDS",
-        help="seconds between polls (default 60)",
-    )
-    add(
-        "--timeout",
-        dest="timeout",
-        metavar="SECONDS",
-        help="seconds for one API request (default 30)",
-    )
-    add(
-        "--timezone",
-        dest="timezone",
-        metavar="ZONE",
-        help="IANA time zone of createdOn/lastUpdatedOn (default UTC)",
-    )
-    add(
-        "--stale-after",
-        dest="stale_after",
-        metavar="SECONDS",
-        help="drop per-group series after polls fail this long (default 5 poll intervals)",
-    )
-    add(
-        "--max-response-bytes",
-        dest="max_response_bytes",
-        metavar="BYTES",
-        help="largest API response accepted (default 256 MiB)",
-    )
-    add(
-        "--allow-insecure-http",
-        dest="allow_insecure_http",
-        action="store_const",
-        const=True,
-        help="accept a plain http:// base URL to a non-loopback host",
-    )
-    add(
-        "--web.listen-address",
-        dest="listen_address",
-        metavar="[HOST]:PORT",
-        help=f"where /metrics is served (default :{DEFAULT_PORT})",
-    )
-    add(
-        "--web.config.file",
-        dest="web_config_file",
-        metavar="PATH",
-        help="YAML file enabling TLS and/or basic auth on all endpoints, in the format of"
-        " Prometheus's exporter-toolkit (WEBEX_CAMPAIGN_WEB_CONFIG_FILE)",
-    )
-    add("--log.level", dest="log_level", help="debug, info, warning or error (default info)")
-    add("--log.format", dest="log_format", help="json or console (default json)")
-    add(
-        "--demo",
-        dest="demo",
-        action="store_const",
-        const=True,
-        help="poll an embedded simulated tenant on loopback: no credentials, no network",
-    )
-    add("--version", action="version", version=f"%(prog)s {__version__}")
+    for flag, dest, metavar, help_text in _FLAGS:
+        parser.add_argument(flag, dest=dest, metavar=metavar, help=help_text)
+    for flag, dest, help_text in _SWITCHES:
+        parser.add_argument(flag, dest=dest, action="store_const", const=True, help=help_text)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
@@ -192,6 +199,8 @@ class Exporter:
 def _credentials(settings: Settings) -> Credentials:
     if settings.demo:
         return StaticKey(DEMO_KEY)
+    if settings.uses_token_flow:
+        return _token_flow(settings)
     if settings.api_key_file is not None:
         key_file = KeyFile(settings.api_key_file)
         if not key_file.loaded:
@@ -204,20 +213,65 @@ def _credentials(settings: Settings) -> Credentials:
     return StaticKey(settings.api_key.get_secret_value())
 
 
+def _secret(value: SecretStr | None, path: Path | None, field: str) -> Callable[[], str]:
+    if path is None:
+        assert value is not None
+        secret = value.get_secret_value().strip()
+        return lambda: secret
+    source = SecretFile(path)
+    if not source.value():
+        raise ConfigError(f"{describe_setting(field)}: {path} is empty or unreadable")
+    return source.value
+
+
+def _token_flow(settings: Settings) -> ClientCredentials:
+    assert settings.client_id is not None
+    return ClientCredentials(
+        settings.effective_token_url,
+        settings.client_id,
+        _secret(settings.client_secret, settings.client_secret_file, "client_secret_file"),
+        _secret(settings.auth_key, settings.auth_key_file, "auth_key_file"),
+    )
+
+
+def _demo_tenant(settings: Settings) -> Simulator:
+    tenant = Tenant(timezone=settings.timezone)
+    tenant.slow_seconds = settings.timeout + 5
+    tenant.too_large_bytes = settings.max_response_bytes + 1
+    if settings.demo_scenario == "flaky":
+        tenant.flaky = FLAKY_SHARE
+    elif settings.demo_scenario != "healthy":
+        tenant.scenario = SCENARIOS[settings.demo_scenario]
+    return Simulator(tenant, keys=frozenset({DEMO_KEY})).start(tick_seconds=DEMO_TICK_SECONDS)
+
+
+def _verify(settings: Settings) -> ssl.SSLContext | bool:
+    if settings.ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(settings.ca_file))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"{describe_setting('ca_file')}: {settings.ca_file} is not a PEM CA bundle ({exc})"
+        ) from None
+
+
 def build(settings: Settings) -> Exporter:
     credentials = _credentials(settings)
     configure_logging(settings.log_level, settings.log_format, credentials.secrets)
     web = load_web_config(settings.web_config_file) if settings.web_config_file else None
     simulator = None
     base_url = settings.base_url
+    verify = _verify(settings)
     if settings.demo:
-        simulator = Simulator(Tenant(timezone=settings.timezone), keys=frozenset({DEMO_KEY}))
-        simulator.start(tick_seconds=DEMO_TICK_SECONDS)
+        simulator = _demo_tenant(settings)
         base_url = simulator.base_url
     assert base_url is not None
     tenant = settings.tenant_label
     stats = RequestStats(m.DOCUMENTED_FAILURES)
-    client = ApiClient(base_url, credentials, settings.timeout, settings.max_response_bytes, stats)
+    client = ApiClient(
+        base_url, credentials, settings.timeout, settings.max_response_bytes, stats, verify=verify
+    )
     latest = Latest(initial_published(tenant, stats.read()[1]))
     try:
         server = make_server(settings.listen, latest, tenant)

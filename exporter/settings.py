@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     base_url: str | None = None
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    auth_key: SecretStr | None = None
+    auth_key_file: Path | None = None
+    token_url: str | None = None
+    ca_file: Path | None = None
     tenant: str | None = None
     poll_interval: PositiveSeconds = 60.0
     timeout: PositiveSeconds = 30.0
@@ -80,6 +87,7 @@ class Settings(BaseSettings):
     allow_insecure_http: bool = False
     max_response_bytes: Annotated[int, Field(gt=0)] = 256 * 1024 * 1024
     demo: bool = False
+    demo_scenario: str = "healthy"
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -108,7 +116,16 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("base_url")
+    @field_validator("demo_scenario")
+    @classmethod
+    def _scenario(cls, value: str) -> str:
+        from .simulator import DEMO_SCENARIOS  # the simulator owns the names
+
+        if value not in DEMO_SCENARIOS:
+            raise ValueError(f"unknown scenario; one of: {', '.join(DEMO_SCENARIOS)}")
+        return value
+
+    @field_validator("base_url", "token_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -129,8 +146,14 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.web_config_file is not None and not self.web_config_file.is_file():
             raise _SettingError("web_config_file", f"{self.web_config_file} is not a readable file")
+        for field in ("ca_file", "client_secret_file", "auth_key_file"):
+            path = getattr(self, field)
+            if path is not None and not path.is_file():
+                raise _SettingError(field, f"{path} is not a readable file")
         if self.demo:
             return self
+        if self.demo_scenario != "healthy":
+            raise _SettingError("demo_scenario", "only applies with --demo")
         if self.base_url is None:
             raise _SettingError(
                 "base_url",
@@ -148,15 +171,46 @@ class Settings(BaseSettings):
                 "uses plain http:// to a non-loopback host, which would send the API key"
                 " in clear: use https://, or set WEBEX_CAMPAIGN_ALLOW_INSECURE_HTTP=true",
             )
-        if self.api_key is None and self.api_key_file is None:
+        if self.api_key_file is not None and not self.api_key_file.is_file():
+            raise _SettingError("api_key_file", f"{self.api_key_file} is not a readable file")
+        if self.uses_token_flow:
+            self._check_token_flow()
+        elif self.api_key is None and self.api_key_file is None:
             raise _SettingError(
                 "api_key",
                 "is required: set WEBEX_CAMPAIGN_API_KEY, or WEBEX_CAMPAIGN_API_KEY_FILE"
                 " (--api-key-file) to a file holding the API secret key",
             )
-        if self.api_key_file is not None and not self.api_key_file.is_file():
-            raise _SettingError("api_key_file", f"{self.api_key_file} is not a readable file")
         return self
+
+    @property
+    def uses_token_flow(self) -> bool:
+        return self.client_id is not None
+
+    def _check_token_flow(self) -> None:
+        if self.api_key is not None or self.api_key_file is not None:
+            raise _SettingError(
+                "client_id",
+                "selects the token flow, which does not mix with WEBEX_CAMPAIGN_API_KEY(_FILE):"
+                " set one auth mode",
+            )
+        if self.client_secret is None and self.client_secret_file is None:
+            raise _SettingError(
+                "client_secret",
+                "is required with WEBEX_CAMPAIGN_CLIENT_ID: set it, or"
+                " WEBEX_CAMPAIGN_CLIENT_SECRET_FILE (--client-secret-file)",
+            )
+        if self.auth_key is None and self.auth_key_file is None:
+            raise _SettingError(
+                "auth_key",
+                "is required with WEBEX_CAMPAIGN_CLIENT_ID: set it, or"
+                " WEBEX_CAMPAIGN_AUTH_KEY_FILE (--auth-key-file)",
+            )
+
+    @property
+    def effective_token_url(self) -> str:
+        assert self.base_url is not None
+        return self.token_url or f"{self.base_url}/oauth/token"
 
     @property
     def listen(self) -> ListenAddress:
@@ -192,6 +246,12 @@ class _SettingError(ValueError):
 FLAGS: dict[str, str] = {
     "base_url": "--base-url",
     "api_key_file": "--api-key-file",
+    "client_id": "--client-id",
+    "client_secret_file": "--client-secret-file",
+    "auth_key_file": "--auth-key-file",
+    "token_url": "--token-url",
+    "ca_file": "--ca-file",
+    "demo_scenario": "--demo.scenario",
     "tenant": "--tenant",
     "poll_interval": "--poll-interval",
     "timeout": "--timeout",
@@ -236,5 +296,6 @@ def _first_error(exc: ValidationError) -> str:
     if error["type"] == "extra_forbidden":
         return f"unknown setting {ENV_PREFIX}{field.upper()}"
     value = error.get("input")
-    shown = "" if field == "api_key" or isinstance(value, dict) else f" (got {value!r})"
+    secret = field in ("api_key", "client_secret", "auth_key")
+    shown = "" if secret or isinstance(value, dict) else f" (got {value!r})"
     return f"{describe_setting(field)}: {message}{shown}"

@@ -159,6 +159,136 @@ def error_fault(status: int, code: int | str, description: str = "error") -> Fau
     return Fault(status, body, {"Content-Type": "application/json"})
 
 
+def _json(records: list[Any]) -> Fault:
+    return Fault(200, json.dumps(records).encode(), {"Content-Type": "application/json"})
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named way for the tenant to answer one request.
+
+    `expected` is the (status, code) the exporter must count for it, or None
+    when the answer is a successful poll (possibly with skipped records).
+    """
+
+    name: str
+    answer: Callable[[list[Record], Tenant], Fault]
+    expected: tuple[str, str] | None
+    invalid: int = 0
+
+
+def _fixed(fault: Fault) -> Callable[[list[Record], Tenant], Fault]:
+    return lambda _records, _tenant: fault
+
+
+def _with_retry_after(fault: Fault, seconds: str) -> Fault:
+    fault.headers["Retry-After"] = seconds
+    return fault
+
+
+def _malformed(records: list[Record], _tenant: Tenant) -> Fault:
+    broken: list[Any] = [
+        {**records[0], "id": None},
+        {**records[0], "id": "bad-counts", "totalCount": "lots"},
+        "not a record",
+    ]
+    return _json([*records, *broken])
+
+
+def _duplicates(records: list[Record], _tenant: Tenant) -> Fault:
+    return _json([*records, {**records[0], "name": "duplicate of the first"}])
+
+
+HOSTILE_NAMES = (
+    'quote " and \\ backslash',
+    "new\nline",
+    "emoji 🚀📈 ünïcödé",
+    "x" * 2000,
+)
+
+
+def _hostile(records: list[Record], _tenant: Tenant) -> Fault:
+    extra = [
+        {**records[0], "id": f"hostile-{index}", "name": name, "userGroup": name}
+        for index, name in enumerate(HOSTILE_NAMES)
+    ]
+    return _json(records + extra)
+
+
+def _too_large(_records: list[Record], tenant: Tenant) -> Fault:
+    # Declared, not sent: the exporter must refuse it from the header alone.
+    return Fault(200, b"[]", {"Content-Length": str(tenant.too_large_bytes)})
+
+
+def _slow(records: list[Record], tenant: Tenant) -> Fault:
+    return Fault(200, json.dumps(records).encode(), delay=tenant.slow_seconds)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    scenario.name: scenario
+    for scenario in (
+        Scenario(
+            "http-400", _fixed(error_fault(400, 400, "I/O error on post request")), ("400", "400")
+        ),
+        Scenario(
+            "http-401-430", _fixed(error_fault(401, 430, "Authorization failed")), ("401", "430")
+        ),
+        Scenario(
+            "http-401-498", _fixed(error_fault(401, 498, "Access token expired")), ("401", "498")
+        ),
+        Scenario("http-404", _fixed(error_fault(404, 404, "Not found")), ("404", "404")),
+        Scenario("http-405", _fixed(error_fault(405, 405, "Method not supported")), ("405", "405")),
+        Scenario(
+            "http-500", _fixed(error_fault(500, 500, "Internal server error")), ("500", "500")
+        ),
+        Scenario(
+            "throttled",
+            lambda _r, _t: _with_retry_after(error_fault(429, 429, "Too many requests"), "1"),
+            ("429", "429"),
+        ),
+        Scenario(
+            "throttled-no-retry-after",
+            _fixed(error_fault(429, 429, "Too many requests")),
+            ("429", "429"),
+        ),
+        Scenario(
+            "http-499", _fixed(error_fault(499, 499, "Client closed request")), ("499", "499")
+        ),
+        Scenario("http-500-1001", _fixed(error_fault(500, 1001, "Invalid JSON")), ("500", "1001")),
+        Scenario("error-200", _fixed(error_fault(200, 1001, "Invalid JSON")), ("200", "1001")),
+        Scenario(
+            "html-502",
+            _fixed(
+                Fault(
+                    502,
+                    b"<html><body><h1>502 Bad Gateway</h1></body></html>",
+                    {"Content-Type": "text/html"},
+                )
+            ),
+            ("502", "502"),
+        ),
+        Scenario(
+            "truncated",
+            lambda records, _t: Fault(200, json.dumps(records).encode()[:-40]),
+            ("200", "invalid_response"),
+        ),
+        Scenario(
+            "object", _fixed(Fault(200, b'{"targetGroups": []}')), ("200", "invalid_response")
+        ),
+        Scenario("slow", _slow, ("none", "timeout")),
+        Scenario("close", _fixed(Fault(close=True)), ("none", "connection")),
+        Scenario("too-large", _too_large, ("200", "too_large")),
+        Scenario("malformed-records", _malformed, None, invalid=3),
+        Scenario("duplicates", _duplicates, None, invalid=1),
+        Scenario("hostile-names", _hostile, None),
+    )
+}
+FAULTS = tuple(name for name, scenario in SCENARIOS.items() if scenario.expected is not None)
+FLAKY_SHARE = 0.3
+DEMO_SCENARIOS = ("healthy", "flaky", *SCENARIOS)
+"""`--demo.scenario`: healthy, flaky (30% of requests fail at random), or one scenario for ever."""
+
+
 class Tenant:
     """The simulated tenant's target groups, evolving one `advance()` step at a time."""
 
@@ -176,9 +306,14 @@ class Tenant:
         self._records: dict[str, Record] = {}
         self._next_id = 1_700_000_000_000
         self._steps = 0
-        self._faults: deque[Fault] = deque()
+        self._faults: deque[Fault | Scenario] = deque()
         self.requests = 0
-        self.authorizations: list[str] = []
+        self.scenario: Scenario | None = None
+        """Answer every request this way (`--demo.scenario`)."""
+        self.flaky: float = 0.0
+        """Share of requests answered by a random fault (`--demo.scenario flaky`)."""
+        self.slow_seconds = 35.0
+        self.too_large_bytes = 1 << 30
         for record in SEED_RECORDS:
             self._records[record["id"]] = copy.deepcopy(record)
         self._stuck_id = self._create(STUCK_NAME, ready=False, age=timedelta(hours=3))
@@ -192,10 +327,19 @@ class Tenant:
         with self._lock:
             return [copy.deepcopy(record) for record in self._records.values()]
 
-    def next_fault(self) -> Fault | None:
+    def answer(self) -> Fault | None:
+        """The scripted answer to the next request, or None for the normal list."""
         with self._lock:
             self.requests += 1
-            return self._faults.popleft() if self._faults else None
+            planned: Fault | Scenario | None = self._faults.popleft() if self._faults else None
+            if planned is None and self.flaky and self._rng.random() < self.flaky:
+                planned = SCENARIOS[self._rng.choice(FAULTS)]
+            if planned is None:
+                planned = self.scenario
+            if not isinstance(planned, Scenario):
+                return planned
+            records = [copy.deepcopy(record) for record in self._records.values()]
+        return planned.answer(records, self)
 
     # -- what tests and the demo clock use ---------------------------------------------
 
@@ -203,9 +347,10 @@ class Tenant:
     def stuck_id(self) -> str:
         return self._stuck_id
 
-    def inject(self, *faults: Fault) -> None:
+    def inject(self, *faults: Fault | Scenario | str) -> None:
+        """Answer the next requests with these, in order (a str names a scenario)."""
         with self._lock:
-            self._faults.extend(faults)
+            self._faults.extend(SCENARIOS[f] if isinstance(f, str) else f for f in faults)
 
     def put(self, record: Record) -> None:
         with self._lock:
@@ -284,28 +429,94 @@ _WORDS = (
 )
 
 
+class TokenIssuer:
+    """The API hub's client-credentials flow: `POST {base}/oauth/token`."""
+
+    def __init__(
+        self, auth_key: str, client_id: str, client_secret: str, lifetime: float | None = 3600.0
+    ) -> None:
+        self.auth_key = auth_key
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.lifetime = lifetime
+        self.issued: list[str] = []
+        self._valid: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, authorization: str, golden: str, body: bytes) -> Fault:
+        try:
+            fields = json.loads(body or b"{}")
+        except ValueError:
+            return error_fault(400, 400, "bad request body")
+        if (
+            authorization != f"Basic {self.auth_key}"
+            or golden.lower() != "true"
+            or not isinstance(fields, dict)
+            or fields.get("clientId") != self.client_id
+            or fields.get("clientSecret") != self.client_secret
+            or fields.get("grantType") != "client_credentials"
+        ):
+            return error_fault(401, 430, "Authorization failed")
+        with self._lock:
+            token = f"token-{len(self.issued) + 1}-{random.getrandbits(64):016x}"
+            self.issued.append(token)
+            expiry = time.monotonic() + self.lifetime if self.lifetime else float("inf")
+            self._valid[token] = expiry
+        answer: dict[str, object] = {"access_token": token, "token_type": "Bearer"}
+        if self.lifetime:
+            answer["expires_in"] = self.lifetime
+        return Fault(200, json.dumps(answer).encode(), {"Content-Type": "application/json"})
+
+    def accepts(self, token: str) -> bool:
+        with self._lock:
+            return self._valid.get(token, 0.0) > time.monotonic()
+
+    def expire_all(self) -> None:
+        with self._lock:
+            self._valid.clear()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     tenant: Tenant
     keys: frozenset[str] | None
+    tokens: TokenIssuer | None
+
+    def _endpoint(self) -> str:
+        return self.path.split("?", 1)[0].rstrip("/")
 
     def do_GET(self) -> None:
-        if self.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] != "target-groups":
+        if not self._endpoint().endswith("/target-groups"):
             self._answer(error_fault(404, 404, "Not found"))
             return
-        authorization = self.headers.get("Authorization", "")
-        fault = self.tenant.next_fault()
+        fault = self.tenant.answer()
         if fault is not None:
             self._answer(fault)
             return
-        if self.keys is not None and authorization.removeprefix("Bearer ") not in self.keys:
+        if not self._authorized(self.headers.get("Authorization", "")):
             self._answer(error_fault(401, 498, "Invalid token or Access token expired"))
             return
-        body = json.dumps(self.tenant.records()).encode()
-        self._answer(Fault(200, body, {"Content-Type": "application/json"}))
+        self._answer(_json(self.tenant.records()))
+
+    def _authorized(self, authorization: str) -> bool:
+        if not authorization.startswith("Bearer "):
+            return self.keys is None
+        bearer = authorization.removeprefix("Bearer ")
+        if self.tokens is not None and self.tokens.accepts(bearer):
+            return True
+        return self.keys is None or bearer in self.keys
 
     def do_POST(self) -> None:
-        self._answer(error_fault(405, 405, "Method not supported"))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.tokens is None or not self._endpoint().endswith("/oauth/token"):
+            self._answer(error_fault(405, 405, "Method not supported"))
+            return
+        self._answer(
+            self.tokens.issue(
+                self.headers.get("Authorization", ""), self.headers.get("isGoldenAuthkey", ""), body
+            )
+        )
 
     def _answer(self, fault: Fault) -> None:
         if fault.delay:
@@ -336,9 +547,12 @@ class Simulator:
         keys: frozenset[str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        tokens: TokenIssuer | None = None,
     ) -> None:
         self.tenant = tenant or Tenant()
-        handler = type("SimHandler", (_Handler,), {"tenant": self.tenant, "keys": keys})
+        self.tokens = tokens
+        attributes = {"tenant": self.tenant, "keys": keys, "tokens": tokens}
+        handler = type("SimHandler", (_Handler,), attributes)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
