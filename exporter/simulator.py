@@ -14,7 +14,7 @@ import json
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -311,7 +311,10 @@ class Tenant:
         self.scenario: Scenario | None = None
         """Answer every request this way (`--demo.scenario`)."""
         self.flaky: float = 0.0
-        """Share of requests answered by a random fault (`--demo.scenario flaky`)."""
+        """Share of requests answered by a random scenario (`--demo.scenario flaky`)."""
+        self.flaky_choices: tuple[str, ...] = FAULTS
+        self.answered: Counter[str] = Counter()
+        """Requests answered by each scenario, by name."""
         self.slow_seconds = 35.0
         self.too_large_bytes = 1 << 30
         for record in SEED_RECORDS:
@@ -333,11 +336,12 @@ class Tenant:
             self.requests += 1
             planned: Fault | Scenario | None = self._faults.popleft() if self._faults else None
             if planned is None and self.flaky and self._rng.random() < self.flaky:
-                planned = SCENARIOS[self._rng.choice(FAULTS)]
+                planned = SCENARIOS[self._rng.choice(self.flaky_choices)]
             if planned is None:
                 planned = self.scenario
             if not isinstance(planned, Scenario):
                 return planned
+            self.answered[planned.name] += 1
             records = [copy.deepcopy(record) for record in self._records.values()]
         return planned.answer(records, self)
 

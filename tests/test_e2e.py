@@ -17,7 +17,7 @@ from helpers import free_port, samples, series
 from tools import exporter_script, require_tool
 
 from exporter import metrics as m
-from exporter.simulator import SEED_RECORDS, Simulator, Tenant
+from exporter.simulator import SCENARIOS, SEED_RECORDS, Simulator, Tenant
 
 KEY = "e2e-secret-key-0123456789"
 SCRIPT = exporter_script()
@@ -233,3 +233,25 @@ def test_bad_web_config_exits_2_naming_the_file(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert str(config) in lines[0] and "cert_fiel" in lines[0]
+
+
+def test_sigterm_ends_an_in_flight_poll_within_5_seconds() -> None:
+    with Simulator(Tenant(), keys=frozenset({KEY})) as simulator:
+        process, _ = start(
+            ["--base-url", simulator.base_url, "--poll-interval", "0.2", "--timeout", "60"],
+            {"WEBEX_CAMPAIGN_API_KEY": KEY},
+        )
+        tenant = simulator.tenant
+        tenant.slow_seconds = 30
+        tenant.scenario = SCENARIOS["slow"]
+        seen = tenant.requests
+        deadline = time.monotonic() + 5
+        while tenant.requests == seen:  # the next poll is now waiting on the API
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.2)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+        tenant.scenario = None

@@ -1,0 +1,168 @@
+"""Every fault scenario: counted once by (status, code), up 0, values kept until stale."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import structlog
+from conftest import Recorder
+from helpers import FakeClock, by_id, series, text_of
+
+from exporter import metrics as m
+from exporter.api import ApiClient
+from exporter.poller import Poller
+from exporter.simulator import FAULTS, HOSTILE_NAMES, SCENARIOS, Simulator, error_fault
+
+
+@pytest.fixture
+def fast_poller(
+    make_client: Callable[..., ApiClient],
+    simulator: Simulator,
+    recorder: Recorder,
+    clock: FakeClock,
+) -> Poller:
+    simulator.tenant.slow_seconds = 0.6
+    simulator.tenant.too_large_bytes = 2_000_001
+    return Poller(
+        make_client(timeout=0.3, max_response_bytes=2_000_000),
+        tenant="acme",
+        timezone="UTC",
+        interval=60.0,
+        stale_after=300.0,
+        publish=recorder,
+        clock=clock,
+    )
+
+
+def failures(text: str) -> dict[tuple[str, str], float]:
+    return {
+        (dict(k)["status"], dict(k)["code"]): v
+        for k, v in series(text, m.API_FAILURES.name).items()
+    }
+
+
+def one(text: str, metric: m.Metric) -> float:
+    (value,) = series(text, metric.name).values()
+    return value
+
+
+def test_every_documented_and_sibling_failure_has_a_scenario() -> None:
+    expected = {SCENARIOS[name].expected for name in FAULTS}
+    assert set(m.DOCUMENTED_FAILURES) <= expected
+    assert {("429", "429"), ("499", "499"), ("500", "1001"), ("200", "1001")} <= expected
+    assert {
+        ("502", "502"),
+        ("200", "invalid_response"),
+        ("none", "timeout"),
+        ("none", "connection"),
+        ("200", "too_large"),
+    } <= expected
+
+
+@pytest.mark.parametrize("name", FAULTS)
+def test_fault_is_counted_once_and_values_survive_until_stale(
+    name: str, fast_poller: Poller, simulator: Simulator, recorder: Recorder, clock: FakeClock
+) -> None:
+    expected = SCENARIOS[name].expected
+    assert expected is not None
+    fast_poller.poll_once()
+    good_text = text_of(recorder.last.exposition)
+    good = by_id(good_text, m.TOTAL_RECORDS.name)
+    before = failures(good_text)
+
+    simulator.tenant.inject(name)
+    clock.advance(60)
+    with structlog.testing.capture_logs() as logs:
+        fast_poller.poll_once()
+    text = text_of(recorder.last.exposition)
+    after = failures(text)
+    assert after[expected] == before.get(expected, 0) + 1
+    assert sum(after.values()) == sum(before.values()) + 1
+    assert one(text, m.API_REQUESTS) == 2
+    assert one(text, m.UP) == 0
+    assert by_id(text, m.TOTAL_RECORDS.name) == good
+    down = [entry for entry in logs if entry["event"] == "api_down"]
+    assert len(down) == 1
+    assert (down[0]["status"], down[0]["code"]) == expected
+
+    # The same failure again: counted again, not logged again.
+    simulator.tenant.inject(name)
+    clock.advance(241)  # 301 s after the last success: past stale-after
+    with structlog.testing.capture_logs() as logs:
+        fast_poller.poll_once()
+    text = text_of(recorder.last.exposition)
+    assert failures(text)[expected] == before.get(expected, 0) + 2
+    assert by_id(text, m.TOTAL_RECORDS.name) == {}
+    assert [entry["event"] for entry in logs] == ["stale_series_dropped"]
+
+    clock.advance(60)
+    with structlog.testing.capture_logs() as logs:
+        fast_poller.poll_once()
+    text = text_of(recorder.last.exposition)
+    assert one(text, m.UP) == 1
+    assert by_id(text, m.TOTAL_RECORDS.name) == good
+    assert [entry["event"] for entry in logs if entry["log_level"] != "debug"] == ["api_up"]
+
+
+@pytest.mark.parametrize("name", [n for n, s in SCENARIOS.items() if s.expected is None])
+def test_bad_records_are_skipped_counted_and_the_poll_succeeds(
+    name: str, fast_poller: Poller, simulator: Simulator, recorder: Recorder
+) -> None:
+    simulator.tenant.inject(name)
+    fast_poller.poll_once()
+    text = text_of(recorder.last.exposition)
+    assert one(text, m.UP) == 1
+    assert one(text, m.INVALID_GROUPS) == SCENARIOS[name].invalid
+    ids = set(by_id(text, m.TOTAL_RECORDS.name))
+    assert {r["id"] for r in simulator.tenant.records()} <= ids
+    assert sum(failures(text).values()) == 0
+
+
+def test_duplicate_id_keeps_one_series_the_first(
+    fast_poller: Poller, simulator: Simulator, recorder: Recorder
+) -> None:
+    simulator.tenant.inject("duplicates")
+    fast_poller.poll_once()
+    text = text_of(recorder.last.exposition)
+    first = simulator.tenant.records()[0]
+    names = [s for s in series(text, m.TOTAL_RECORDS.name) if ("id", first["id"]) in s]
+    assert len(names) == 1
+    assert ("name", first["name"]) in names[0]
+
+
+def test_hostile_names_are_served_intact(
+    fast_poller: Poller, simulator: Simulator, recorder: Recorder
+) -> None:
+    simulator.tenant.inject("hostile-names")
+    fast_poller.poll_once()
+    for openmetrics in (False, True):
+        text = text_of(recorder.last.exposition, openmetrics)
+        names = {
+            dict(k)["name"]
+            for k in series(text, m.TOTAL_RECORDS.name, openmetrics)
+            if dict(k)["id"].startswith("hostile-")
+        }
+        assert names == set(HOSTILE_NAMES)
+
+
+def test_key_not_allowed_logs_the_fix_once(fast_poller: Poller, simulator: Simulator) -> None:
+    simulator.tenant.inject("http-401-430", "http-401-430", "http-401-430")
+    with structlog.testing.capture_logs() as logs:
+        delays = [fast_poller.poll_once() for _ in range(3)]
+    assert delays == [60.0, 60.0, 60.0]  # not retried before the next interval
+    errors = [entry for entry in logs if entry["log_level"] == "error"]
+    assert len(errors) == 1
+    assert "enable the target-group API" in errors[0]["fix"]
+
+
+def test_retry_after_and_backoff_schedule(fast_poller: Poller, simulator: Simulator) -> None:
+    throttled = error_fault(429, 429, "slow down")
+    throttled.headers["Retry-After"] = "30"
+    simulator.tenant.inject(throttled)
+    assert fast_poller.poll_once() == 30  # above the first backoff, below the interval
+    simulator.tenant.inject("http-500", "http-500")
+    second, third = fast_poller.poll_once(), fast_poller.poll_once()
+    assert 5 <= second <= 10  # 2nd failure in a row: 10 s, jittered down to half
+    assert 10 <= third <= 20
+    assert fast_poller.poll_once() == 60  # success: back on the interval
