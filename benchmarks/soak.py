@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -114,6 +115,8 @@ def soak(polls: int, interval: float, fault_share: float, seed: int) -> Report:
     with Simulator(tenant, keys=frozenset({KEY})) as simulator:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
+        # A file, not a pipe: a pipe nobody reads fills up and blocks the exporter's logging.
+        log_file = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - read after the run
         process = subprocess.Popen(
             [
                 _script(),
@@ -130,8 +133,7 @@ def soak(polls: int, interval: float, fault_share: float, seed: int) -> Report:
             ],
             env={**os.environ, "WEBEX_CAMPAIGN_API_KEY": KEY},
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=log_file,
         )
         try:
             _wait(lambda: _ready(url), 20, "the exporter to be ready")
@@ -152,10 +154,13 @@ def soak(polls: int, interval: float, fault_share: float, seed: int) -> Report:
         finally:
             process.send_signal(signal.SIGTERM)
             try:
-                _, stderr = process.communicate(timeout=10)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
-                _, stderr = process.communicate()
+                process.wait()
+            log_file.seek(0)
+            stderr = log_file.read()
+            log_file.close()
     injected: Counter[str] = Counter()
     invalid = 0
     for name, count in tenant.answered.items():

@@ -21,9 +21,11 @@ from typing import Protocol, TypeVar
 
 import httpx
 import pydantic_core
+from pydantic import SecretStr
 
 from . import __version__
-from .records import ParsedPayload, PayloadError, parse_payload
+from .records import ParsedPayload, PayloadError, error_code, parse_payload
+from .settings import ConfigError, Settings, describe_setting
 
 USER_AGENT = f"webex-campaign-exporter/{__version__}"
 T = TypeVar("T")
@@ -291,13 +293,7 @@ def _body_code(body: bytes) -> str | None:
         return None
     if not isinstance(data, dict):
         return None
-    code = data.get("code")
-    if code is None or isinstance(code, dict | list):
-        return None
-    if isinstance(code, float) and code.is_integer():
-        code = int(code)
-    text = str(code).strip()
-    return text[:40] or None
+    return error_code(data.get("code"))
 
 
 def _retry_after(value: str | None, now: float) -> float | None:
@@ -463,3 +459,52 @@ class ApiClient:
                 raise ApiTimeout("response slower than the timeout", status)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def credentials_from(settings: Settings) -> Credentials:
+    """The auth mode the settings select (validated: exactly one is complete)."""
+    if settings.demo:
+        from .simulator import DEMO_KEY
+
+        return StaticKey(DEMO_KEY)
+    if settings.uses_token_flow:
+        assert settings.client_id is not None
+        return ClientCredentials(
+            settings.effective_token_url,
+            settings.client_id,
+            _secret(settings.client_secret, settings.client_secret_file, "client_secret_file"),
+            _secret(settings.auth_key, settings.auth_key_file, "auth_key_file"),
+        )
+    if settings.api_key_file is not None:
+        key_file = KeyFile(settings.api_key_file)
+        if not key_file.loaded:
+            raise ConfigError(
+                f"{describe_setting('api_key_file')}: {settings.api_key_file} is empty or"
+                " unreadable: it must hold the API secret key"
+            )
+        return key_file
+    assert settings.api_key is not None
+    return StaticKey(settings.api_key.get_secret_value())
+
+
+def _secret(value: SecretStr | None, path: Path | None, field: str) -> Callable[[], str]:
+    if path is None:
+        assert value is not None
+        secret = value.get_secret_value().strip()
+        return lambda: secret
+    source = SecretFile(path)
+    if not source.value():
+        raise ConfigError(f"{describe_setting(field)}: {path} is empty or unreadable")
+    return source.value
+
+
+def tls_verify(settings: Settings) -> ssl.SSLContext | bool:
+    """Certificate verification for the API: always on, with the system's CAs or CA_FILE."""
+    if settings.ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(settings.ca_file))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"{describe_setting('ca_file')}: {settings.ca_file} is not a PEM CA bundle ({exc})"
+        ) from None

@@ -3,35 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
-import ssl
 import sys
 import threading
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import structlog
-from pydantic import SecretStr
 
 from . import __version__
 from . import metrics as m
-from .api import (
-    ApiClient,
-    ClientCredentials,
-    Credentials,
-    KeyFile,
-    RequestStats,
-    SecretFile,
-    StaticKey,
-)
-from .poller import Poller, initial_published
+from .api import credentials_from, tls_verify
+from .logs import configure_logging
+from .poller import initial_published
 from .server import Latest, MetricsServer, make_server
 from .settings import DEFAULT_PORT, ConfigError, Settings, describe_setting, load_settings
 from .simulator import DEMO_KEY, FLAKY_SHARE, SCENARIOS, Simulator, Tenant
 from .webconfig import load_web_config, wrap_server
+from .worker import PollerProcess, PollerSpec
 
 log = structlog.get_logger("exporter")
 
@@ -123,64 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _redact(secrets: Callable[[], Iterable[str]]) -> structlog.types.Processor:
-    """Defence in depth: no known secret survives into a log line, whatever carried it."""
-
-    def processor(
-        _logger: Any, _name: str, event: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        live = [secret for secret in secrets() if secret]
-        if not live:
-            return event
-        for key, value in event.items():
-            text = value if isinstance(value, str) else None
-            if text is None and not isinstance(value, int | float | bool | type(None)):
-                text = str(value)
-            if text is not None and any(secret in text for secret in live):
-                for secret in live:
-                    text = text.replace(secret, "[REDACTED]")
-                event[key] = text
-        return event
-
-    return processor
-
-
-def configure_logging(level: str, fmt: str, secrets: Callable[[], Iterable[str]] = tuple) -> None:
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            _redact(secrets),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-    # httpx logs every request at INFO; our own events say what matters.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
-
-
 @dataclass
 class Exporter:
     """The running pieces, started and stopped together."""
 
     settings: Settings
+    base_url: str
     server: MetricsServer
-    poller: Poller
-    client: ApiClient
+    poller: PollerProcess
     simulator: Simulator | None
     threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
-        self.threads.append(self.poller.start_thread())
+        self.threads.append(self.poller.start())
         serve = threading.Thread(
             target=self.server.serve_forever, args=(0.1,), name="http", daemon=True
         )
@@ -191,47 +135,8 @@ class Exporter:
         self.poller.stop()
         self.server.shutdown()
         self.server.server_close()
-        self.client.close()
         if self.simulator is not None:
             self.simulator.stop()
-
-
-def _credentials(settings: Settings) -> Credentials:
-    if settings.demo:
-        return StaticKey(DEMO_KEY)
-    if settings.uses_token_flow:
-        return _token_flow(settings)
-    if settings.api_key_file is not None:
-        key_file = KeyFile(settings.api_key_file)
-        if not key_file.loaded:
-            raise ConfigError(
-                f"{describe_setting('api_key_file')}: {settings.api_key_file} is empty or"
-                " unreadable: it must hold the API secret key"
-            )
-        return key_file
-    assert settings.api_key is not None  # the settings model guarantees one of the two
-    return StaticKey(settings.api_key.get_secret_value())
-
-
-def _secret(value: SecretStr | None, path: Path | None, field: str) -> Callable[[], str]:
-    if path is None:
-        assert value is not None
-        secret = value.get_secret_value().strip()
-        return lambda: secret
-    source = SecretFile(path)
-    if not source.value():
-        raise ConfigError(f"{describe_setting(field)}: {path} is empty or unreadable")
-    return source.value
-
-
-def _token_flow(settings: Settings) -> ClientCredentials:
-    assert settings.client_id is not None
-    return ClientCredentials(
-        settings.effective_token_url,
-        settings.client_id,
-        _secret(settings.client_secret, settings.client_secret_file, "client_secret_file"),
-        _secret(settings.auth_key, settings.auth_key_file, "auth_key_file"),
-    )
 
 
 def _demo_tenant(settings: Settings) -> Simulator:
@@ -245,55 +150,28 @@ def _demo_tenant(settings: Settings) -> Simulator:
     return Simulator(tenant, keys=frozenset({DEMO_KEY})).start(tick_seconds=DEMO_TICK_SECONDS)
 
 
-def _verify(settings: Settings) -> ssl.SSLContext | bool:
-    if settings.ca_file is None:
-        return True
-    try:
-        return ssl.create_default_context(cafile=str(settings.ca_file))
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(
-            f"{describe_setting('ca_file')}: {settings.ca_file} is not a PEM CA bundle ({exc})"
-        ) from None
-
-
 def build(settings: Settings) -> Exporter:
-    credentials = _credentials(settings)
+    """Check everything that can be wrong before anything starts, then wire the pieces."""
+    credentials = credentials_from(settings)  # the poller process builds its own
     configure_logging(settings.log_level, settings.log_format, credentials.secrets)
+    tls_verify(settings)
     web = load_web_config(settings.web_config_file) if settings.web_config_file else None
-    simulator = None
-    base_url = settings.base_url
-    verify = _verify(settings)
-    if settings.demo:
-        simulator = _demo_tenant(settings)
-        base_url = simulator.base_url
-    assert base_url is not None
     tenant = settings.tenant_label
-    stats = RequestStats(m.DOCUMENTED_FAILURES)
-    client = ApiClient(
-        base_url, credentials, settings.timeout, settings.max_response_bytes, stats, verify=verify
-    )
-    latest = Latest(initial_published(tenant, stats.read()[1]))
+    latest = Latest(initial_published(tenant, dict.fromkeys(m.DOCUMENTED_FAILURES, 0)))
     try:
         server = make_server(settings.listen, latest, tenant)
     except OSError as exc:
-        client.close()
-        if simulator is not None:
-            simulator.stop()
         raise ConfigError(
             f"{describe_setting('listen_address')}: cannot listen on"
             f" {settings.listen}: {exc.strerror or exc}"
         ) from None
     if web is not None:
         wrap_server(server, web)
-    poller = Poller(
-        client,
-        tenant,
-        settings.timezone,
-        settings.poll_interval,
-        settings.effective_stale_after,
-        latest.set,
-    )
-    return Exporter(settings, server, poller, client, simulator)
+    simulator = _demo_tenant(settings) if settings.demo else None
+    base_url = simulator.base_url if simulator else settings.base_url
+    assert base_url is not None
+    poller = PollerProcess(PollerSpec(settings, base_url), latest)
+    return Exporter(settings, base_url, server, poller, simulator)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -318,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         version=__version__,
         tenant=settings.tenant_label,
         listen_address=str(settings.listen),
-        base_url=exporter.client.url.removesuffix("/target-groups"),
+        base_url=exporter.base_url,
         poll_interval_s=settings.poll_interval,
         stale_after_s=settings.effective_stale_after,
         demo=settings.demo,

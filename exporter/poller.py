@@ -10,7 +10,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -31,15 +31,35 @@ class Published:
     """What the HTTP server reads: swapped atomically after each poll attempt."""
 
     exposition: Exposition
-    ready: bool
-    up: bool
-    last_success: float | None
-    groups: int
+    block: GroupBlock
+    health: Health
+    ready: bool = True
+
+    @classmethod
+    def of(cls, block: GroupBlock, health: Health) -> Published:
+        return cls(render(block, health), block, health)
+
+    @property
+    def up(self) -> bool:
+        return self.health.up
+
+    @property
+    def last_success(self) -> float | None:
+        return self.health.last_success
+
+    @property
+    def groups(self) -> int:
+        return self.block.groups
+
+    def down(self) -> Published:
+        """The same values with `webex_campaign_up` 0 (the poller itself failed)."""
+        return Published.of(self.block, replace(self.health, up=False))
 
 
 def initial_published(tenant: str, stats_preset: dict[tuple[str, str], int]) -> Published:
     health = Health(tenant, False, None, None, 0, stats_preset, 0)
-    return Published(render(empty_group_block(), health), False, False, None, 0)
+    block = empty_group_block()
+    return Published(render(block, health), block, health, ready=False)
 
 
 @dataclass(frozen=True)
@@ -79,7 +99,7 @@ class Poller:
         timezone: str,
         interval: float,
         stale_after: float,
-        publish: Callable[[Published], None],
+        publish: Callable[[GroupBlock, Health], None],
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -198,11 +218,7 @@ class Poller:
             invalid=self._invalid,
             group_counts=self._counts,
         )
-        self._publish(
-            Published(
-                render(self._block, health), True, self._up, self._last_success, self._block.groups
-            )
-        )
+        self._publish(self._block, health)
 
     def run(self) -> None:
         """Poll now, then on schedule, until stop(). Polls never overlap.

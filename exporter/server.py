@@ -159,17 +159,14 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         if gzip:
             self.send_header("Content-Encoding", "gzip")
-            self.send_header("Content-Length", str(len(body.gzipped)))
+            self.send_header("Content-Length", str(body.gzip_length))
         else:
             self.send_header("Content-Length", str(body.length))
         self.end_headers()
         if head:
             return
-        if gzip:
-            self.wfile.write(body.gzipped)
-        else:
-            for chunk in body.chunks:
-                self.wfile.write(chunk)
+        for piece in body.gzip_parts if gzip else body.plain_pieces():
+            self.wfile.write(piece)
 
     def _send(
         self,

@@ -11,6 +11,7 @@ from helpers import FakeClock
 
 from exporter import metrics as m
 from exporter.api import ApiClient, RequestStats, StaticKey
+from exporter.exposition import GroupBlock, Health
 from exporter.poller import Poller, Published
 from exporter.simulator import DEMO_KEY, Simulator, Tenant
 
@@ -64,8 +65,8 @@ class Recorder:
     def __init__(self) -> None:
         self.published: list[Published] = []
 
-    def __call__(self, published: Published) -> None:
-        self.published.append(published)
+    def __call__(self, block: GroupBlock, health: Health) -> None:
+        self.published.append(Published.of(block, health))
 
     @property
     def last(self) -> Published:

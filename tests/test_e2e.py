@@ -255,3 +255,32 @@ def test_sigterm_ends_an_in_flight_poll_within_5_seconds() -> None:
         assert process.wait(timeout=10) == 0
         assert time.monotonic() - started < 5
         tenant.scenario = None
+
+
+def test_poller_process_death_is_survived(running: Running) -> None:
+    pid = running.process.pid
+    children = child_pids(pid)
+    assert len(children) == 1, "the poller runs in one child process"
+    os.kill(children[0], signal.SIGKILL)
+    text = running.wait_for(lambda t: 'webex_campaign_up{tenant="e2e"} 0' in t, timeout=5)
+    assert 'id="16710111730000"' in text  # the last values are still served
+    running.wait_for(lambda t: 'webex_campaign_up{tenant="e2e"} 1' in t, timeout=15)
+    after = child_pids(pid)
+    assert len(after) == 1 and after != children
+    running.process.terminate()
+    _, stderr = running.process.communicate(timeout=5)
+    assert '"event": "poller_died"' in stderr
+
+
+def child_pids(pid: int) -> list[int]:
+    """Children of `pid`, whichever of its threads started them."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found

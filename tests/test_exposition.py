@@ -6,7 +6,7 @@ import gzip
 import zlib
 
 import pytest
-from helpers import samples, series, text_of
+from helpers import by_id, samples, series, text_of
 
 from exporter import metrics as m
 from exporter.exposition import (
@@ -175,14 +175,36 @@ def test_gzip_is_one_valid_member_for_every_decoder() -> None:
         assert decoder.eof and decoder.unused_data == b""
 
 
-def test_group_block_is_shared_between_formats_and_polls() -> None:
+def test_group_block_is_deflated_once_and_shared_by_formats_and_polls() -> None:
     block = render_groups("acme", samples_for(list(SEED_RECORDS)))
     first = render(block, health(requests=1))
     second = render(block, health(requests=2, up=False))
-    assert first.text.chunks[: len(block.chunks)] == block.chunks
-    assert first.openmetrics.chunks[: len(block.chunks)] == block.chunks
-    assert second.text.chunks[0] is first.text.chunks[0]
+    for body in (first.text, first.openmetrics, second.text):
+        assert body.gzip_parts[1] is block.deflated.data  # reused, not recompressed
+        assert body.length == len(body.plain())
     assert b'api_requests_total{tenant="acme"} 2' in second.text.plain()
+    assert b'webex_campaign_up{tenant="acme"} 0' in second.text.plain()
+
+
+def test_large_block_round_trips_through_the_threaded_deflater() -> None:
+    records = [{**SEED_RECORDS[0], "id": f"g{i}", "name": f"group {i}"} for i in range(3000)]
+    block = render_groups("acme", samples_for(records))
+    text = text_of(render(block, health()))
+    assert len(by_id(text, m.TOTAL_RECORDS.name)) == 3000
+    assert block.size == len(text.encode()) - len(_tail_of(text))
+
+
+def _tail_of(text: str) -> bytes:
+    return text[text.index("# HELP webex_campaign_target_groups ") :].encode()
+
+
+def test_plain_pieces_stream_in_bounded_pieces() -> None:
+    records = [{**SEED_RECORDS[0], "id": f"g{i}", "name": f"group {i}"} for i in range(2000)]
+    body = render(render_groups("acme", samples_for(records)), health()).text
+    pieces = list(body.plain_pieces(piece=4096))
+    assert max(len(p) for p in pieces) <= 4096
+    assert b"".join(pieces) == body.plain()
+    assert len(b"".join(pieces)) == body.length
 
 
 def test_unparseable_dates_leave_out_only_the_timestamp_series() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -24,6 +25,7 @@ def run_every_scenario(simulator: Simulator, args: list[str], env: dict[str, str
     tenant = simulator.tenant
     tenant.slow_seconds = 0.6
     port = free_port()
+    output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - not a pipe: unread, it would block
     process = subprocess.Popen(
         [
             exporter_script(),
@@ -42,9 +44,8 @@ def run_every_scenario(simulator: Simulator, args: list[str], env: dict[str, str
             *args,
         ],
         env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
     tenant.too_large_bytes = 1_000_001
     url = f"http://127.0.0.1:{port}"
@@ -65,9 +66,12 @@ def run_every_scenario(simulator: Simulator, args: list[str], env: dict[str, str
             )
     finally:
         process.terminate()
-        stdout, stderr = process.communicate(timeout=10)
+        process.wait(timeout=10)
+        output.seek(0)
+        printed = output.read()
+        output.close()
     assert any('code="too_large"} 1' in page for page in served)
-    return "\n".join([stdout, stderr, *served])
+    return "\n".join([printed, *served])
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from exporter import metrics as m
-from exporter.exposition import Health, render, render_groups
+from exporter.exposition import Health, render_groups
 from exporter.poller import Published, initial_published
 from exporter.server import Latest, accepts_gzip, make_server, wants_openmetrics
 from exporter.settings import ListenAddress
@@ -38,7 +38,7 @@ def base(latest: Latest) -> Iterator[str]:
 
 def ready(latest: Latest, last_success: float | None = 1.0) -> None:
     health = Health("acme", True, last_success, 0.1, 1, {}, 0)
-    latest.set(Published(render(render_groups("acme", ()), health), True, True, last_success, 0))
+    latest.set(Published.of(render_groups("acme", ()), health))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,55 @@
+"""structlog setup, shared by the exporter and its poller process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+
+def _redact(secrets: Callable[[], Iterable[str]]) -> structlog.types.Processor:
+    """Defence in depth: no known secret survives into a log line, whatever carried it."""
+
+    def processor(
+        _logger: Any, _name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        live = [secret for secret in secrets() if secret]
+        if not live:
+            return event
+        for key, value in event.items():
+            text = value if isinstance(value, str) else None
+            if text is None and not isinstance(value, int | float | bool | type(None)):
+                text = str(value)
+            if text is not None and any(secret in text for secret in live):
+                for secret in live:
+                    text = text.replace(secret, "[REDACTED]")
+                event[key] = text
+        return event
+
+    return processor
+
+
+def configure_logging(level: str, fmt: str, secrets: Callable[[], Iterable[str]] = tuple) -> None:
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _redact(secrets),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # httpx logs every request at INFO; our own events say what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
