@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -182,33 +182,29 @@ class DateParser:
     _CACHE_LIMIT = 100_000
 
     def __init__(self, timezone: str) -> None:
-        self._zone = ZoneInfo(timezone)
-        self._hours: dict[tuple[int, str, int, int], float | None] = {}
+        # datetime's own UTC is an order of magnitude faster than ZoneInfo("UTC").
+        self._zone: tzinfo = UTC if timezone in ("UTC", "Etc/UTC") else ZoneInfo(timezone)
+        self._hours: dict[str, float | None] = {}
 
     def __call__(self, value: str | None) -> float | None:
         if not value or value == "null":
             return None
-        if len(value) == 17 and value[2] == "/" and value[6] == "/" and value[14] == ":":
-            try:
-                key = (int(value[0:2]), value[3:6], int(value[7:11]), int(value[12:14]))
-                minute = int(value[15:17])
-            except ValueError:
-                return self._slow(value)
-            if not 0 <= minute < 60:
-                return None
-            try:
-                start = self._hours[key]
-            except KeyError:
-                start = self._hour_start(*key)
-            return None if start is None else start + 60 * minute
-        return self._slow(value)
+        if len(value) != 17 or value[14] != ":":
+            return self._slow(value)
+        hour = value[:14]  # "14/Dec/2022 15": few distinct ones, even in a large tenant
+        try:
+            start = self._hours[hour]
+        except KeyError:
+            start = self._hour_start(hour)
+        minute = value[15:]
+        if start is None or not minute.isdigit():
+            return self._slow(value)
+        return start + 60 * int(minute)
 
-    def _hour_start(self, day: int, month_name: str, year: int, hour: int) -> float | None:
+    def _hour_start(self, hour: str) -> float | None:
         if len(self._hours) >= self._CACHE_LIMIT:
             self._hours.clear()
-        start = self._hours[(day, month_name, year, hour)] = self._timestamp(
-            year, month_name, day, hour, 0, 0
-        )
+        start = self._hours[hour] = self._slow(hour + ":00")
         return start
 
     def _slow(self, value: str) -> float | None:
