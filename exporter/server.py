@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import html
 import socket
+import sys
 import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
+import structlog
+
 from . import __version__
 from .poller import Published
 from .settings import ListenAddress
+
+log = structlog.get_logger("exporter.server")
 
 
 class Latest:
@@ -201,6 +206,10 @@ class MetricsServer(ThreadingHTTPServer):
             host = "0.0.0.0"
         self._dual_stack = host == ""
         super().__init__((host or "::", address.port), handler)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A scraper that hangs up mid-answer is its business: note it, never print a traceback."""
+        log.debug("scrape_aborted", client=str(client_address), error=str(sys.exc_info()[1]))
 
     def server_bind(self) -> None:
         if self._dual_stack:

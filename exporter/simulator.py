@@ -542,6 +542,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients that time out and hang up are part of the script, not errors."""
+
+
 class Simulator:
     """The tenant served on loopback over real HTTP, in a background thread."""
 
@@ -557,7 +562,7 @@ class Simulator:
         self.tokens = tokens
         attributes = {"tenant": self.tenant, "keys": keys, "tokens": tokens}
         handler = type("SimHandler", (_Handler,), attributes)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = _QuietServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
         self._ticker: threading.Thread | None = None
