@@ -44,13 +44,28 @@ class Resources:
 
     @classmethod
     def of(cls, pid: int) -> Resources:
-        status = Path(f"/proc/{pid}/status").read_text()
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        return cls(
-            rss_kib=int(fields["VmRSS"].split()[0]),
-            fds=len(os.listdir(f"/proc/{pid}/fd")),
-            threads=int(fields["Threads"]),
-        )
+        """The exporter and its poller process, added up."""
+        total = cls(0, 0, 0)
+        for process in (pid, *child_pids(pid)):
+            status = Path(f"/proc/{process}/status").read_text()
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            total.rss_kib += int(fields["VmRSS"].split()[0])
+            total.fds += len(os.listdir(f"/proc/{process}/fd"))
+            total.threads += int(fields["Threads"])
+        return total
+
+
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 @dataclass
@@ -208,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  by status/code injected  {report.failures_injected}",
         f"  by status/code counted   {report.failures_counted}",
         f"bad-record scenarios       {report.invalid_records_scenarios} (polls that succeed)",
+        "(exporter and poller processes added up)",
         f"RSS start/end              {report.start.rss_kib / 1024:.1f} / "
         f"{report.end.rss_kib / 1024:.1f} MiB",
         f"open fds start/end         {report.start.fds} / {report.end.fds}",

@@ -16,6 +16,7 @@ import pytest
 from helpers import free_port, samples, series
 from tools import exporter_script, require_tool
 
+from benchmarks.soak import child_pids
 from exporter import metrics as m
 from exporter.simulator import SCENARIOS, SEED_RECORDS, Simulator, Tenant
 
@@ -270,17 +271,3 @@ def test_poller_process_death_is_survived(running: Running) -> None:
     running.process.terminate()
     _, stderr = running.process.communicate(timeout=5)
     assert '"event": "poller_died"' in stderr
-
-
-def child_pids(pid: int) -> list[int]:
-    """Children of `pid`, whichever of its threads started them."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
