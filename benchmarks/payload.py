@@ -45,13 +45,21 @@ def _name(rng: random.Random, created: datetime, serial: int) -> str:
     return f"{word}_{created:%d%b}_{created:%Y%m%d%H%M%S}{serial % 100:02d}"
 
 
-def make_group(rng: random.Random, serial: int, now: datetime = _EPOCH) -> Record:
-    """One realistic record: ~10% in progress, ~15% of ready ones with error records."""
-    created = now - timedelta(seconds=rng.randrange(60, 3 * 365 * 86400))
-    updated = created + timedelta(
-        seconds=rng.randrange(0, max(61, int((now - created).total_seconds())))
-    )
-    ready = rng.random() >= 0.10
+def make_group(
+    rng: random.Random, serial: int, now: datetime = _EPOCH, fresh: bool = False
+) -> Record:
+    """One realistic record: ~10% in progress, ~15% of ready ones with error records.
+
+    A `fresh` group was just created (churn): dated now, and mostly still importing.
+    """
+    if fresh:
+        created = updated = now - timedelta(seconds=rng.randrange(0, 60))
+        ready = rng.random() < 0.10
+    else:
+        created = now - timedelta(seconds=rng.randrange(60, 3 * 365 * 86400))
+        age = int((now - created).total_seconds())
+        updated = created + timedelta(seconds=rng.randrange(0, max(61, age)))
+        ready = rng.random() >= 0.10
     total = float(rng.choice((rng.randrange(1, 500), rng.randrange(500, 50_000), 250_000)))
     errors = float(rng.randrange(1, max(2, int(total) // 20))) if rng.random() < 0.15 else 0.0
     if not ready:
@@ -99,7 +107,11 @@ def serialise(records: list[Record]) -> bytes:
 
 
 class Churner:
-    """Replaces a fraction of the groups with new ones and advances in-progress imports."""
+    """Replaces a fraction of the groups with new ones and advances in-progress imports.
+
+    Each step is one minute of tenant time: random groups are deleted, as many are
+    created (dated now, so ids, names and dates are new), and some imports progress.
+    """
 
     def __init__(self, records: list[Record], fraction: float, seed: int = 11) -> None:
         self.records = records
@@ -116,7 +128,7 @@ class Churner:
             self._ids.discard(self.records[index]["id"])
             while True:
                 self._serial += 1
-                record = make_group(self._rng, self._serial, self._now)
+                record = make_group(self._rng, self._serial, self._now, fresh=True)
                 if record["id"] not in self._ids:
                     break
             self._ids.add(record["id"])

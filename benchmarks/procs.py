@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -27,7 +28,9 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_CAMPAIGN_")}
     # Everything here talks to 127.0.0.1: a proxy from the environment must not interfere.
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
+    # After any PYTHONPATH given: `PYTHONPATH=/other/checkout python -m benchmarks` measures
+    # that checkout's exporter (the console script imports `exporter` from there too).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (env.get("PYTHONPATH"), str(ROOT))))
     env.update(extra or {})
     return env
 
@@ -59,14 +62,90 @@ def get(port: int, path: str, timeout: float = 30) -> tuple[int, bytes]:
 
 
 def proc_status(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (peak RSS) of a process, in MB (10^6 bytes)."""
+    """VmRSS and VmHWM (peak RSS) of a process, in MB (10^6 bytes); {} once it is gone."""
     values: dict[str, float] = {}
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024 / 1e6
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    values[key] = int(rest.split()[0]) * 1024 / 1e6
+    except (FileNotFoundError, ProcessLookupError):
+        return {}
     return values
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (the exporter may run its poller in a child)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                # The command name may hold spaces and parentheses: ppid follows the last ")".
+                ppid = int(stat.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    tree, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        tree.append(current)
+        queue.extend(parents.get(current, ()))
+    return tree
+
+
+class TreeMemory:
+    """RSS of a process tree: sampled total (for a peak across processes) and per-process VmHWM.
+
+    One process's VmHWM is exact; the peaks of several processes need not coincide,
+    so their sum only bounds the tree's peak. The sampled total (every 20 ms) is the
+    estimate when there are several; the largest single VmHWM is a floor for it.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.pid = pid
+        self.sampled_peak = 0.0
+        self._hwm: dict[int, float] = {}
+        self._pids = [pid]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _run(self, interval: float) -> None:
+        rounds = 0
+        while not self._stop.wait(interval):
+            if rounds % 25 == 0:
+                self._pids = descendants(self.pid)
+            rounds += 1
+            self.read()
+
+    def read(self) -> dict[str, float]:
+        total = 0.0
+        alive = 0
+        for pid in self._pids:
+            status = proc_status(pid)
+            if status:
+                alive += 1
+                total += status["VmRSS"]
+                self._hwm[pid] = max(self._hwm.get(pid, 0.0), status["VmHWM"])
+        self.sampled_peak = max(self.sampled_peak, total)
+        return {
+            "rss_mb": total,
+            "processes": alive,
+            "peak_mb": max(self.sampled_peak, max(self._hwm.values(), default=0.0)),
+            "hwm_sum_mb": sum(self._hwm.values()),
+        }
+
+    def now(self) -> dict[str, float]:
+        """A fresh reading, children looked up again."""
+        self._pids = descendants(self.pid)
+        return self.read()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
 
 
 def _stop(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
@@ -153,6 +232,21 @@ def exporter_command() -> list[str]:
     return [found]
 
 
+def measured_exporter() -> tuple[str, Path]:
+    """Version and package directory of the `exporter` that the console script imports."""
+    probe = "import exporter, pathlib; print(exporter.__version__); print(exporter.__file__)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=Path(tempfile.gettempdir()),  # not ROOT: the console script has no cwd on sys.path
+        check=True,
+    )
+    version, path = result.stdout.split()
+    return version, Path(path).resolve().parent
+
+
 def free_port() -> int:
     import socket
 
@@ -201,6 +295,7 @@ class Exporter:
         assert self.process.stderr is not None
         self._reader = threading.Thread(target=self._read, args=(self.process.stderr,), daemon=True)
         self._reader.start()
+        self.tree = TreeMemory(self.pid)
         self.log_path = log_path
 
     def _read(self, stream: IO[str]) -> None:
@@ -237,10 +332,12 @@ class Exporter:
                 self._cond.wait(min(left, 0.5))
             return list(self.polls)
 
-    def status(self) -> dict[str, float]:
-        return proc_status(self.pid)
+    def memory(self) -> dict[str, float]:
+        """RSS now (all the exporter's processes) and the peak so far, in MB."""
+        return self.tree.now()
 
     def stop(self) -> None:
+        self.tree.stop()
         _stop(self.process)
         self._reader.join(5)
         self._log.close()

@@ -168,17 +168,19 @@ def bench_size(groups: int, plan: Plan, work: Path) -> dict[str, Any]:
         api.hold_next()
         api.wait_held(_poll_timeout(groups, 1), exporter)
         time.sleep(0.5)
-        steady = exporter.status()
+        steady = exporter.memory()
         progress(f"{groups:,} groups: idle scrapes (the next poll is held by the fake API)")
         idle = scrape(exporter.port, plan.scrapes, plan.scrape_pause, save=body_file)
-        after = exporter.status()
+        after = exporter.memory()
         api.release()
     result["scrape_busy"] = latency(busy)
     result["scrape_idle"] = latency(idle)
     result["rss"] = {
-        "steady_mb": steady["VmRSS"],
-        "peak_mb": max(steady["VmHWM"], after["VmHWM"]),
-        "after_idle_scrapes_mb": after["VmRSS"],
+        "steady_mb": steady["rss_mb"],
+        "peak_mb": after["peak_mb"],
+        "peak_hwm_sum_mb": after["hwm_sum_mb"],
+        "processes": after["processes"],
+        "after_idle_scrapes_mb": after["rss_mb"],
     }
     progress(f"{groups:,} groups: limit server with the same gzip body")
     with procs.Server("limit", "--body", str(body_file)) as limit:
@@ -216,8 +218,8 @@ def bench_churn(plan: Plan, work: Path) -> dict[str, Any]:
             api.wait_held(_poll_timeout(groups, polls), exporter)
             exporter.wait_polls(polls, 30)
             time.sleep(0.5)
-            readings.append(exporter.status())
-            progress(f"churn: {polls} polls, VmRSS {readings[-1]['VmRSS']:.1f} MB")
+            readings.append(exporter.memory())
+            progress(f"churn: {polls} polls, RSS {readings[-1]['rss_mb']:.1f} MB")
             api.release()
             time.sleep(0.1)
     payload.unlink()
@@ -225,10 +227,11 @@ def bench_churn(plan: Plan, work: Path) -> dict[str, Any]:
         "groups": groups,
         "polls_first": first,
         "polls_last": last,
-        "rss_first_mb": readings[0]["VmRSS"],
-        "rss_last_mb": readings[1]["VmRSS"],
-        "peak_rss_mb": readings[1]["VmHWM"],
-        "ratio": readings[1]["VmRSS"] / readings[0]["VmRSS"],
+        "rss_first_mb": readings[0]["rss_mb"],
+        "rss_last_mb": readings[1]["rss_mb"],
+        "peak_rss_mb": readings[1]["peak_mb"],
+        "processes": readings[1]["processes"],
+        "ratio": readings[1]["rss_mb"] / readings[0]["rss_mb"],
     }
 
 
@@ -317,15 +320,7 @@ def machine_info() -> dict[str, Any]:
     memory = None
     with contextlib.suppress(ValueError, OSError):
         memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    from exporter import __version__
-
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=procs.ROOT,
-        check=False,
-    ).stdout.strip()
+    version, source = procs.measured_exporter()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -334,9 +329,25 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
-        "exporter_version": __version__,
-        "commit": commit or None,
+        "exporter_version": version,
+        "exporter_path": str(source),
+        "commit": _git_state(source),
     }
+
+
+def _git_state(source: Path) -> str | None:
+    """The commit the measured exporter came from, `+dirty` when its files differ from it."""
+
+    def git(*args: str) -> str:
+        run = subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=source, check=False
+        )
+        return run.stdout.strip() if run.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return None
+    return commit + ("+dirty" if git("status", "--porcelain", "--", ".") else "")
 
 
 def _table(columns: tuple[tuple[str, str, str], ...], rows: list[dict[str, Any]]) -> str:
@@ -355,6 +366,7 @@ def render_report(report: dict[str, Any]) -> str:
         f" Python {machine['python']}; {machine['platform']}",
         f"Exporter {machine['exporter_version']} (commit {machine['commit']});"
         f" command: {report['command']}",
+        *([f"Label: {report['label']}"] if report["label"] else []),
         "",
         _table(COLUMNS, report["rows"]),
         "",
@@ -376,6 +388,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Benchmark the exporter as it ships (issue 4). Informative only: exit code 0"
         " unless the harness itself breaks.",
     )
+    parser.add_argument("--label", help="a note on what is measured, kept in the output")
     parser.add_argument("--quick", action="store_true", help="small sizes, few samples (< 1 min)")
     parser.add_argument("--sizes", type=int, nargs="+", metavar="N", help="group counts to run")
     parser.add_argument("--scrapes", type=int, help="scrapes per latency measurement")
@@ -413,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "machine": machine_info(),
         "command": command.strip(),
+        "label": args.label,
         "plan": asdict(plan),
         "elapsed_s": round(time.monotonic() - started, 1),
         "columns": [{"key": k, "title": t} for k, t, _ in COLUMNS],
