@@ -6,6 +6,7 @@ no API call, no rendering, no lock shared with the poller.
 
 from __future__ import annotations
 
+import errno
 import html
 import socket
 import sys
@@ -219,4 +220,10 @@ class MetricsServer(ThreadingHTTPServer):
 
 def make_server(address: ListenAddress, latest: Latest, tenant: str) -> MetricsServer:
     handler = type("BoundHandler", (Handler,), {"latest": latest, "tenant": tenant})
-    return MetricsServer(address, handler)
+    try:
+        return MetricsServer(address, handler)
+    except OSError as exc:
+        # All interfaces on a host (or container) without IPv6: IPv4 only.
+        if address.host or exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+            raise
+        return MetricsServer(ListenAddress("0.0.0.0", address.port), handler)
