@@ -3,7 +3,8 @@
 For each size N it generates a payload, serves it from a fake API process, runs
 the `webex-campaign-exporter` console script against it and measures poll
 processing (from the exporter's `poll_completed` log lines), scrape latency from
-a separate client process (idle and while polls run back to back), and RSS.
+a separate client process (idle and while polls run back to back), and RSS
+(summed over the exporter's processes, should it run its poller in a child).
 Then the same gzip body from a plain threaded server (the limit) and the obvious
 prometheus_client implementation on the same payload. Finally, RSS after many
 polls of a churning tenant. Timings are reported, never asserted: the exit code
@@ -414,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = make_plan(args)
     command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
     started = time.monotonic()
+    machine = machine_info()  # before the run: the checkout may change while it runs
     try:
         with tempfile.TemporaryDirectory(prefix="webex-bench-") as tmp:
             work = Path(tmp)
@@ -424,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     rows = [flatten(size) for size in sizes]
     report: dict[str, Any] = {
-        "machine": machine_info(),
+        "machine": machine,
         "command": command.strip(),
         "label": args.label,
         "plan": asdict(plan),
