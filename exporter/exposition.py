@@ -141,20 +141,39 @@ def _group_label_sets(tenant: str, samples: Sequence[GroupSample]) -> list[str]:
     ]
 
 
-def _info_labels(sample: GroupSample) -> str:
-    g = sample.group
-    return (
-        f',status="{label(g.status_value)}",user_group="{label(g.user_group)}",'
-        f'load_type="{label(g.load_type)}",source="{label(g.source)}",'
-        f'target_group_type="{label(g.target_group_type)}",'
-        f'channels="{escape(g.channels)}"'
-    )
+def _info_labels(samples: Sequence[GroupSample]) -> list[str]:
+    """The extra labels of the info series; groups share a handful of combinations."""
+    known: dict[tuple[object, ...], str] = {}
+    out = []
+    for sample in samples:
+        g = sample.group
+        key = (
+            g.status_value,
+            g.user_group,
+            g.load_type,
+            g.source,
+            g.target_group_type,
+            g.supported_channels
+            if not isinstance(g.supported_channels, list)
+            else tuple(g.supported_channels),
+        )
+        suffix = known.get(key)
+        if suffix is None:
+            suffix = known[key] = (
+                f',status="{label(g.status_value)}",user_group="{label(g.user_group)}",'
+                f'load_type="{label(g.load_type)}",source="{label(g.source)}",'
+                f'target_group_type="{label(g.target_group_type)}",'
+                f'channels="{escape(g.channels)}"'
+            )
+        out.append(suffix)
+    return out
 
 
 def _family(metric: m.Metric, labels: list[str], values: Iterable[float | None]) -> bytes:
+    """One family's lines. Values print as Python's repr: exact, and done in C."""
     name = metric.name
     lines = [
-        f"{name}{{{label_set}}} {format_value(value)}\n"
+        f"{name}{{{label_set}}} {value!r}\n"
         for label_set, value in zip(labels, values, strict=True)
         if value is not None
     ]
@@ -167,7 +186,7 @@ def _families(tenant: str, samples: Sequence[GroupSample]) -> Iterator[bytes]:
     yield _family(m.VALID_RECORDS, labels, (s.group.valid_count for s in samples))
     yield _family(m.ERROR_RECORDS, labels, (s.group.error_count for s in samples))
     yield _family(m.STATE, labels, (s.state for s in samples))
-    info = [label_set + _info_labels(s) for label_set, s in zip(labels, samples, strict=True)]
+    info = [ls + suffix for ls, suffix in zip(labels, _info_labels(samples), strict=True)]
     yield _family(m.INFO, info, (1 for _ in samples))
     del info
     yield _family(m.CREATED, labels, (s.created for s in samples))

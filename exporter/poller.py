@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import structlog
 
@@ -24,6 +25,35 @@ log = structlog.get_logger("exporter.poller")
 # Retry-After above this is not waited for in full: the next poll at the latest
 # comes one interval later, so a bogus header cannot silence the exporter.
 RETRY_AFTER_CAP_INTERVALS = 1.0
+
+
+@dataclass(frozen=True)
+class PollTiming:
+    """Where a successful poll spent its time; `time.monotonic()` instants, which are
+    comparable across the processes of one machine."""
+
+    groups: int
+    fetch_s: float
+    started: float
+    received: float
+    """When the whole response had arrived."""
+
+    def log_published(self, tenant: str) -> None:
+        """One debug line once the new snapshot is served (the benchmark reads it)."""
+        now = time.monotonic()
+        log.debug(
+            "poll_completed",
+            tenant=tenant,
+            groups=self.groups,
+            fetch_s=round(self.fetch_s, 6),
+            processing_s=round(now - self.received, 6),
+            duration_s=round(now - self.started, 6),
+        )
+
+
+class Publish(Protocol):
+    def __call__(self, block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
+        """Hand a poll's result to whoever serves it."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +129,7 @@ class Poller:
         timezone: str,
         interval: float,
         stale_after: float,
-        publish: Callable[[GroupBlock, Health], None],
+        publish: Publish,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -168,15 +198,8 @@ class Poller:
         self._failures_in_row = 0
         self._last_failure = None
         self._last_success = self._clock()
-        self._emit(duration=time.monotonic() - begun)
-        log.debug(
-            "poll_completed",
-            tenant=self._tenant,
-            groups=len(snapshot.groups),
-            fetch_s=round(fetched.fetch_seconds, 6),
-            processing_s=round(time.monotonic() - processing_from, 6),
-            duration_s=round(time.monotonic() - begun, 6),
-        )
+        timing = PollTiming(len(snapshot.groups), fetched.fetch_seconds, begun, processing_from)
+        self._emit(duration=time.monotonic() - begun, timing=timing)
 
     def _on_failure(self, failure: ApiError, started: float, duration: float) -> None:
         self._failures_in_row += 1
@@ -206,7 +229,7 @@ class Poller:
     def _is_stale(self, now: float) -> bool:
         return self._last_success is None or now - self._last_success > self._stale_after
 
-    def _emit(self, duration: float) -> None:
+    def _emit(self, duration: float, timing: PollTiming | None = None) -> None:
         requests, failures = self._client.stats.read()
         health = Health(
             tenant=self._tenant,
@@ -218,9 +241,9 @@ class Poller:
             invalid=self._invalid,
             group_counts=self._counts,
         )
-        self._publish(self._block, health)
+        self._publish(self._block, health, timing)
 
-    def run(self) -> None:
+    def run(self, after_poll: Callable[[], object] = lambda: None) -> None:
         """Poll now, then on schedule, until stop(). Polls never overlap.
 
         The schedule runs start to start, so a slow poll does not drift the interval.
@@ -233,6 +256,7 @@ class Poller:
                 # A bug, not an API failure: keep serving the last snapshot and poll again.
                 log.exception("poll_crashed", tenant=self._tenant)
                 delay = self.policy.interval
+            after_poll()
             self._stop.wait(max(0.0, started + delay - time.monotonic()))
 
     def stop(self) -> None:

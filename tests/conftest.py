@@ -12,7 +12,7 @@ from helpers import FakeClock
 from exporter import metrics as m
 from exporter.api import ApiClient, RequestStats, StaticKey
 from exporter.exposition import GroupBlock, Health
-from exporter.poller import Poller, Published
+from exporter.poller import Poller, PollTiming, Published
 from exporter.simulator import DEMO_KEY, Simulator, Tenant
 
 
@@ -65,7 +65,7 @@ class Recorder:
     def __init__(self) -> None:
         self.published: list[Published] = []
 
-    def __call__(self, block: GroupBlock, health: Health) -> None:
+    def __call__(self, block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
         self.published.append(Published.of(block, health))
 
     @property

@@ -16,7 +16,7 @@ from exporter.exposition import (
     render,
     render_groups,
 )
-from exporter.records import DateParser, TargetGroup
+from exporter.records import DateParser, validate_record
 from exporter.simulator import SEED_RECORDS
 from exporter.snapshot import StateTracker
 
@@ -47,7 +47,7 @@ def health(**overrides: object) -> Health:
 
 
 def samples_for(records: list[dict[str, object]], now: float = 1_800_000_000.0):  # type: ignore[no-untyped-def]
-    groups = [TargetGroup.model_validate(r) for r in records]
+    groups = [validate_record(r) for r in records]
     return StateTracker().observe(groups, now, DateParser("UTC"))
 
 

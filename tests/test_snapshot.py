@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.records import DateParser, TargetGroup
+from exporter.records import DateParser, TargetGroup, validate_record
 from exporter.simulator import SEED_RECORDS
 from exporter.snapshot import Snapshot, StateTracker
 
@@ -11,7 +11,7 @@ T0 = 1_800_000_000.0
 
 
 def group(**change: object) -> TargetGroup:
-    return TargetGroup.model_validate({**SEED_RECORDS[0], **change})
+    return validate_record({**SEED_RECORDS[0], **change})
 
 
 def since(tracker: StateTracker, groups: list[TargetGroup], now: float) -> dict[str, float]:
