@@ -16,7 +16,7 @@ from typing import Protocol
 import structlog
 
 from .api import ApiClient, ApiError, Fetched
-from .exposition import Exposition, GroupBlock, Health, empty_group_block, render, render_groups
+from .exposition import BlockRenderer, Exposition, GroupBlock, Health, empty_group_block, render
 from .records import DateParser
 from .snapshot import Snapshot, StateTracker, build_snapshot
 
@@ -142,6 +142,7 @@ class Poller:
         self._rng = rng or random.Random()
         self.policy = RetryPolicy(interval)
         self._tracker = StateTracker()
+        self._renderer = BlockRenderer(tenant)
         self._block: GroupBlock = empty_group_block()
         self._counts: dict[str, int] = {}
         self._last_success: float | None = None
@@ -175,7 +176,7 @@ class Poller:
         snapshot: Snapshot = build_snapshot(
             payload.groups, payload.invalid, self._clock(), self._tracker, self._parse_date
         )
-        self._block = render_groups(self._tenant, snapshot.groups)
+        self._block = self._renderer.render(snapshot.groups)
         self._counts = snapshot.count_by_state()
         self._invalid = payload.invalid
         if payload.invalid != self._invalid_logged:

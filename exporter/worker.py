@@ -14,15 +14,20 @@ backoff; counters then restart from zero, which `rate()` handles.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import gc
 import os
 import pickle
 import signal
+import struct
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import cast
 
 import structlog
 
@@ -39,6 +44,29 @@ log = structlog.get_logger("exporter.worker")
 RESTART_BACKOFF_MAX = 60.0
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def release_memory() -> None:
+    """After a poll: collect cycles, then hand the freed heap back to the system.
+
+    A large poll's objects are freed by then, but glibc keeps the pages for
+    reuse; trimming keeps the steady RSS close to what is really held.
+    """
+    gc.collect()
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 @dataclass(frozen=True)
 class PollerSpec:
     """All the child needs; picklable."""
@@ -47,7 +75,57 @@ class PollerSpec:
     base_url: str
 
 
-def run_poller(spec: PollerSpec, conn: Connection) -> None:
+_HEADER = struct.Struct("!QQ")
+
+
+class Pipe:
+    """Messages from the poller: a pickled header, then the block's deflate data raw.
+
+    The data is gathered from its segments with one writev and read straight
+    into one buffer: no joined copy in the child, no pickled copy in the parent.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1  # never close a number the system may have reused
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def send(self, meta: object, parts: Sequence[bytes | bytearray]) -> None:
+        header = pickle.dumps(meta)
+        size = sum(len(part) for part in parts)
+        pending = [memoryview(b) for b in (_HEADER.pack(len(header), size), header, *parts)]
+        while pending:
+            written = os.writev(self._fd, pending[:_IOV_MAX])
+            while written and written >= len(pending[0]):
+                written -= len(pending.pop(0))
+            if written:
+                pending[0] = pending[0][written:]
+
+    def receive(self) -> tuple[object, bytearray]:
+        header_size, size = _HEADER.unpack(self._read(_HEADER.size))
+        meta = pickle.loads(self._read(header_size))  # noqa: S301 - our own child's
+        return meta, self._read(size)
+
+    def _read(self, size: int) -> bytearray:
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        got = 0
+        while got < size:
+            count = os.readv(self._fd, [view[got:]])
+            if count == 0:
+                raise EOFError("the poller process closed its pipe")
+            got += count
+        return buffer
+
+
+_IOV_MAX = 512
+
+
+def run_poller(spec: PollerSpec, conn: Pipe) -> None:
     """Entry point of the child process."""
     signal.signal(
         signal.SIGINT, signal.SIG_IGN
@@ -65,8 +143,10 @@ def run_poller(spec: PollerSpec, conn: Connection) -> None:
     )
 
     def publish(block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
+        # The block travels as raw bytes (no pickled copy) and lands in one buffer
+        # in the parent, which goes back to the system whole when replaced.
         try:
-            conn.send((block, health, timing))
+            conn.send((replace(block, parts=()), health, timing), block.parts)
         except OSError:  # the exporter is gone: nobody left to poll for
             os._exit(0)
 
@@ -82,7 +162,7 @@ def run_poller(spec: PollerSpec, conn: Connection) -> None:
         settings.poll_interval,
         settings.effective_stale_after,
         publish,
-    ).run(after_poll=gc.collect)
+    ).run(after_poll=release_memory)
 
 
 class PollerProcess:
@@ -98,7 +178,7 @@ class PollerProcess:
         self._latest = latest
         self._stopping = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
-        self._conn: Connection | None = None
+        self._conn: Pipe | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -124,14 +204,16 @@ class PollerProcess:
         assert process.stdin is not None
         with process.stdin:
             process.stdin.write(pickle.dumps(self._spec))
-        self._process, self._conn = process, Connection(read_fd, writable=False)
+        self._process, self._conn = process, Pipe(read_fd)
 
     def _receive(self) -> None:
         backoff = 1.0
         while not self._stopping.is_set():
             assert self._conn is not None
             try:
-                block, health, timing = self._conn.recv()
+                meta, data = self._conn.receive()
+                block, health, timing = cast(tuple[GroupBlock, Health, PollTiming | None], meta)
+                block = replace(block, parts=(data,))
             except (EOFError, OSError):
                 if self._stopping.is_set():
                     return
@@ -143,6 +225,8 @@ class PollerProcess:
                 continue
             backoff = 1.0
             self._latest.set(Published.of(block, health))
+            del block
+            release_memory()
             if timing is not None:
                 timing.log_published(health.tenant)
 
@@ -182,7 +266,7 @@ class PollerProcess:
 def main() -> None:
     """`python -m exporter.worker FD`: the child's entry point."""
     spec = pickle.load(sys.stdin.buffer)  # noqa: S301 - written by our own parent
-    run_poller(spec, Connection(int(sys.argv[1]), readable=False))
+    run_poller(spec, Pipe(int(sys.argv[1])))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from helpers import by_id, samples, series, text_of
 
 from exporter import metrics as m
 from exporter.exposition import (
+    BlockRenderer,
     Health,
     escape,
     format_value,
@@ -180,18 +181,56 @@ def test_group_block_is_deflated_once_and_shared_by_formats_and_polls() -> None:
     first = render(block, health(requests=1))
     second = render(block, health(requests=2, up=False))
     for body in (first.text, first.openmetrics, second.text):
-        assert body.gzip_parts[1] is block.deflated.data  # reused, not recompressed
+        assert body.gzip_parts[1 : 1 + len(block.parts)] == block.parts
+        assert all(a is b for a, b in zip(body.gzip_parts[1:], block.parts, strict=False))
         assert body.length == len(body.plain())
     assert b'api_requests_total{tenant="acme"} 2' in second.text.plain()
     assert b'webex_campaign_up{tenant="acme"} 0' in second.text.plain()
 
 
-def test_large_block_round_trips_through_the_threaded_deflater() -> None:
+def many(count: int, **change: object) -> list[dict[str, object]]:
+    return [
+        {**SEED_RECORDS[0], "id": f"g{i}", "name": f"group {i}", "totalCount": float(i), **change}
+        for i in range(count)
+    ]
+
+
+def test_incremental_render_equals_a_fresh_one_and_reuses_unchanged_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(BlockRenderer, "CHUNK", 128)  # ~47 chunks; 4 of them change
+    renderer = BlockRenderer("acme")
+    before = samples_for(many(6000))
+    first = renderer.render(before)
+    records = many(6000)
+    records[10]["errorcount"] = 5.0  # a value changes
+    records[2500]["name"] = 'renamed "quoted"'  # a label changes
+    del records[4000]  # a group goes
+    records.append({**records[0], "id": "new", "name": "new group"})  # and one comes
+    after = samples_for(records)
+    second = renderer.render(after)
+    fresh = render_groups("acme", after)
+    assert second.crc == fresh.crc and second.size == fresh.size
+    plain = render(second, health()).text.plain()
+    assert plain == render(fresh, health()).text.plain()
+    reused = {id(part) for part in first.parts} & {id(part) for part in second.parts}
+    assert len(reused) > len(second.parts) // 2  # most chunks came back untouched
+    assert len(reused) < len(second.parts)  # the changed ones did not
+    text = plain.decode()  # (string checks: the parser is slow on 48,000 lines)
+    assert f'{m.ERROR_RECORDS.name}{{tenant="acme",id="g10",name="group 10",' in text
+    assert 'id="g10",name="group 10",behaviour="S"} 5.0\n' in text
+    assert 'id="g4000"' not in text
+    assert 'name="renamed \\"quoted\\""' in text
+    assert 'id="new"' in text
+
+
+def test_large_block_round_trips() -> None:
     records = [{**SEED_RECORDS[0], "id": f"g{i}", "name": f"group {i}"} for i in range(3000)]
     block = render_groups("acme", samples_for(records))
     text = text_of(render(block, health()))
     assert len(by_id(text, m.TOTAL_RECORDS.name)) == 3000
     assert block.size == len(text.encode()) - len(_tail_of(text))
+    assert len(block.parts) > 8  # cut into chunks
 
 
 def _tail_of(text: str) -> bytes:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from exporter import records
 from exporter.records import DateParser, PayloadError, parse_payload, text
 from exporter.simulator import SEED_RECORDS
 
@@ -139,3 +140,57 @@ def test_dates_in_the_tenant_zone(zone: str, text: str, expected: datetime) -> N
 )
 def test_unparseable_dates_are_absent(text: str) -> None:
     assert DateParser("UTC")(text) is None
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(records, "BATCH_BYTES", 2000)
+
+
+def many(count: int) -> list[dict[str, object]]:
+    return [{**SEED_RECORDS[0], "id": f"g{i}", "name": f"group {i}"} for i in range(count)]
+
+
+@pytest.mark.usefixtures("small_batches")
+@pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")])
+def test_large_lists_parse_in_batches_like_whole(separators: tuple[str, str]) -> None:
+    payload = json.dumps(many(300), separators=separators).encode()
+    assert len(list(records._batches(payload))) > 10
+    parsed = parse_payload(payload)
+    assert [g.id for g in parsed.groups] == [f"g{i}" for i in range(300)]
+    assert parsed.invalid == 0
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_bad_records_in_later_batches_keep_their_index() -> None:
+    items: list[object] = many(300)
+    items[250] = {"id": "broken"}
+    items[251] = "not a record"
+    parsed = parse_payload(body(items))
+    assert parsed.invalid == 2
+    assert parsed.problems[0].startswith("record 250:")
+    assert parsed.problems[1].startswith("record 251:")
+    assert len(parsed.groups) == 298
+
+
+@pytest.mark.usefixtures("small_batches")
+@pytest.mark.parametrize(
+    "trap",
+    [
+        {"name": 'tricky "}, {" name'},
+        {"extra": [{"a": 1}, {"b": 2}] * 40},  # objects in a nested list, cut between them
+    ],
+)
+def test_cuts_inside_a_record_fall_back_to_the_whole_body(trap: dict[str, object]) -> None:
+    items = many(300)
+    for index in range(0, 300, 7):
+        items[index] = {**items[index], **trap}
+    parsed = parse_payload(body(items))
+    assert [g.id for g in parsed.groups] == [f"g{i}" for i in range(300)]
+    assert parsed.groups[0].name == items[0]["name"]
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_truncated_large_body_still_fails_the_poll() -> None:
+    with pytest.raises(PayloadError):
+        parse_payload(body(many(300))[:-500])
