@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .records import DateParser, TargetGroup
 
 
-@dataclass(frozen=True, slots=True)
-class GroupSample:
-    """One target group as exported: the record plus derived timestamps."""
+class GroupSample(NamedTuple):
+    """One target group as exported: the record plus derived timestamps.
+
+    A named tuple: built and hashed in C, which counts at 100,000 groups a poll.
+    """
 
     group: TargetGroup
     state: int | None
@@ -34,6 +37,9 @@ class Snapshot:
         return counts
 
 
+_Seen = tuple[int | None, float, str | None, float | None, str | None, float | None]
+
+
 class StateTracker:
     """Remembers, per group id, its state and when the exporter saw it enter that state.
 
@@ -45,26 +51,31 @@ class StateTracker:
     """
 
     def __init__(self) -> None:
-        self._seen: dict[str, tuple[int | None, float]] = {}
+        # id -> (state, since, createdOn, created, lastUpdatedOn, last updated): small
+        # enough to keep between polls, unlike the records themselves.
+        self._seen: dict[str, _Seen] = {}
 
     def observe(
         self, groups: Iterable[TargetGroup], now: float, parse_date: DateParser
     ) -> tuple[GroupSample, ...]:
-        seen: dict[str, tuple[int | None, float]] = {}
+        seen: dict[str, _Seen] = {}
         samples: list[GroupSample] = []
         previous = self._seen
         for group in groups:
             state = group.state
-            created = parse_date(group.created_on)
-            updated = parse_date(group.last_updated_on)
+            created_on, updated_on = group.created_on, group.last_updated_on
             before = previous.get(group.id)
+            if before is not None and before[2] == created_on and before[4] == updated_on:
+                created, updated = before[3], before[5]  # most groups, most polls: no parsing
+            else:
+                created, updated = parse_date(created_on), parse_date(updated_on)
             if before is not None and before[0] == state:
                 since = before[1]
             elif before is None and updated is not None and updated < now:
                 since = updated
             else:
                 since = now
-            seen[group.id] = (state, since)
+            seen[group.id] = (state, since, created_on, created, updated_on, updated)
             samples.append(GroupSample(group, state, created, updated, since))
         self._seen = seen
         return tuple(samples)

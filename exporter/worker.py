@@ -225,10 +225,10 @@ class PollerProcess:
                 continue
             backoff = 1.0
             self._latest.set(Published.of(block, health))
-            del block
-            release_memory()
             if timing is not None:
                 timing.log_published(health.tenant)
+            del block
+            release_memory()
 
     def _on_death(self, backoff: float) -> None:
         assert self._process is not None and self._conn is not None
