@@ -56,13 +56,16 @@ def _malloc_trim() -> Callable[[int], int] | None:
 _TRIM = _malloc_trim()
 
 
-def release_memory() -> None:
+def release_memory(collect: bool = True) -> None:
     """After a poll: collect cycles, then hand the freed heap back to the system.
 
     A large poll's objects are freed by then, but glibc keeps the pages for
-    reuse; trimming keeps the steady RSS close to what is really held.
+    reuse; trimming keeps the steady RSS close to what is really held. The
+    trim runs without the GIL (ctypes releases it); the collection holds it,
+    which is why the serving process does not collect here.
     """
-    gc.collect()
+    if collect:
+        gc.collect()
     if _TRIM is not None:
         _TRIM(0)
 
@@ -228,7 +231,7 @@ class PollerProcess:
             if timing is not None:
                 timing.log_published(health.tenant)
             del block
-            release_memory()
+            release_memory(collect=False)
 
     def _on_death(self, backoff: float) -> None:
         assert self._process is not None and self._conn is not None
