@@ -56,16 +56,16 @@ def _malloc_trim() -> Callable[[int], int] | None:
 _TRIM = _malloc_trim()
 
 
-def release_memory(collect: bool = True) -> None:
-    """After a poll: collect cycles, then hand the freed heap back to the system.
+def release_memory() -> None:
+    """In the poller, after a poll: collect cycles, then hand the freed heap back.
 
     A large poll's objects are freed by then, but glibc keeps the pages for
     reuse; trimming keeps the steady RSS close to what is really held. The
-    trim runs without the GIL (ctypes releases it); the collection holds it,
-    which is why the serving process does not collect here.
+    serving process does neither: a collection holds the GIL and a trim holds
+    the allocator's lock, and either would stall a scrape. What it receives
+    is one large buffer per poll, which goes back to the system when freed.
     """
-    if collect:
-        gc.collect()
+    gc.collect()
     if _TRIM is not None:
         _TRIM(0)
 
@@ -230,8 +230,6 @@ class PollerProcess:
             self._latest.set(Published.of(block, health))
             if timing is not None:
                 timing.log_published(health.tenant)
-            del block
-            release_memory(collect=False)
 
     def _on_death(self, backoff: float) -> None:
         assert self._process is not None and self._conn is not None
