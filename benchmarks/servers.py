@@ -23,6 +23,13 @@ from typing import Any
 from benchmarks.payload import Churner, serialise
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A scraper or exporter hanging up mid-request is part of the run, not news."""
+
+
 class FakeApi:
     def __init__(self, body: bytes, churn_every: int, churn_fraction: float) -> None:
         self.body = body
@@ -123,7 +130,7 @@ def _static_handler(body: bytes) -> type[BaseHTTPRequestHandler]:
 
 
 def _serve(handler: type[BaseHTTPRequestHandler]) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _QuietServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     print(json.dumps({"port": server.server_address[1]}), flush=True)
     server.serve_forever()
