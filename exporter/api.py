@@ -394,8 +394,8 @@ class ApiClient:
 
     def _exchange(
         self, method: str, url: str, headers: dict[str, str], content: bytes | None = None
-    ) -> tuple[httpx.Response, bytearray]:
-        """One HTTP exchange, the body read under the size cap and the deadline."""
+    ) -> bytearray:
+        """One HTTP exchange: the body, read under the size cap and the deadline."""
         started = self._clock()
         status = "none"
         try:
@@ -411,12 +411,12 @@ class ApiClient:
                 _body_code(body) or status,
                 _retry_after(response.headers.get("Retry-After"), time.time()),
             )
-        return response, body
+        return body
 
     def _get(self, authorization: str) -> Fetched:
         started = self._clock()
         headers = {"Authorization": authorization, "Content-Type": "application/json"}
-        _, body = self._exchange("GET", self.url, headers)
+        body = self._exchange("GET", self.url, headers)
         fetch_seconds = self._clock() - started
         try:
             payload = parse_payload(body)
@@ -428,9 +428,7 @@ class ApiClient:
 
     def request_token(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, object]:
         def send() -> dict[str, object]:
-            _, answer = self._exchange(
-                "POST", f"{url}?grant_type=client_credentials", headers, body
-            )
+            answer = self._exchange("POST", f"{url}?grant_type=client_credentials", headers, body)
             try:
                 data = pydantic_core.from_json(answer)
             except ValueError:
@@ -438,9 +436,8 @@ class ApiClient:
             if not isinstance(data, dict):
                 raise InvalidResponse("token answer is not a JSON object", "200")
             if "code" in data and not any(k in data for k in ("access_token", "accessToken")):
-                raise HttpStatusError(
-                    "error object from the token endpoint", "200", str(data["code"])[:40]
-                )
+                code = error_code(data["code"]) or "invalid_response"
+                raise HttpStatusError("error object from the token endpoint", "200", code)
             return data
 
         return self._counted(send)

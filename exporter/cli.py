@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -121,15 +121,12 @@ class Exporter:
     server: MetricsServer
     poller: PollerProcess
     simulator: Simulator | None
-    threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
-        self.threads.append(self.poller.start())
-        serve = threading.Thread(
+        self.poller.start()
+        threading.Thread(
             target=self.server.serve_forever, args=(0.1,), name="http", daemon=True
-        )
-        serve.start()
-        self.threads.append(serve)
+        ).start()
 
     def stop(self) -> None:
         self.poller.stop()
@@ -159,7 +156,7 @@ def build(settings: Settings) -> Exporter:
     tenant = settings.tenant_label
     latest = Latest(initial_published(tenant, dict.fromkeys(m.DOCUMENTED_FAILURES, 0)))
     try:
-        server = make_server(settings.listen, latest, tenant)
+        server = make_server(settings.listen, latest)
     except OSError as exc:
         raise ConfigError(
             f"{describe_setting('listen_address')}: cannot listen on"

@@ -2,12 +2,12 @@
 
 The per-group families are identical in the Prometheus text format 0.0.4 and
 in OpenMetrics (gauges, same escaping), so they are rendered and compressed
-once per successful poll as one block and reused, byte for byte, by both
-formats and by every later failed poll until the stale-after drop. Only the
-small tail (health gauges and counters; `# EOF` for OpenMetrics) is rendered
-per poll attempt. The gzip bodies are stitched from independently deflated
-segments (each flushed to a byte boundary), so the large block is compressed
-once, not once per format.
+once per successful poll as one block of deflate segments (chunks unchanged
+since the last poll keep theirs), and reused, byte for byte, by both formats
+and by every later failed poll until the stale-after drop. Only the small
+tail (health gauges and counters; `# EOF` for OpenMetrics) is rendered per
+poll attempt. Segments are flushed to byte boundaries, so they concatenate
+into one gzip member.
 """
 
 from __future__ import annotations
@@ -180,13 +180,16 @@ class BlockRenderer:
         self._tenant = tenant
         self._cache: dict[int, tuple[_Segment, ...]] = {}
         self._suffixes: dict[tuple[object, ...], str] = {}
+        self._last: tuple[list[int], GroupBlock] | None = None
 
     def render(self, samples: Sequence[GroupSample]) -> GroupBlock:
         chunks = self._split(samples)
+        keys = [hash(tuple(chunk)) for chunk in chunks]
+        if self._last is not None and self._last[0] == keys:
+            return self._last[1]  # nothing changed: not even the CRC to combine again
         cache: dict[int, tuple[_Segment, ...]] = {}
         rendered: list[tuple[_Segment, ...]] = []
-        for chunk in chunks:
-            key = hash(tuple(chunk))
+        for key, chunk in zip(keys, chunks, strict=True):
             segments = cache.get(key) or self._cache.get(key) or self._render(chunk)
             cache[key] = segments
             rendered.append(segments)
@@ -200,7 +203,9 @@ class BlockRenderer:
         ]
         crc, size = _combine(ordered)
         parts = tuple(segment.data for segment in ordered if segment.size)
-        return GroupBlock(parts, crc, size, len(samples))
+        block = GroupBlock(parts, crc, size, len(samples))
+        self._last = (keys, block)
+        return block
 
     def _split(self, samples: Sequence[GroupSample]) -> list[Sequence[GroupSample]]:
         chunks = []

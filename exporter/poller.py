@@ -18,7 +18,7 @@ import structlog
 from .api import ApiClient, ApiError, Fetched
 from .exposition import BlockRenderer, Exposition, GroupBlock, Health, empty_group_block, render
 from .records import DateParser
-from .snapshot import Snapshot, StateTracker, build_snapshot
+from .snapshot import StateTracker, count_by_state
 
 log = structlog.get_logger("exporter.poller")
 
@@ -120,7 +120,7 @@ _FIXES = {
 
 
 class Poller:
-    """Polls, builds snapshots, renders, and publishes. One instance, one thread."""
+    """Polls, builds the samples, renders, and publishes. One instance, one thread."""
 
     def __init__(
         self,
@@ -153,10 +153,6 @@ class Poller:
         self._invalid_logged: int | None = None
         self._stop = threading.Event()
 
-    @property
-    def last_snapshot_block(self) -> GroupBlock:
-        return self._block
-
     def poll_once(self) -> float:
         """Poll, publish, and return the seconds to wait before the next poll."""
         started = self._clock()
@@ -173,11 +169,9 @@ class Poller:
         # Parsing happened in the client, right after the body arrived.
         processing_from = begun + fetched.fetch_seconds
         payload = fetched.payload
-        snapshot: Snapshot = build_snapshot(
-            payload.groups, payload.invalid, self._clock(), self._tracker, self._parse_date
-        )
-        self._block = self._renderer.render(snapshot.groups)
-        self._counts = snapshot.count_by_state()
+        samples = self._tracker.observe(payload.groups, self._clock(), self._parse_date)
+        self._block = self._renderer.render(samples)
+        self._counts = count_by_state(samples)
         self._invalid = payload.invalid
         if payload.invalid != self._invalid_logged:
             self._invalid_logged = payload.invalid
@@ -192,14 +186,14 @@ class Poller:
             log.info(
                 "api_up",
                 tenant=self._tenant,
-                groups=len(snapshot.groups),
+                groups=len(samples),
                 failed_polls=self._failures_in_row,
             )
         self._up = True
         self._failures_in_row = 0
         self._last_failure = None
         self._last_success = self._clock()
-        timing = PollTiming(len(snapshot.groups), fetched.fetch_seconds, begun, processing_from)
+        timing = PollTiming(len(samples), fetched.fetch_seconds, begun, processing_from)
         self._emit(duration=time.monotonic() - begun, timing=timing)
 
     def _on_failure(self, failure: ApiError, started: float, duration: float) -> None:
@@ -262,8 +256,3 @@ class Poller:
 
     def stop(self) -> None:
         self._stop.set()
-
-    def start_thread(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run, name="poller", daemon=True)
-        thread.start()
-        return thread

@@ -1,4 +1,4 @@
-"""Target-group records: pydantic models that accept the payload's quirks.
+"""Target-group records: a pydantic schema that accepts the payload's quirks.
 
 Quirks handled (see the API description): counts as floats (`2.0`), strings
 that say `"null"`, numbers where text is expected, unknown extra fields, and
@@ -295,7 +295,7 @@ class DateParser:
         except KeyError:
             start = self._hour_start(hour)
         minute = value[15:]
-        if start is None or not minute.isdigit():
+        if start is None or not minute.isdigit() or minute > "59":
             return self._slow(value)
         return start + 60 * int(minute)
 

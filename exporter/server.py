@@ -92,7 +92,7 @@ td{{padding:.2em 1em .2em 0}}</style></head>
 """
 
 
-def landing_page(published: Published, tenant: str, now: float) -> bytes:
+def landing_page(published: Published, now: float) -> bytes:
     if published.last_success is None:
         age = "no successful poll yet"
     else:
@@ -103,7 +103,7 @@ def landing_page(published: Published, tenant: str, now: float) -> bytes:
         up = "up" if published.up else "down (serving the last good values)"
     return _LANDING.format(
         version=html.escape(__version__),
-        tenant=html.escape(tenant),
+        tenant=html.escape(published.health.tenant),
         up=up,
         groups=published.groups,
         age=age,
@@ -118,7 +118,6 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 60  # a stalled client frees its thread
     latest: ClassVar[Latest]
-    tenant: ClassVar[str]
     authorize: ClassVar[Callable[[BaseHTTPRequestHandler], bool]] = staticmethod(lambda _h: True)
 
     def do_GET(self) -> None:
@@ -147,7 +146,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             self._metrics(published, head)
         elif path == "/":
-            page = landing_page(published, self.tenant, time.time())
+            page = landing_page(published, time.time())
             self._send(HTTPStatus.OK, page, head, content_type="text/html; charset=utf-8")
         elif path == "/-/healthy":
             self._send(HTTPStatus.OK, b"Healthy\n", head)
@@ -221,8 +220,8 @@ class MetricsServer(ThreadingHTTPServer):
         super().server_bind()
 
 
-def make_server(address: ListenAddress, latest: Latest, tenant: str) -> MetricsServer:
-    handler = type("BoundHandler", (Handler,), {"latest": latest, "tenant": tenant})
+def make_server(address: ListenAddress, latest: Latest) -> MetricsServer:
+    handler = type("BoundHandler", (Handler,), {"latest": latest})
     try:
         return MetricsServer(address, handler)
     except OSError as exc:

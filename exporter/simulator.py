@@ -564,8 +564,6 @@ class Simulator:
         handler = type("SimHandler", (_Handler,), attributes)
         self._server = _QuietServer((host, port), handler)
         self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
-        self._ticker: threading.Thread | None = None
         self._stopped = threading.Event()
 
     @property
@@ -575,15 +573,13 @@ class Simulator:
 
     def start(self, tick_seconds: float | None = None) -> Simulator:
         """Serve in the background; with `tick_seconds`, evolve the tenant on a timer."""
-        self._thread = threading.Thread(
+        threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="simulator", daemon=True
-        )
-        self._thread.start()
+        ).start()
         if tick_seconds:
-            self._ticker = threading.Thread(
+            threading.Thread(
                 target=self._tick, args=(tick_seconds,), name="simulator-clock", daemon=True
-            )
-            self._ticker.start()
+            ).start()
         return self
 
     def _tick(self, seconds: float) -> None:

@@ -1,9 +1,8 @@
-"""The immutable result of one successful poll, and state-since bookkeeping across polls."""
+"""One poll's groups as exported, and state-since bookkeeping across polls."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from .records import DateParser, TargetGroup
@@ -22,19 +21,15 @@ class GroupSample(NamedTuple):
     state_since: float
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    taken_at: float
-    """Unix time at which the response arrived."""
-    groups: tuple[GroupSample, ...]
-    invalid: int
+_STATE_NAMES = {0: "in_progress", 1: "ready"}
 
-    def count_by_state(self) -> dict[str, int]:
-        counts = {"in_progress": 0, "ready": 0, "unknown": 0}
-        for sample in self.groups:
-            key = {0: "in_progress", 1: "ready"}.get(sample.state, "unknown")  # type: ignore[arg-type]
-            counts[key] += 1
-        return counts
+
+def count_by_state(samples: Iterable[GroupSample]) -> dict[str, int]:
+    """Groups per `state` label value, all three always present."""
+    counts = {"in_progress": 0, "ready": 0, "unknown": 0}
+    for sample in samples:
+        counts[_STATE_NAMES.get(sample.state, "unknown")] += 1  # type: ignore[arg-type]
+    return counts
 
 
 _Seen = tuple[int | None, float, str | None, float | None, str | None, float | None]
@@ -79,13 +74,3 @@ class StateTracker:
             samples.append(GroupSample(group, state, created, updated, since))
         self._seen = seen
         return tuple(samples)
-
-
-def build_snapshot(
-    groups: list[TargetGroup],
-    invalid: int,
-    now: float,
-    tracker: StateTracker,
-    parse_date: DateParser,
-) -> Snapshot:
-    return Snapshot(taken_at=now, groups=tracker.observe(groups, now, parse_date), invalid=invalid)

@@ -4,7 +4,7 @@ Parsing and validating a large payload is one long call into pydantic-core
 that holds the GIL (about a second at 100,000 groups); in the same
 interpreter every scrape would wait for it. In a child process the poller
 has its own GIL: it fetches, parses, renders and deflates, then sends the
-deflated group block and the health figures (a few MB at most) over a pipe.
+deflated group block (about 0.25 KB a group) and the health figures over a pipe.
 The parent only stitches the small tail and swaps the published exposition.
 
 If the child dies (a bug, the OOM killer), the parent keeps serving the last
@@ -130,9 +130,8 @@ _IOV_MAX = 512
 
 def run_poller(spec: PollerSpec, conn: Pipe) -> None:
     """Entry point of the child process."""
-    signal.signal(
-        signal.SIGINT, signal.SIG_IGN
-    )  # Ctrl-C reaches the whole group: the parent decides
+    # Ctrl-C reaches the whole process group: the parent decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = spec.settings
     credentials = credentials_from(settings)
     configure_logging(settings.log_level, settings.log_format, credentials.secrets)
@@ -182,17 +181,12 @@ class PollerProcess:
         self._stopping = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Pipe | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
 
     def start(self) -> threading.Thread:
         self._spawn()
-        self._thread = threading.Thread(target=self._receive, name="poller-pipe", daemon=True)
-        self._thread.start()
-        return self._thread
+        thread = threading.Thread(target=self._receive, name="poller-pipe", daemon=True)
+        thread.start()
+        return thread
 
     def _spawn(self) -> None:
         read_fd, write_fd = os.pipe()

@@ -79,13 +79,25 @@ def recorder() -> Recorder:
 
 
 @pytest.fixture
-def poller(make_client: Callable[..., ApiClient], recorder: Recorder, clock: FakeClock) -> Poller:
-    return Poller(
-        make_client(),
-        tenant="acme",
-        timezone="UTC",
-        interval=60.0,
-        stale_after=300.0,
-        publish=recorder,
-        clock=clock,
-    )
+def make_poller(
+    make_client: Callable[..., ApiClient], recorder: Recorder, clock: FakeClock
+) -> Callable[..., Poller]:
+    """A poller of tenant `acme` (interval 60 s, stale after 300 s) publishing to `recorder`."""
+
+    def make(**client_options: object) -> Poller:
+        return Poller(
+            make_client(**client_options),
+            tenant="acme",
+            timezone="UTC",
+            interval=60.0,
+            stale_after=300.0,
+            publish=recorder,
+            clock=clock,
+        )
+
+    return make
+
+
+@pytest.fixture
+def poller(make_poller: Callable[..., Poller]) -> Poller:
+    return make_poller()

@@ -209,6 +209,7 @@ def test_incremental_render_equals_a_fresh_one_and_reuses_unchanged_chunks(
     records.append({**records[0], "id": "new", "name": "new group"})  # and one comes
     after = samples_for(records)
     second = renderer.render(after)
+    assert renderer.render(after) is second  # an unchanged tenant: the same block, as is
     fresh = render_groups("acme", after)
     assert second.crc == fresh.crc and second.size == fresh.size
     plain = render(second, health()).text.plain()

@@ -10,29 +10,15 @@ from conftest import Recorder
 from helpers import FakeClock, by_id, series, text_of
 
 from exporter import metrics as m
-from exporter.api import ApiClient
 from exporter.poller import Poller
 from exporter.simulator import FAULTS, HOSTILE_NAMES, SCENARIOS, Simulator, error_fault
 
 
 @pytest.fixture
-def fast_poller(
-    make_client: Callable[..., ApiClient],
-    simulator: Simulator,
-    recorder: Recorder,
-    clock: FakeClock,
-) -> Poller:
+def fast_poller(make_poller: Callable[..., Poller], simulator: Simulator) -> Poller:
     simulator.tenant.slow_seconds = 0.6
     simulator.tenant.too_large_bytes = 2_000_001
-    return Poller(
-        make_client(timeout=0.3, max_response_bytes=2_000_000),
-        tenant="acme",
-        timezone="UTC",
-        interval=60.0,
-        stale_after=300.0,
-        publish=recorder,
-        clock=clock,
-    )
+    return make_poller(timeout=0.3, max_response_bytes=2_000_000)
 
 
 def failures(text: str) -> dict[tuple[str, str], float]:

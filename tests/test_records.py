@@ -136,7 +136,15 @@ def test_dates_in_the_tenant_zone(zone: str, text: str, expected: datetime) -> N
 
 
 @pytest.mark.parametrize(
-    "text", ["", "null", "2022-12-14T15:16:00Z", "31/Feb/2022 10:00", "1/Foo/2022 1:00"]
+    "text",
+    [
+        "",
+        "null",
+        "2022-12-14T15:16:00Z",
+        "31/Feb/2022 10:00",
+        "1/Foo/2022 1:00",
+        "14/Dec/2022 15:75",
+    ],
 )
 def test_unparseable_dates_are_absent(text: str) -> None:
     assert DateParser("UTC")(text) is None

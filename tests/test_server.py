@@ -28,7 +28,7 @@ def latest() -> Latest:
 
 @pytest.fixture
 def base(latest: Latest) -> Iterator[str]:
-    server = make_server(ListenAddress("127.0.0.1", 0), latest, "acme")
+    server = make_server(ListenAddress("127.0.0.1", 0), latest)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from exporter.records import DateParser, TargetGroup, validate_record
 from exporter.simulator import SEED_RECORDS
-from exporter.snapshot import Snapshot, StateTracker
+from exporter.snapshot import StateTracker, count_by_state
 
 UPDATED = 1671030960.0  # 14/Dec/2022 15:16 UTC, lastUpdatedOn of the first seed record
 T0 = 1_800_000_000.0
@@ -62,5 +62,5 @@ def test_count_by_state_always_has_all_three() -> None:
         T0,
         DateParser("UTC"),
     )
-    assert Snapshot(T0, samples, 0).count_by_state() == {"in_progress": 1, "ready": 1, "unknown": 1}
-    assert Snapshot(T0, (), 0).count_by_state() == {"in_progress": 0, "ready": 0, "unknown": 0}
+    assert count_by_state(samples) == {"in_progress": 1, "ready": 1, "unknown": 1}
+    assert count_by_state(()) == {"in_progress": 0, "ready": 0, "unknown": 0}

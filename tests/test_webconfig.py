@@ -87,7 +87,7 @@ def serve() -> Iterator[Serve]:
         config = load_web_config(config_path)
         stats = RequestStats(m.DOCUMENTED_FAILURES)
         latest = Latest(initial_published("test", stats.read()[1]))
-        server = make_server(ListenAddress("127.0.0.1", 0), latest, "test")
+        server = make_server(ListenAddress("127.0.0.1", 0), latest)
         wrap_server(server, config, check_interval=check_interval)
         # a short poll interval keeps shutdown() in teardown quick
         thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
