@@ -169,7 +169,9 @@ class Poller:
         # Parsing happened in the client, right after the body arrived.
         processing_from = begun + fetched.fetch_seconds
         payload = fetched.payload
-        samples = self._tracker.observe(payload.groups, self._clock(), self._parse_date)
+        samples = self._tracker.observe(
+            payload.groups, self._clock(), self._parse_date, max_gap=self._stale_after
+        )
         self._block = self._renderer.render(samples)
         self._counts = count_by_state(samples)
         self._invalid = payload.invalid
@@ -235,6 +237,7 @@ class Poller:
             failures=failures,
             invalid=self._invalid,
             group_counts=self._counts,
+            lifecycle=self._tracker.lifecycle,
         )
         self._publish(self._block, health, timing)
 
