@@ -35,7 +35,8 @@ def count_by_state(samples: Iterable[GroupSample]) -> dict[str, int]:
     return counts
 
 
-class Durations(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Durations:
     """One behaviour's import-duration histogram: counts per bucket (not cumulative,
     the last one is `+Inf`), sum and count."""
 
