@@ -21,7 +21,7 @@ GENERATOR = ROOT / "grafana" / "generate_dashboard.py"
 DASHBOARD = ROOT / "grafana" / "dashboards" / "webex-campaign-exporter.json"
 ALERTS = ROOT / "prometheus" / "alerts.yaml"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-KNOWN_METRICS = {m.name for m in metrics.ALL}
+KNOWN_METRICS = {name for m in metrics.ALL for name in m.series_names}
 
 
 def _load_generator() -> ModuleType:
