@@ -5,8 +5,8 @@ in OpenMetrics (gauges, same escaping), so they are rendered and compressed
 once per successful poll as one block of deflate segments (chunks unchanged
 since the last poll keep theirs), and reused, byte for byte, by both formats
 and by every later failed poll until the stale-after drop. Only the small
-tail (health gauges and counters; `# EOF` for OpenMetrics) is rendered per
-poll attempt. Segments are flushed to byte boundaries, so they concatenate
+tail (health gauges and counters, the per-tenant lifecycle counter and
+histogram; `# EOF` for OpenMetrics) is rendered per poll attempt. Segments are flushed to byte boundaries, so they concatenate
 into one gzip member.
 """
 
