@@ -6,8 +6,8 @@ once per successful poll as one block of deflate segments (chunks unchanged
 since the last poll keep theirs), and reused, byte for byte, by both formats
 and by every later failed poll until the stale-after drop. Only the small
 tail (health gauges and counters, the per-tenant lifecycle counter and
-histogram; `# EOF` for OpenMetrics) is rendered per poll attempt. Segments are flushed to byte boundaries, so they concatenate
-into one gzip member.
+histogram; `# EOF` for OpenMetrics) is rendered per poll attempt. Segments
+are flushed to byte boundaries, so they concatenate into one gzip member.
 """
 
 from __future__ import annotations

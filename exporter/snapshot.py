@@ -110,7 +110,6 @@ class StateTracker:
         self._transitions = _initial_transitions()
         self._durations = _initial_durations()
         self._lifecycle = Lifecycle(dict(self._transitions), dict(self._durations))
-        self._last_observed: float | None = None
 
     @property
     def lifecycle(self) -> Lifecycle:
@@ -122,21 +121,18 @@ class StateTracker:
         groups: Iterable[TargetGroup],
         now: float,
         parse_date: DateParser,
-        max_gap: float | None = None,
+        timed: bool = True,
     ) -> tuple[GroupSample, ...]:
         """This poll's samples; counts the state changes since the previous call.
 
-        `max_gap`: when the previous call is older than this (polls failed for a
-        while), changes still count as transitions, but no import duration is
-        observed: the change happened somewhere in the gap, and timing it to this
-        poll would report the outage as a slow import.
+        `timed=False` after a long outage (polls failed for longer than the
+        stale-after period): changes still count as transitions, but no import
+        duration is observed, since the change happened somewhere in the gap and
+        timing it to this poll would report the outage as slow imports.
         """
         seen: dict[str, _Seen] = {}
         samples: list[GroupSample] = []
         previous = self._seen
-        timed = (
-            max_gap is None or self._last_observed is None or now - self._last_observed <= max_gap
-        )
         changes: list[tuple[TargetGroup, int | None, _Seen]] = []
         for group in groups:
             state = group.state
@@ -157,7 +153,6 @@ class StateTracker:
             seen[group.id] = (state, since, created_on, created, updated_on, updated)
             samples.append(GroupSample(group, state, created, updated, since))
         self._seen = seen
-        self._last_observed = now
         if changes:
             self._count(changes, now, timed)
         return tuple(samples)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 from conftest import Recorder
 from helpers import FakeClock, by_id, series, text_of
 
 from exporter import metrics as m
-from exporter.api import HttpStatusError
+from exporter.api import ApiClient, HttpStatusError
 from exporter.poller import Poller, RetryPolicy
 from exporter.simulator import Fault, Simulator, error_fault
 
@@ -226,3 +227,20 @@ def test_after_a_stale_drop_a_finished_import_counts_but_is_not_timed(
     assert by_id(text, m.STATE.name)[str(record["id"])] == 1
     assert transitions(text) == {(behaviour, "in_progress", "ready"): 1}
     assert durations(text, behaviour) == (0, 0)
+
+
+def test_polls_further_apart_than_stale_after_are_timed_when_none_failed(
+    make_client: Callable[..., ApiClient],
+    recorder: Recorder,
+    simulator: Simulator,
+    clock: FakeClock,
+) -> None:
+    poller = Poller(
+        make_client(), "acme", "UTC", interval=60.0, stale_after=30.0, publish=recorder, clock=clock
+    )
+    poller.poll_once()
+    record = _importing(simulator)
+    simulator.tenant.put({**record, "targetState": 1, "statusValue": "Ready"})
+    clock.advance(60)
+    poller.poll_once()
+    assert durations(metrics_text(recorder), str(record["behaviour"]))[1] == 1

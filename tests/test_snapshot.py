@@ -73,8 +73,10 @@ def test_count_by_state_always_has_all_three() -> None:
 # -- Lifecycle: transitions and import durations --------------------------------------
 
 
-def poll(tracker: StateTracker, groups: list[TargetGroup], now: float) -> Lifecycle:
-    tracker.observe(groups, now, DateParser("UTC"), max_gap=300.0)
+def poll(
+    tracker: StateTracker, groups: list[TargetGroup], now: float, timed: bool = True
+) -> Lifecycle:
+    tracker.observe(groups, now, DateParser("UTC"), timed)
     return tracker.lifecycle
 
 
@@ -175,13 +177,13 @@ def test_a_behaviour_first_seen_changing_gets_its_series() -> None:
     assert lifecycle.durations["X"].sum == 90.0
 
 
-def test_a_change_across_a_gap_longer_than_max_gap_counts_but_is_not_timed() -> None:
+def test_an_untimed_poll_counts_transitions_but_observes_no_duration() -> None:
     tracker = StateTracker()
     poll(tracker, [group(id="a", targetState=0, lastUpdatedOn="")], T0)
-    # Polls failed for 10 minutes (max_gap is 5): it finished somewhere in between.
-    lifecycle = poll(tracker, [group(id="a", targetState=1)], T0 + 600)
+    # Polls failed for 10 minutes: it finished somewhere in between.
+    lifecycle = poll(tracker, [group(id="a", targetState=1)], T0 + 600, timed=False)
     assert counted(lifecycle) == {("S", "in_progress", "ready"): 1}
     assert lifecycle.durations["S"].count == 0
-    # Within the gap the next one is timed again.
+    # The next one is timed again.
     poll(tracker, [group(id="b", targetState=0, lastUpdatedOn="")], T0 + 660)
     assert poll(tracker, [group(id="b", targetState=1)], T0 + 720).durations["S"].sum == 60.0
