@@ -19,17 +19,24 @@ import os
 import re
 import shutil
 import subprocess
+import socket
+import sys
 import tarfile
+import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import bcrypt
+import httpx
 import jsonschema
 import kubernetes_validate
 import pytest
+import trustme
 import yaml
-from tools import require_tool
+from helpers import free_port
+from tools import exporter_script, require_tool
 
 import exporter
 from exporter.cli import build_parser
@@ -841,3 +848,161 @@ def test_readme_values_examples_install(
         for command in (["template", "wce"], ["lint", "--strict"]):
             result = run_helm(*command, str(CHART), "-f", str(values))
             assert result.returncode == 0, f"README example {index}:\n{example}\n{result.stderr}"
+
+
+# --- Probes under a web config, replayed against the real exporter ------------------------
+
+SCRAPE_PASSWORD = "probe-replay-password"
+PROBE_DEADLINE_S = 20.0
+WEB_CONFIG_CASES = ["basic-auth", "tls-basic-auth", "mtls-basic-auth"]
+
+
+def _web_config(case: str, folder: Path) -> dict[str, Any]:
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key, client_ca = folder / "tls.crt", folder / "tls.key", folder / "ca.crt"
+    server.cert_chain_pems[0].write_to_path(str(cert))
+    server.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(client_ca))
+    hashed = bcrypt.hashpw(SCRAPE_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    config: dict[str, Any] = {"basic_auth_users": {"prometheus": hashed}}
+    if case != "basic-auth":
+        config["tls_server_config"] = {"cert_file": str(cert), "key_file": str(key)}
+    if case.startswith("mtls"):
+        config["tls_server_config"] |= {
+            "client_auth_type": "RequireAndVerifyClientCert",
+            "client_ca_file": str(client_ca),
+        }
+    return config
+
+
+def _kubelet_probe(probe: dict[str, Any], ports: dict[str, int]) -> str:
+    """One probe as the kubelet runs it; '' on success, else why it failed.
+
+    httpGet: HTTP(S) without certificate verification and without a client certificate,
+    success on 200-399 (k8s.io/kubernetes/pkg/probe/http). tcpSocket: a connection opens.
+    """
+    handler = probe.get("httpGet") or probe["tcpSocket"]
+    port = handler["port"]
+    port = ports[port] if isinstance(port, str) else port
+    if "tcpSocket" in probe:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        except OSError as exc:
+            return f"tcpSocket: {exc}"
+        return ""
+    headers = {h["name"]: h["value"] for h in handler.get("httpHeaders", [])}
+    url = f"{handler['scheme'].lower()}://127.0.0.1:{port}{handler['path']}"
+    try:
+        response = httpx.get(url, headers=headers, verify=False, timeout=5)
+    except httpx.HTTPError as exc:
+        return f"{url}: {exc!r}"
+    return "" if 200 <= response.status_code < 400 else f"{url}: {response.status_code}"
+
+
+def _passes_within_deadline(probe: dict[str, Any], ports: dict[str, int]) -> str:
+    deadline = time.monotonic() + PROBE_DEADLINE_S
+    while (failure := _kubelet_probe(probe, ports)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return failure
+
+
+@pytest.fixture
+def run_exporter() -> Iterator[Callable[[list[str], Path], subprocess.Popen[bytes]]]:
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [exporter_script(), *args], stdout=out, stderr=subprocess.STDOUT
+            )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.mark.parametrize("case", WEB_CONFIG_CASES)
+def test_rendered_probes_pass_against_the_exporter_with_that_web_config(
+    render: Callable[..., list[Manifest]],
+    run_exporter: Callable[[list[str], Path], subprocess.Popen[bytes]],
+    tmp_path: Path,
+    case: str,
+) -> None:
+    config = _web_config(case, tmp_path)
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {"webConfig": {"enabled": True, "tls": case != "basic-auth", "config": config}}
+        )
+    )
+    manifests = render(values=[values])
+    deployment = one(manifests, "Deployment")
+    pod_spec = json.dumps(deployment["spec"]["template"])
+    assert SCRAPE_PASSWORD not in pod_spec
+    assert "Authorization" not in pod_spec, "no credentials in the pod spec"
+
+    # The exporter as the pod runs it: the rendered arguments and the rendered web config file,
+    # only the listen address and the file's mount point moved to this machine.
+    exporter_container = container(manifests)
+    (secret,) = [m for m in manifests if m["kind"] == "Secret"]
+    (config_file,) = secret["data"]
+    web_config = tmp_path / config_file
+    web_config.write_bytes(base64.b64decode(secret["data"][config_file]))
+    port = free_port()
+    args = [
+        f"--web.listen-address=127.0.0.1:{port}"
+        if arg.startswith("--web.listen-address=")
+        else f"--web.config.file={web_config}"
+        if arg.startswith("--web.config.file=")
+        else arg
+        for arg in exporter_container["args"]
+    ]
+    log = tmp_path / "exporter.log"
+    process = run_exporter(args, log)
+    ports = {p["name"]: port for p in exporter_container["ports"]}
+
+    for name in ("livenessProbe", "readinessProbe"):
+        probe = exporter_container[name]
+        failure = _passes_within_deadline(probe, ports)
+        assert not failure, f"{case}: {name} fails: {failure}\n{log.read_text()[-2000:]}"
+        if case.startswith("mtls"):
+            # Without a client certificate an HTTPS probe could never pass: hence TCP.
+            assert "tcpSocket" in probe
+            http_probe = {"httpGet": {"path": "/-/ready", "port": "http", "scheme": "HTTPS"}}
+            assert _kubelet_probe(http_probe, ports), "mTLS let a client without a cert in"
+        else:
+            assert probe["httpGet"]["scheme"] == ("HTTP" if case == "basic-auth" else "HTTPS")
+    assert process.poll() is None, "the exporter exited"
+
+    # Basic auth still guards the data.
+    scheme = "http" if case == "basic-auth" else "https"
+    if not case.startswith("mtls"):
+        metrics_url = f"{scheme}://127.0.0.1:{port}/metrics"
+        assert httpx.get(metrics_url, verify=False, timeout=5).status_code == 401
+        authorized = httpx.get(
+            metrics_url, verify=False, timeout=5, auth=("prometheus", SCRAPE_PASSWORD)
+        )
+        assert authorized.status_code == 200
+
+    # The helm test pod's own check, pointed at this exporter instead of the Service.
+    (test_pod,) = [m for m in manifests if _annotations(m).get("helm.sh/hook") == "test"]
+    (check,) = test_pod["spec"]["containers"]
+    command = list(check["command"])
+    target = re.sub(r"//[^/]+", f"//127.0.0.1:{port}", command[-1], count=1)
+    assert command[0] == "python"
+    result = subprocess.run(
+        [sys.executable, *command[1:-1], target],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
