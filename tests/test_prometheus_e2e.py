@@ -27,10 +27,13 @@ DASHBOARD = ROOT / "grafana" / "dashboards" / "webex-campaign-exporter.json"
 ALERTS = ROOT / "prometheus" / "alerts.yaml"
 STARTUP_TIMEOUT_S = 20.0
 # What Grafana would put in for a 1 s scrape interval and a short time range.
+JOB = "e2e-any-name"
 GRAFANA_VARIABLES = {
     "$__rate_interval": "4s",
     "$__interval": "1s",
     "$__range": "1m",
+    "$job": JOB,
+    "$instance": ".*",  # the variable's All value
     "$tenant": "demo",
 }
 # Failure rates are filtered with `> 0`: a healthy demo tenant has none to show.
@@ -67,6 +70,18 @@ def _dashboard_queries() -> list[Query]:
         for panel in dashboard["panels"]
         for target in panel.get("targets", [])
     ]
+
+
+def _multi_query_tables() -> dict[str, list[Query]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return {
+        panel["title"]: [
+            Query(f"{panel['title']}/{t['refId']}", _substitute(t["expr"]))
+            for t in panel["targets"]
+        ]
+        for panel in dashboard["panels"]
+        if panel["type"] == "table" and len(panel.get("targets", [])) > 1
+    }
 
 
 def _alert_rules() -> list[dict[str, Any]]:
@@ -112,8 +127,11 @@ class PrometheusAPI:
     def __init__(self, base_url: str) -> None:
         self.client = httpx.Client(base_url=base_url, timeout=10)
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        response = self.client.get("/api/v1/query", params={"query": expr})
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params: dict[str, str | float] = {"query": expr}
+        if at is not None:
+            params["time"] = at
+        response = self.client.get("/api/v1/query", params=params)
         body = response.json()
         assert response.status_code == 200, f"{expr}: {body.get('error')}"
         assert body["status"] == "success", f"{expr}: {body}"
@@ -147,7 +165,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusA
                 "rule_files": [str(ALERTS)],
                 "scrape_configs": [
                     {
-                        "job_name": "e2e-any-name",
+                        "job_name": JOB,
                         "static_configs": [{"targets": [exporter_address]}],
                     }
                 ],
@@ -266,3 +284,30 @@ def test_group_state_stats_count_the_demo_groups(prometheus: PrometheusAPI) -> N
     stuck = float(prometheus.query(by_name["Groups stuck in progress/A"])[0]["value"][1])
     assert ready >= 2, "the two example groups of the API description are Ready"
     assert in_progress >= stuck >= 1, "demo_stuck_import is in progress and stuck"
+
+
+MULTI_QUERY_TABLES = _multi_query_tables()
+
+
+def test_the_dashboard_has_a_multi_query_table() -> None:
+    assert "Target groups" in MULTI_QUERY_TABLES
+
+
+@pytest.mark.parametrize("title", list(MULTI_QUERY_TABLES))
+def test_table_queries_share_one_label_set_without_metric_name(
+    prometheus: PrometheusAPI, title: str
+) -> None:
+    # Grafana's merge transformation joins the queries' rows on every label column: one row
+    # per group only if each query returns exactly the same label sets, none with __name__.
+    at = time.time()
+    label_sets: dict[str, set[frozenset[tuple[str, str]]]] = {}
+    for query in MULTI_QUERY_TABLES[title]:
+        result = prometheus.query(query.expr, at=at)
+        assert result, f"{query.name} shows no data: {query.expr}"
+        for series in result:
+            assert "__name__" not in series["metric"], f"{query.name} keeps __name__"
+        label_sets[query.name] = {frozenset(s["metric"].items()) for s in result}
+        assert len(label_sets[query.name]) == len(result)
+    first, *others = label_sets
+    for name in others:
+        assert label_sets[name] == label_sets[first], f"{name} and {first} would not merge"
