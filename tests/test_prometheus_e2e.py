@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from tools import exporter_script, require_tool
+from tools import exporter_script, promql_metric_names, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "dashboards" / "webex-campaign-exporter.json"
@@ -91,6 +91,100 @@ def _alert_rules() -> list[dict[str, Any]]:
 
 DASHBOARD_QUERIES = _dashboard_queries()
 ALERT_QUERIES = [Query(r["alert"], r["expr"]) for r in _alert_rules()]
+
+
+# --- The metricRelabelings of every example values file ----------------------------------
+
+CHART = ROOT / "helm" / "webex-campaign-exporter"
+# A ServiceMonitor's RelabelConfig fields and the Prometheus scrape config keys they become.
+RELABEL_KEYS = {
+    "sourceLabels": "source_labels",
+    "separator": "separator",
+    "targetLabel": "target_label",
+    "regex": "regex",
+    "modulus": "modulus",
+    "replacement": "replacement",
+    "action": "action",
+}
+# Appended to each example's relabelings, so that the rules and the dashboard queries (which
+# never match a job) see only the main job's series.
+RELABEL_PREFIX = "relabel_check:"
+RENAME = {
+    "source_labels": ["__name__"],
+    "regex": "(.+)",
+    "target_label": "__name__",
+    "replacement": RELABEL_PREFIX + "$1",
+}
+# What the examples used to ship: keeps build_info only, so every panel goes blank.
+BROKEN_EXAMPLE = [
+    {"sourceLabels": ["__name__"], "regex": "webex_campaign_exporter_build_info", "action": "keep"}
+]
+
+
+def _yaml_blocks(markdown: Path, section: str | None = None) -> list[str]:
+    text = markdown.read_text() if markdown.is_file() else ""
+    if section is not None:
+        text = text.partition(section)[2].partition("\n## ")[0]
+    return re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+
+
+def _example_values() -> dict[str, dict[str, Any]]:
+    """Every values example users may copy: ci/*-values.yaml and the READMEs' yaml blocks."""
+    examples = {p.name: yaml.safe_load(p.read_text()) for p in sorted(CHART.glob("ci/*.yaml"))}
+    blocks = {
+        "README": _yaml_blocks(ROOT / "README.md", "## Install with Helm"),
+        "chart-README": _yaml_blocks(CHART / "README.md"),
+    }
+    for source, texts in blocks.items():
+        for index, text in enumerate(texts):
+            data = yaml.safe_load(text)
+            if isinstance(data, dict) and "scrape_configs" not in data:
+                examples[f"{source}-{index}"] = data
+    return examples
+
+
+def _metric_relabelings(values: dict[str, Any]) -> list[dict[str, Any]]:
+    relabelings: list[dict[str, Any]] = (values.get("serviceMonitor") or {}).get(
+        "metricRelabelings"
+    ) or []
+    return relabelings
+
+
+def _scrape_relabel_configs(relabelings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # The Prometheus Operator writes each RelabelConfig with these keys, actions lower-cased.
+    configs = []
+    for relabeling in relabelings:
+        unknown = set(relabeling) - set(RELABEL_KEYS)
+        assert not unknown, f"not a RelabelConfig field: {unknown}"
+        config = {RELABEL_KEYS[key]: value for key, value in relabeling.items()}
+        if "action" in config:
+            config["action"] = config["action"].lower()
+        configs.append(config)
+    return configs
+
+
+EXAMPLES = _example_values()
+RELABELLED_EXAMPLES = {
+    name: _metric_relabelings(values)
+    for name, values in EXAMPLES.items()
+    if _metric_relabelings(values)
+}
+
+
+def _metrics_used() -> set[str]:
+    """Metric names the alerting rules and the dashboard (queries and variables) read."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    names: set[str] = set()
+    for query in (*DASHBOARD_QUERIES, *ALERT_QUERIES):
+        names |= promql_metric_names(query.expr)
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            names |= set(re.findall(r"label_values\((\w+)", variable["query"]))
+    # `up` is Prometheus's own per-target series; metric relabelings never touch it.
+    return names - {"up"}
+
+
+METRICS_USED = _metrics_used()
 
 
 def _free_port() -> int:
@@ -167,7 +261,22 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusA
                     {
                         "job_name": JOB,
                         "static_configs": [{"targets": [exporter_address]}],
-                    }
+                    },
+                    # The same exporter once more per example's metricRelabelings.
+                    *(
+                        {
+                            "job_name": f"relabel-{name}",
+                            "static_configs": [{"targets": [exporter_address]}],
+                            "metric_relabel_configs": [
+                                *_scrape_relabel_configs(relabelings),
+                                RENAME,
+                            ],
+                        }
+                        for name, relabelings in {
+                            **RELABELLED_EXAMPLES,
+                            "broken-example": BROKEN_EXAMPLE,
+                        }.items()
+                    ),
                 ],
             }
         )
@@ -215,6 +324,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusA
             "scraped samples and evaluated rules",
             lambda: (
                 bool(api.query("rate(webex_campaign_api_requests_total[4s]) > 0"))
+                # every relabel job has scraped too
+                and len(api.query("up == 1")) == 2 + len(RELABELLED_EXAMPLES)
                 # A rule never evaluated reports Go's zero time, 0001-01-01T00:00:00Z.
                 and all(not r["lastEvaluation"].startswith("0001") for r in api.rules())
             ),
@@ -227,9 +338,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusA
 
 
 def test_target_is_up(prometheus: PrometheusAPI) -> None:
-    (up,) = prometheus.query("up")
+    (up,) = prometheus.query(f'up{{job="{JOB}"}}')
     assert up["value"][1] == "1"
-    (api_up,) = prometheus.query("webex_campaign_up")
+    (api_up,) = prometheus.query(f'webex_campaign_up{{job="{JOB}"}}')
     assert api_up["metric"]["tenant"] == "demo"
 
 
@@ -311,3 +422,31 @@ def test_table_queries_share_one_label_set_without_metric_name(
     first, *others = label_sets
     for name in others:
         assert label_sets[name] == label_sets[first], f"{name} and {first} would not merge"
+
+
+def _surviving_metrics(prometheus: PrometheusAPI, job: str) -> set[str]:
+    result = prometheus.query(f'count by (__name__) ({{job="{job}"}})')
+    names = {series["metric"]["__name__"] for series in result}
+    # `up` and the other scrape_* series Prometheus adds are not relabelled.
+    return {n.removeprefix(RELABEL_PREFIX) for n in names if n.startswith(RELABEL_PREFIX)}
+
+
+def test_examples_with_metric_relabelings_are_checked() -> None:
+    assert "monitoring-values.yaml" in RELABELLED_EXAMPLES
+    assert len(METRICS_USED) >= 10, METRICS_USED
+
+
+@pytest.mark.parametrize("example", list(RELABELLED_EXAMPLES))
+def test_every_metric_of_rules_and_dashboard_survives_the_example_relabelings(
+    prometheus: PrometheusAPI, example: str
+) -> None:
+    surviving = _surviving_metrics(prometheus, f"relabel-{example}")
+    missing = METRICS_USED - surviving
+    assert not missing, f"{example}'s metricRelabelings drop {sorted(missing)}"
+
+
+def test_the_relabel_check_catches_a_broken_example(prometheus: PrometheusAPI) -> None:
+    # Guards the guard: Prometheus really applies the relabelings of these jobs.
+    surviving = _surviving_metrics(prometheus, "relabel-broken-example")
+    assert surviving == {"webex_campaign_exporter_build_info"}
+    assert METRICS_USED - surviving
