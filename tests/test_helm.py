@@ -32,9 +32,11 @@ import bcrypt
 import httpx
 import jsonschema
 import kubernetes_validate
+import pydantic
 import pytest
 import trustme
 import yaml
+from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 from helpers import free_port
 from tools import exporter_script, require_tool
 
@@ -190,157 +192,60 @@ def env_of(manifests: list[Manifest]) -> dict[str, Any]:
     return {item["name"]: item for item in container(manifests).get("env", [])}
 
 
-# --- Schemas of the Prometheus Operator objects (not in kubernetes-validate) --------------
+# --- Prometheus Operator objects: the operator's own CRD schemas -------------------------
 
-_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-_DURATION = {"type": "string", "pattern": "^(0|([0-9]+(ms|s|m|h|d|w|y))+)$"}
-_METADATA = {
-    "type": "object",
-    "required": ["name", "namespace", "labels"],
-    "properties": {
-        "name": {"type": "string"},
-        "namespace": {"type": "string"},
-        "labels": _STR_MAP,
-        "annotations": _STR_MAP,
-    },
-    "additionalProperties": False,
+# Pydantic models that cloudcoil generates from the prometheus-operator's CRDs
+# (cloudcoil-models-prometheus-operator). Validated strictly, they reject a wrong type ("yes"
+# for a boolean, a number for a string), a value outside an enum, a duration that does not
+# match the CRD's pattern and a missing required field. They ignore unknown fields, as
+# pydantic does by default, so a round trip finds those: whatever the model drops was not a
+# field of the CRD. tests/test_helm.py::test_operator_validation_rejects proves each case.
+OPERATOR_MODELS: dict[str, type[pydantic.BaseModel]] = {
+    "ServiceMonitor": prometheus_operator.ServiceMonitor,
+    "PrometheusRule": prometheus_operator.PrometheusRule,
 }
-_RELABEL = {
-    "type": "object",
-    "properties": {
-        "sourceLabels": {"type": "array", "items": {"type": "string"}},
-        "separator": {"type": "string"},
-        "targetLabel": {"type": "string"},
-        "regex": {"type": "string"},
-        "modulus": {"type": "integer"},
-        "replacement": {"type": "string"},
-        "action": {
-            "enum": [
-                "replace",
-                "keep",
-                "drop",
-                "hashmod",
-                "labelmap",
-                "labeldrop",
-                "labelkeep",
-                "lowercase",
-                "uppercase",
-                "keepequal",
-                "dropequal",
-            ]
-        },
-    },
-    "additionalProperties": False,
-}
-SERVICE_MONITOR_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "ServiceMonitor"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "required": ["selector", "endpoints"],
-            "properties": {
-                "jobLabel": {"type": "string"},
-                "selector": {
-                    "type": "object",
-                    "required": ["matchLabels"],
-                    "properties": {"matchLabels": _STR_MAP},
-                    "additionalProperties": False,
-                },
-                "namespaceSelector": {
-                    "type": "object",
-                    "properties": {
-                        "matchNames": {"type": "array", "items": {"type": "string"}},
-                        "any": {"type": "boolean"},
-                    },
-                    "additionalProperties": False,
-                },
-                "endpoints": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["port"],
-                        "properties": {
-                            "port": {"type": "string"},
-                            "path": {"type": "string"},
-                            "scheme": {"enum": ["http", "https"]},
-                            "interval": _DURATION,
-                            "scrapeTimeout": _DURATION,
-                            "honorLabels": {"type": "boolean"},
-                            "tlsConfig": {"type": "object"},
-                            "basicAuth": {"type": "object"},
-                            "relabelings": {"type": "array", "items": _RELABEL},
-                            "metricRelabelings": {"type": "array", "items": _RELABEL},
-                        },
-                        "additionalProperties": False,
-                    },
-                },
-            },
-            "additionalProperties": False,
-        },
-    },
-    "additionalProperties": False,
-}
-PROMETHEUS_RULE_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "PrometheusRule"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "required": ["groups"],
-            "properties": {
-                "groups": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "rules"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "interval": _DURATION,
-                            "limit": {"type": "integer"},
-                            "rules": {
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "required": ["expr"],
-                                    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
-                                    "properties": {
-                                        "alert": {"type": "string"},
-                                        "record": {"type": "string"},
-                                        "expr": {"type": ["string", "integer"]},
-                                        "for": _DURATION,
-                                        "keep_firing_for": _DURATION,
-                                        "labels": _STR_MAP,
-                                        "annotations": _STR_MAP,
-                                    },
-                                    "additionalProperties": False,
-                                },
-                            },
-                        },
-                        "additionalProperties": False,
-                    },
-                }
-            },
-            "additionalProperties": False,
-        },
-    },
-    "additionalProperties": False,
-}
-CRD_SCHEMAS = {"ServiceMonitor": SERVICE_MONITOR_SCHEMA, "PrometheusRule": PROMETHEUS_RULE_SCHEMA}
+# API groups of CRDs with no schema available offline; only extraManifests may render them.
+FOREIGN_API_GROUPS = {"external-secrets.io"}
+
+
+class UnknownFieldError(ValueError):
+    pass
+
+
+def _dropped(given: Any, kept: Any, path: str = "") -> list[str]:
+    """Paths present in `given` that the model round trip did not keep."""
+    if isinstance(given, dict) and isinstance(kept, dict):
+        return [
+            dropped
+            for key, value in given.items()
+            for dropped in (
+                [f"{path}.{key}".lstrip(".")]
+                if key not in kept
+                else _dropped(value, kept[key], f"{path}.{key}")
+            )
+        ]
+    if isinstance(given, list) and isinstance(kept, list):
+        return [
+            dropped
+            for index, (a, b) in enumerate(zip(given, kept, strict=False))
+            for dropped in _dropped(a, b, f"{path}[{index}]")
+        ]
+    return []
+
+
+def validate_operator_object(manifest: Manifest) -> None:
+    model = OPERATOR_MODELS[manifest["kind"]]
+    parsed = model.model_validate(manifest, strict=True)
+    kept = parsed.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    unknown = _dropped(manifest, kept)
+    if unknown:
+        raise UnknownFieldError(f"{manifest['kind']}: not in the CRD: {', '.join(unknown)}")
+    assert kept == manifest, "the round trip changed a value"
 
 
 def validate_manifest(manifest: Manifest) -> None:
-    schema = CRD_SCHEMAS.get(manifest["kind"])
-    if schema is not None:
-        jsonschema.validate(manifest, schema)
+    if manifest["kind"] in OPERATOR_MODELS:
+        validate_operator_object(manifest)
         return
     for version in KUBERNETES_VERSIONS:
         kubernetes_validate.validate(manifest, version, strict=True)
@@ -392,6 +297,11 @@ def test_helm_lint_strict(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _extra_manifest_kinds(values: Path | None) -> set[str]:
+    data = (yaml.safe_load(values.read_text()) if values else None) or {}
+    return {item["kind"] for item in data.get("extraManifests", []) if isinstance(item, dict)}
+
+
 @pytest.mark.parametrize("values", VALUES_CASES, ids=VALUES_IDS)
 def test_rendered_manifests_match_kubernetes_schemas(
     render: Callable[..., list[Manifest]], values: Path | None
@@ -402,6 +312,9 @@ def test_rendered_manifests_match_kubernetes_schemas(
     kinds = {m["kind"] for m in manifests}
     assert {"Deployment", "Service", "ServiceAccount", "Pod"} <= kinds
     for manifest in manifests:
+        if manifest["apiVersion"].partition("/")[0] in FOREIGN_API_GROUPS:
+            assert manifest["kind"] in _extra_manifest_kinds(values), "only from extraManifests"
+            continue
         validate_manifest(manifest)
 
 
@@ -415,18 +328,100 @@ def test_validation_rejects_a_broken_manifest() -> None:
     }
     with pytest.raises(kubernetes_validate.ValidationError):
         validate_manifest(bad)
-    with pytest.raises(jsonschema.ValidationError):
-        validate_manifest(
-            {
-                "apiVersion": "monitoring.coreos.com/v1",
-                "kind": "ServiceMonitor",
-                "metadata": {"name": "x", "namespace": "y", "labels": {}},
-                "spec": {
-                    "selector": {"matchLabels": {}},
-                    "endpoints": [{"port": "http", "intervall": "30s"}],
-                },
-            }
-        )
+
+
+def _service_monitor() -> Manifest:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "x", "namespace": "y", "labels": {"a": "b"}},
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "endpoints": [
+                {
+                    "port": "http",
+                    "interval": "30s",
+                    "honorLabels": False,
+                    "metricRelabelings": [{"sourceLabels": ["__name__"], "action": "drop"}],
+                }
+            ],
+        },
+    }
+
+
+def _prometheus_rule() -> Manifest:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "x", "namespace": "y"},
+        "spec": {
+            "groups": [
+                {"name": "g", "rules": [{"alert": "A", "expr": "up == 0", "for": "5m"}]}
+            ]
+        },
+    }
+
+
+def _endpoint(manifest: Manifest) -> dict[str, Any]:
+    endpoint: dict[str, Any] = manifest["spec"]["endpoints"][0]
+    return endpoint
+
+
+def _rule(manifest: Manifest) -> dict[str, Any]:
+    rule: dict[str, Any] = manifest["spec"]["groups"][0]["rules"][0]
+    return rule
+
+
+BROKEN_OPERATOR_OBJECTS: dict[str, tuple[Callable[[], Manifest], Callable[[Manifest], Any]]] = {
+    "unknown endpoint field": (_service_monitor, lambda m: _endpoint(m).update(intervall="1m")),
+    "unknown spec field": (_service_monitor, lambda m: m["spec"].update(endpoint=[])),
+    "unknown relabel field": (
+        _service_monitor,
+        lambda m: _endpoint(m)["metricRelabelings"][0].update(sourceLabel="x"),
+    ),
+    "boolean as text": (_service_monitor, lambda m: _endpoint(m).update(honorLabels="yes")),
+    "port as number": (_service_monitor, lambda m: _endpoint(m).update(port=10580)),
+    "scheme outside the enum": (_service_monitor, lambda m: _endpoint(m).update(scheme="ftp")),
+    "relabel action outside the enum": (
+        _service_monitor,
+        lambda m: _endpoint(m)["metricRelabelings"][0].update(action="delete"),
+    ),
+    "interval not a duration": (_service_monitor, lambda m: _endpoint(m).update(interval="1 min")),
+    "label value not a string": (
+        _service_monitor,
+        lambda m: m["metadata"]["labels"].update(a=1),
+    ),
+    "no endpoints": (_service_monitor, lambda m: m["spec"].pop("endpoints")),
+    "unknown rule field": (_prometheus_rule, lambda m: _rule(m).update(summary="x")),
+    "rule for not a duration": (_prometheus_rule, lambda m: _rule(m).update({"for": "soon"})),
+    "annotation not a string": (
+        _prometheus_rule,
+        lambda m: _rule(m).update(annotations={"runbook_url": ["a"]}),
+    ),
+    "group without name": (_prometheus_rule, lambda m: m["spec"]["groups"][0].pop("name")),
+}
+
+
+@pytest.mark.parametrize(
+    ("make", "break_it"), BROKEN_OPERATOR_OBJECTS.values(), ids=BROKEN_OPERATOR_OBJECTS.keys()
+)
+def test_operator_validation_rejects(
+    make: Callable[[], Manifest], break_it: Callable[[Manifest], Any]
+) -> None:
+    validate_manifest(make())  # the unbroken object passes
+    manifest = make()
+    break_it(manifest)
+    with pytest.raises((pydantic.ValidationError, UnknownFieldError)):
+        validate_manifest(manifest)
+
+
+def test_operator_models_alone_would_miss_an_unknown_field() -> None:
+    # Why the round trip: the generated models drop unknown fields silently.
+    manifest = _service_monitor()
+    _endpoint(manifest)["intervall"] = "1m"
+    prometheus_operator.ServiceMonitor.model_validate(manifest, strict=True)
+    with pytest.raises(UnknownFieldError, match=r"spec\.endpoints\[0\]\.intervall"):
+        validate_manifest(manifest)
 
 
 # --- The exporter's contract in the rendered objects --------------------------------------
@@ -717,6 +712,82 @@ def test_rendered_rules_pass_promtool(
         [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_runbook_urls_rebased_by_one_value(
+    render: Callable[..., list[Manifest]], canonical_groups: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    canonical = _alerts(canonical_groups)
+    first = next(iter(canonical))
+    base = "https://wiki.example.com/runbooks/webex-campaign#"
+    values = tmp_path / "runbooks.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "prometheusRule": {
+                    "enabled": True,
+                    "runbookUrl": base,
+                    "rules": {first: {"annotations": {"runbook_url": "https://own.example/x"}}},
+                }
+            }
+        )
+    )
+    rendered = _alerts(one(render(values=[values]), "PrometheusRule")["spec"]["groups"])
+    assert set(rendered) == set(canonical)
+    for name, rule in rendered.items():
+        expected = "https://own.example/x" if name == first else base + name.lower()
+        assert rule["annotations"]["runbook_url"] == expected
+        # nothing else changes
+        others = {k: v for k, v in rule["annotations"].items() if k != "runbook_url"}
+        assert others == {
+            k: v for k, v in canonical[name]["annotations"].items() if k != "runbook_url"
+        }
+
+
+def test_extras_values(render: Callable[..., list[Manifest]], canonical_groups: object) -> None:
+    manifests = render(values=[CHART / "ci" / "extras-values.yaml"])
+    deployment = one(manifests, "Deployment")
+    assert deployment["metadata"]["annotations"] == {"reloader.stakater.com/auto": "true"}
+    assert "annotations" not in one(render(), "Deployment")["metadata"]
+    assert container(manifests)["envFrom"] == [{"configMapRef": {"name": "webex-campaign-proxy"}}]
+    # Both forms of extraManifests, with their template expressions evaluated.
+    external = one(manifests, "ExternalSecret")
+    assert external["metadata"]["namespace"] == "monitoring"
+    assert external["metadata"]["labels"]["app.kubernetes.io/instance"] == "wce"
+    assert external["spec"]["target"]["name"] == container_secret_name(manifests)
+    proxy = one(manifests, "ConfigMap")
+    assert proxy["metadata"]["namespace"] == "monitoring"
+    assert proxy["metadata"]["labels"]["app.kubernetes.io/instance"] == "wce"
+    assert proxy["data"]["HTTPS_PROXY"] == "http://proxy.example.com:3128"
+    rules = _alerts(one(manifests, "PrometheusRule")["spec"]["groups"])
+    assert all(
+        r["annotations"]["runbook_url"].startswith("https://wiki.example.com/") for r in rules.values()
+    )
+
+
+def container_secret_name(manifests: list[Manifest]) -> str:
+    secret_volume, _ = _key_file_mount(manifests)
+    name: str = secret_volume["secretName"]
+    return name
+
+
+def test_no_extra_manifests_by_default(
+    run_helm: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    result = run_helm("template", "wce", str(CHART), "-s", "templates/extra-manifests.yaml")
+    assert result.returncode != 0, "the template renders nothing without extraManifests"
+    assert "could not find template" in result.stderr
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["home"].startswith("https://")
+    assert chart["sources"]
+    assert all(source.startswith("https://") for source in chart["sources"])
+    assert chart["maintainers"]
+    for maintainer in chart["maintainers"]:
+        assert maintainer["name"]
+        assert maintainer.get("url") or maintainer.get("email")
 
 
 # --- Dashboard, NetworkPolicy, helm test --------------------------------------------------
