@@ -25,8 +25,8 @@ is a ConfigError: the CLI exits 2 with the one-line message).
 changing its class:
 
 - it replaces `server.RequestHandlerClass` with a subclass whose `authorize` hook checks
-  basic auth (on every path but the probe endpoints, see PROBE_PATHS) and whose `end_headers` adds `http_server_config.headers` to every response
-  (401s and 404s included);
+  basic auth (on every path but the probe endpoints, see PROBE_PATHS) and whose
+  `end_headers` adds `http_server_config.headers` to every response (401s and 404s included);
 - with TLS it installs a per-instance `finish_request`: the accept loop hands over the plain
   socket as before, and the TLS handshake runs in the connection's own thread (socketserver
   calls `finish_request` from `process_request_thread`), with a timeout. A client that

@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import base64
 import importlib.metadata
+import importlib.util
 import io
 import json
 import os
 import re
 import shutil
-import subprocess
 import socket
+import ssl
+import subprocess
 import sys
 import tarfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import bcrypt
@@ -355,9 +358,7 @@ def _prometheus_rule() -> Manifest:
         "kind": "PrometheusRule",
         "metadata": {"name": "x", "namespace": "y"},
         "spec": {
-            "groups": [
-                {"name": "g", "rules": [{"alert": "A", "expr": "up == 0", "for": "5m"}]}
-            ]
+            "groups": [{"name": "g", "rules": [{"alert": "A", "expr": "up == 0", "for": "5m"}]}]
         },
     }
 
@@ -761,7 +762,8 @@ def test_extras_values(render: Callable[..., list[Manifest]], canonical_groups: 
     assert proxy["data"]["HTTPS_PROXY"] == "http://proxy.example.com:3128"
     rules = _alerts(one(manifests, "PrometheusRule")["spec"]["groups"])
     assert all(
-        r["annotations"]["runbook_url"].startswith("https://wiki.example.com/") for r in rules.values()
+        r["annotations"]["runbook_url"].startswith("https://wiki.example.com/")
+        for r in rules.values()
     )
 
 
@@ -857,6 +859,11 @@ BAD_VALUES: dict[str, tuple[list[str], str]] = {
         ["extraEnv[0].name=WEBEX_CAMPAIGN_API_KEY", "extraEnv[0].value=x"],
         "extraEnv",
     ),
+    "runbook url": (["prometheusRule.runbookUrl=wiki/runbooks"], "runbookUrl"),
+    "extra manifest": (["extraManifests[0]=1"], "extraManifests"),
+    "envFrom": (["envFrom[0]=x"], "envFrom"),
+    "deployment annotation": (["deploymentAnnotations.a=1"], "deploymentAnnotations"),
+    "client cert flag": (["webConfig.clientCertRequired=maybe"], "clientCertRequired"),
 }
 
 # Combinations the chart refuses with `fail` and a one-line fix (helm lint only reports
@@ -904,7 +911,8 @@ def _readme_values_examples() -> list[str]:
     readme = ROOT / "README.md"
     text = readme.read_text() if readme.is_file() else ""
     section = text.partition("## Install with Helm")[2].partition("\n## ")[0]
-    return re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    chart_readme = (CHART / "README.md").read_text()
+    return re.findall(r"```yaml\n(.*?)```", section + chart_readme, re.DOTALL)
 
 
 def test_readme_values_examples_install(
@@ -965,7 +973,8 @@ def _kubelet_probe(probe: dict[str, Any], ports: dict[str, int]) -> str:
     headers = {h["name"]: h["value"] for h in handler.get("httpHeaders", [])}
     url = f"{handler['scheme'].lower()}://127.0.0.1:{port}{handler['path']}"
     try:
-        response = httpx.get(url, headers=headers, verify=False, timeout=5)
+        # The kubelet does not verify the serving certificate of an HTTPS probe.
+        response = httpx.get(url, headers=headers, verify=False, timeout=5)  # noqa: S501
     except httpx.HTTPError as exc:
         return f"{url}: {exc!r}"
     return "" if 200 <= response.status_code < 400 else f"{url}: {response.status_code}"
@@ -1057,9 +1066,10 @@ def test_rendered_probes_pass_against_the_exporter_with_that_web_config(
     scheme = "http" if case == "basic-auth" else "https"
     if not case.startswith("mtls"):
         metrics_url = f"{scheme}://127.0.0.1:{port}/metrics"
-        assert httpx.get(metrics_url, verify=False, timeout=5).status_code == 401
+        trust = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        assert httpx.get(metrics_url, verify=trust, timeout=5).status_code == 401
         authorized = httpx.get(
-            metrics_url, verify=False, timeout=5, auth=("prometheus", SCRAPE_PASSWORD)
+            metrics_url, verify=trust, timeout=5, auth=("prometheus", SCRAPE_PASSWORD)
         )
         assert authorized.status_code == 200
 
@@ -1077,3 +1087,97 @@ def test_rendered_probes_pass_against_the_exporter_with_that_web_config(
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- The chart README (what `helm show readme` prints) ------------------------------------
+
+CHART_README = CHART / "README.md"
+# Values added for issue 10: each is exercised by a ci/*-values.yaml.
+NEW_VALUES = (
+    "webConfig.clientCertRequired",
+    "envFrom",
+    "deploymentAnnotations",
+    "extraManifests",
+    "prometheusRule.runbookUrl",
+)
+
+
+def _sync_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "sync_chart_files", ROOT / "scripts" / "sync_chart_files.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _readme_values_rows() -> dict[str, str]:
+    """Key -> default cell of the chart README's values table."""
+    rows = {}
+    for line in CHART_README.read_text().splitlines():
+        match = re.match(r"\| `([^`]+)` \| \w+ \| `(.*)` \| (.+) \|$", line)
+        if match:
+            rows[match.group(1)] = match.group(2).replace("\\|", "|")
+    return rows
+
+
+def test_chart_readme_values_table_is_generated_from_values_yaml() -> None:
+    sync = _sync_script()
+    assert not sync.readme_is_stale(), f"the chart README's values table is stale: {SYNC_HINT}"
+
+
+def test_chart_readme_lists_every_value_with_its_default() -> None:
+    # Independent of the generator: read the table back and compare with values.yaml.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    rows = _readme_values_rows()
+    assert rows, "no values table in the chart README"
+    for key, default in rows.items():
+        value: Any = values
+        for part in key.split("."):
+            value = value[part]
+        assert json.loads(default) == value, key
+
+    def covered(prefix: str, node: Any) -> None:
+        if prefix in rows:
+            return
+        assert isinstance(node, dict) and node, f"{prefix} is missing from the chart README"
+        for key, child in node.items():
+            covered(f"{prefix}.{key}", child)
+
+    for key, node in values.items():
+        covered(key, node)
+
+
+def test_undocumented_value_is_refused_by_the_generator() -> None:
+    sync = _sync_script()
+    with pytest.raises(ValueError, match="no_comment"):
+        sync.values_rows("# -- documented\nfine: 1\nno_comment: 2\n")
+
+
+def test_helm_show_readme_prints_the_chart_readme(
+    run_helm: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    result = run_helm("show", "readme", str(CHART))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == CHART_README.read_text().strip()
+
+
+@pytest.mark.parametrize("key", NEW_VALUES)
+def test_new_values_are_in_schema_readme_and_a_ci_values_file(key: str) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    node = schema
+    for part in key.split("."):
+        node = node["properties"][part]
+    assert node.get("type"), f"{key} has no type in values.schema.json"
+    assert key in _readme_values_rows()
+
+    def is_set(data: Any) -> bool:
+        for part in key.split("."):
+            if not isinstance(data, dict) or part not in data:
+                return False
+            data = data[part]
+        return data not in (None, "", [], {}, False)
+
+    assert any(is_set(yaml.safe_load(p.read_text())) for p in CI_VALUES), f"no ci file sets {key}"

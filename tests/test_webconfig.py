@@ -317,9 +317,7 @@ def test_rejections_are_logged_without_the_password(auth_url: str) -> None:
     assert PASSWORD not in repr(logs)
 
 
-@pytest.mark.parametrize(
-    "path", ["/", "/nowhere", "/-/healthy/", "/-/ready?verbose=1", "/-/Ready"]
-)
+@pytest.mark.parametrize("path", ["/", "/nowhere", "/-/healthy/", "/-/ready?verbose=1", "/-/Ready"])
 def test_every_path_but_the_probes_is_protected(auth_url: str, path: str) -> None:
     assert_unauthorized(get(auth_url + path))
 
