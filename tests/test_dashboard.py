@@ -225,3 +225,21 @@ def test_stuck_threshold_matches_the_alert(dashboard: dict[str, Any]) -> None:
     assert _threshold_after(stuck["targets"][0]["expr"], metric) == _threshold_after(
         alert["expr"], metric
     )
+
+
+def _readme_section(title: str) -> str:
+    return (ROOT / "README.md").read_text().partition(f"## {title}\n")[2].partition("\n## ")[0]
+
+
+def test_readme_dashboard_table_lists_the_rows_and_panel_titles(dashboard: dict[str, Any]) -> None:
+    section = _readme_section("Dashboard")
+    lines = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    documented = [line.strip("|").split("|")[0].strip() for line in lines]
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert documented == rows
+
+
+def test_readme_names_every_dashboard_variable(dashboard: dict[str, Any]) -> None:
+    section = _readme_section("Dashboard")
+    for variable in dashboard["templating"]["list"]:
+        assert f"**{variable['label']}**" in section, variable["name"]
