@@ -1009,6 +1009,27 @@ def run_exporter() -> Iterator[Callable[[list[str], Path], subprocess.Popen[byte
             process.wait(timeout=5)
 
 
+def test_client_certificates_declared_for_an_existing_secret_mean_tcp_checks(
+    render: Callable[..., list[Manifest]],
+) -> None:
+    # The chart cannot read an existing Secret's web config: clientCertRequired says it.
+    manifests = render(values=[CHART / "ci" / "web-config-existing-secret-values.yaml"])
+    for name in ("livenessProbe", "readinessProbe"):
+        assert container(manifests)[name] == {
+            "tcpSocket": {"port": "http"},
+            **{k: v for k, v in container(manifests)[name].items() if k != "tcpSocket"},
+        }
+        assert "httpGet" not in container(manifests)[name]
+    (test_pod,) = [m for m in manifests if _annotations(m).get("helm.sh/hook") == "test"]
+    assert test_pod["spec"]["containers"][0]["command"][-1].startswith("tcp://")
+    # Without the flag, the same Secret gets HTTPS probes.
+    plain = render(
+        "webConfig.clientCertRequired=false",
+        values=[CHART / "ci" / "web-config-existing-secret-values.yaml"],
+    )
+    assert container(plain)["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+
+
 @pytest.mark.parametrize("case", WEB_CONFIG_CASES)
 def test_rendered_probes_pass_against_the_exporter_with_that_web_config(
     render: Callable[..., list[Manifest]],
