@@ -25,8 +25,8 @@ is a ConfigError: the CLI exits 2 with the one-line message).
 changing its class:
 
 - it replaces `server.RequestHandlerClass` with a subclass whose `authorize` hook checks
-  basic auth and whose `end_headers` adds `http_server_config.headers` to every response
-  (401s and 404s included);
+  basic auth (on every path but the probe endpoints, see PROBE_PATHS) and whose
+  `end_headers` adds `http_server_config.headers` to every response (401s and 404s included);
 - with TLS it installs a per-instance `finish_request`: the accept loop hands over the plain
   socket as before, and the TLS handshake runs in the connection's own thread (socketserver
   calls `finish_request` from `process_request_thread`), with a timeout. A client that
@@ -600,6 +600,11 @@ class LiveWebConfig:
 
 # --- applying it to the server -----------------------------------------------------------
 
+# Served without basic auth (TLS still applies): Kubernetes probes cannot send credentials
+# without putting them in the pod spec, and these answer only 200 or 503, never data.
+# Exact paths only: "/-/ready?x" or "/-/healthy/" still need the password.
+PROBE_PATHS = frozenset({"/-/healthy", "/-/ready"})
+
 
 def _protected_handler(
     base: type[socketserver.BaseRequestHandler], live: LiveWebConfig
@@ -608,6 +613,8 @@ def _protected_handler(
         raise TypeError(f"{base.__name__} is not an HTTP request handler")
 
     def authorize(handler: BaseHTTPRequestHandler) -> bool:
+        if handler.command in ("GET", "HEAD") and handler.path in PROBE_PATHS:
+            return True
         return live.current().authorizer()(handler)
 
     def end_headers(self: BaseHTTPRequestHandler) -> None:

@@ -28,15 +28,26 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 OUTPUT = Path(__file__).resolve().parent / "dashboards" / "webex-campaign-exporter.json"
 UID = "webex-campaign-exporter"
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
-TENANT = 'tenant=~"$tenant"'
+# Every selector is narrowed by the three variables: several releases (jobs, instances) may
+# export the same tenant in one Prometheus.
+SCOPE = ('job=~"$job"', 'instance=~"$instance"', 'tenant=~"$tenant"')
 # Same threshold as the WebexCampaignTargetGroupStuckInProgress alert.
 STUCK_AFTER_SECONDS = 3600
 TOP_GROUPS = 10
 
 
 def _m(name: str, *matchers: str) -> str:
-    """A selector of `name` restricted to the chosen tenants."""
-    return f"webex_campaign_{name}{{{', '.join((TENANT, *matchers))}}}"
+    """A selector of `name` restricted to the chosen jobs, instances and tenants."""
+    return f"webex_campaign_{name}{{{', '.join((*SCOPE, *matchers))}}}"
+
+
+def _unnamed(expr: str) -> str:
+    """`expr` with all its labels but without __name__ (aggregating `without ()` drops it).
+
+    Grafana's merge joins the table queries on every label column, so a query that keeps
+    __name__ would give each group one row per metric.
+    """
+    return f"sum without () ({expr})"
 
 
 def _query(expr: str, legend: str = "", ref_id: str = "A") -> prometheus.Dataquery:
@@ -161,21 +172,33 @@ TABLE_COLUMNS: dict[str, str] = {
     "Value #C": "Error records",
     "Value #D": "Error ratio",
 }
-TABLE_HIDDEN = ("Time", "__name__", "job", "instance")
+# Time, and the target labels a Kubernetes scrape (ServiceMonitor) adds: they identify the
+# exporter, not the group. Hidden after the merge, so rows of two exporters stay apart.
+TABLE_HIDDEN = (
+    "Time",
+    "__name__",
+    "job",
+    "instance",
+    "namespace",
+    "pod",
+    "service",
+    "endpoint",
+    "container",
+)
 
 
 def groups_table() -> table.Panel:
     queries = [
-        _instant_table(_m("target_group_total_records"), "A"),
-        _instant_table(_m("target_group_valid_records"), "B"),
-        _instant_table(_m("target_group_error_records"), "C"),
+        _instant_table(_unnamed(_m("target_group_total_records")), "A"),
+        _instant_table(_unnamed(_m("target_group_valid_records")), "B"),
+        _instant_table(_unnamed(_m("target_group_error_records")), "C"),
         # clamp_min keeps empty groups in the table at ratio 0 instead of NaN.
         _instant_table(
             f"{_m('target_group_error_records')}"
             f" / clamp_min({_m('target_group_total_records')}, 1)",
             "D",
         ),
-        _instant_table(_m("target_group_state"), "E"),
+        _instant_table(_unnamed(_m("target_group_state")), "E"),
         _instant_table(f"time() - {_m('target_group_state_since_timestamp_seconds')}", "F"),
     ]
     organize = {
@@ -367,6 +390,20 @@ def import_panels() -> list[timeseries.Panel]:
     return [duration, per_hour]
 
 
+def _multi_variable(name: str, label: str, query: str) -> dash.QueryVariable:
+    return (
+        dash.QueryVariable(name)
+        .label(label)
+        .datasource(DATASOURCE)
+        .query(query)
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+    )
+
+
 def build() -> dash.Dashboard:
     builder = (
         dash.Dashboard("Webex Campaign target groups")
@@ -385,15 +422,21 @@ def build() -> dash.Dashboard:
             dash.DatasourceVariable("datasource").label("Data source").type("prometheus")
         )
         .with_variable(
-            dash.QueryVariable("tenant")
-            .label("Tenant")
-            .datasource(DATASOURCE)
-            .query("label_values(webex_campaign_up, tenant)")
-            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(model.VariableSort.ALPHABETICAL_ASC)
-            .multi(True)
-            .include_all(True)
-            .all_value(".*")
+            _multi_variable("job", "Job", "label_values(webex_campaign_exporter_build_info, job)")
+        )
+        .with_variable(
+            _multi_variable(
+                "instance",
+                "Instance",
+                'label_values(webex_campaign_exporter_build_info{job=~"$job"}, instance)',
+            )
+        )
+        .with_variable(
+            _multi_variable(
+                "tenant",
+                "Tenant",
+                'label_values(webex_campaign_up{job=~"$job", instance=~"$instance"}, tenant)',
+            )
         )
     )
     builder = builder.with_row(dash.Row("Overview"))

@@ -137,3 +137,28 @@ def test_readme_has_a_runbook_per_alert() -> None:
     }
     missing = [a for a in ALERT_IDS if a.lower() not in headings]
     assert not missing, f"README.md lacks runbook headings for {missing}"
+
+
+def _readme_table(first_header: str) -> list[list[str]]:
+    lines = README.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_readme_alerts_table_matches_the_rules() -> None:
+    documented = {row[0]: (row[2], row[3]) for row in _readme_table("alert")}
+    assert documented == {a["alert"]: (a["for"], a["labels"]["severity"]) for a in ALERTS}
+
+
+def test_readme_names_the_chart_value_that_rebases_runbooks() -> None:
+    chart_values = yaml.safe_load(
+        (ROOT / "helm" / "webex-campaign-exporter" / "values.yaml").read_text()
+    )
+    assert "runbookUrl" in chart_values["prometheusRule"]
+    alerts_section = README.read_text().partition("## Alerts")[2].partition("\n## ")[0]
+    assert "prometheusRule.runbookUrl" in alerts_section

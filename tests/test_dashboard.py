@@ -105,10 +105,21 @@ def test_variables(dashboard: dict[str, Any]) -> None:
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    tenant = variables["tenant"]
-    assert tenant["type"] == "query"
-    assert tenant["datasource"] == DATASOURCE
-    assert tenant["query"] == "label_values(webex_campaign_up, tenant)"
+    assert list(variables) == ["datasource", "job", "instance", "tenant"]
+    queries = {
+        "job": "label_values(webex_campaign_exporter_build_info, job)",
+        "instance": 'label_values(webex_campaign_exporter_build_info{job=~"$job"}, instance)',
+        "tenant": 'label_values(webex_campaign_up{job=~"$job", instance=~"$instance"}, tenant)',
+    }
+    for name, query in queries.items():
+        variable = variables[name]
+        assert variable["type"] == "query"
+        assert variable["datasource"] == DATASOURCE
+        assert variable["query"] == query
+        # Several releases in one cluster: pick any number of them, All by default.
+        assert variable["multi"] is True
+        assert variable["includeAll"] is True
+        assert variable["allValue"] == ".*"
 
 
 def test_every_panel_and_target_uses_the_datasource_variable(dashboard: dict[str, Any]) -> None:
@@ -135,10 +146,12 @@ def test_every_expression_uses_only_known_metrics(dashboard: dict[str, Any]) -> 
         assert promql_metric_names(expr) <= KNOWN_METRICS, expr
 
 
-def test_every_selector_is_filtered_by_tenant(dashboard: dict[str, Any]) -> None:
+def test_every_selector_is_filtered_by_job_instance_and_tenant(dashboard: dict[str, Any]) -> None:
     for expr in _exprs(dashboard):
         for selector in re.finditer(r"\bwebex_campaign_\w+(\{[^}]*\})?", expr):
-            assert 'tenant=~"$tenant"' in (selector.group(1) or ""), expr
+            matchers = selector.group(1) or ""
+            for variable in ("job", "instance", "tenant"):
+                assert f'{variable}=~"${variable}"' in matchers, expr
 
 
 def test_rates_use_rate_interval(dashboard: dict[str, Any]) -> None:
@@ -189,6 +202,12 @@ def test_table_shows_records_error_ratio_state_and_time_in_state(
     ref_ids = {f"Value #{t['refId']}" for t in table["targets"]}
     assert ref_ids <= set(renamed), "every query's value column gets a title"
     overridden = {o["matcher"]["options"] for o in table["fieldConfig"]["overrides"]}
+    hidden = {name for name, on in organize["options"]["excludeByName"].items() if on}
+    # The labels a Kubernetes scrape adds say which exporter, not which group.
+    assert hidden >= {"__name__", "namespace", "pod", "service", "endpoint", "container"}
+    assert hidden >= {"instance", "job"}
+    assert not hidden & {"tenant", "name", "id", "behaviour"}
+    assert [t["id"] for t in table["transformations"]][:1] == ["merge"], "merge before hiding"
     assert {"State", "Error ratio", "Time in state"} <= overridden <= set(renamed.values())
 
 
@@ -230,3 +249,21 @@ def test_import_panels_show_durations_and_finished_imports_by_tenant_and_behavio
         # Imports are rare events: a rate over one scrape interval would be mostly empty.
         assert panel["interval"] == "5m"
         assert all("{{tenant}} {{behaviour}}" in t["legendFormat"] for t in panel["targets"])
+
+
+def _readme_section(title: str) -> str:
+    return (ROOT / "README.md").read_text().partition(f"## {title}\n")[2].partition("\n## ")[0]
+
+
+def test_readme_dashboard_table_lists_the_rows_and_panel_titles(dashboard: dict[str, Any]) -> None:
+    section = _readme_section("Dashboard")
+    lines = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    documented = [line.strip("|").split("|")[0].strip() for line in lines]
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert documented == rows
+
+
+def test_readme_names_every_dashboard_variable(dashboard: dict[str, Any]) -> None:
+    section = _readme_section("Dashboard")
+    for variable in dashboard["templating"]["list"]:
+        assert f"**{variable['label']}**" in section, variable["name"]

@@ -13,23 +13,35 @@ from __future__ import annotations
 
 import base64
 import importlib.metadata
+import importlib.util
 import io
 import json
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
+import sys
 import tarfile
+import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import bcrypt
+import httpx
 import jsonschema
 import kubernetes_validate
+import pydantic
 import pytest
+import trustme
 import yaml
-from tools import require_tool
+from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
+from helpers import free_port
+from tools import exporter_script, require_tool
 
 import exporter
 from exporter.cli import build_parser
@@ -183,157 +195,60 @@ def env_of(manifests: list[Manifest]) -> dict[str, Any]:
     return {item["name"]: item for item in container(manifests).get("env", [])}
 
 
-# --- Schemas of the Prometheus Operator objects (not in kubernetes-validate) --------------
+# --- Prometheus Operator objects: the operator's own CRD schemas -------------------------
 
-_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-_DURATION = {"type": "string", "pattern": "^(0|([0-9]+(ms|s|m|h|d|w|y))+)$"}
-_METADATA = {
-    "type": "object",
-    "required": ["name", "namespace", "labels"],
-    "properties": {
-        "name": {"type": "string"},
-        "namespace": {"type": "string"},
-        "labels": _STR_MAP,
-        "annotations": _STR_MAP,
-    },
-    "additionalProperties": False,
+# Pydantic models that cloudcoil generates from the prometheus-operator's CRDs
+# (cloudcoil-models-prometheus-operator). Validated strictly, they reject a wrong type ("yes"
+# for a boolean, a number for a string), a value outside an enum, a duration that does not
+# match the CRD's pattern and a missing required field. They ignore unknown fields, as
+# pydantic does by default, so a round trip finds those: whatever the model drops was not a
+# field of the CRD. tests/test_helm.py::test_operator_validation_rejects proves each case.
+OPERATOR_MODELS: dict[str, type[pydantic.BaseModel]] = {
+    "ServiceMonitor": prometheus_operator.ServiceMonitor,
+    "PrometheusRule": prometheus_operator.PrometheusRule,
 }
-_RELABEL = {
-    "type": "object",
-    "properties": {
-        "sourceLabels": {"type": "array", "items": {"type": "string"}},
-        "separator": {"type": "string"},
-        "targetLabel": {"type": "string"},
-        "regex": {"type": "string"},
-        "modulus": {"type": "integer"},
-        "replacement": {"type": "string"},
-        "action": {
-            "enum": [
-                "replace",
-                "keep",
-                "drop",
-                "hashmod",
-                "labelmap",
-                "labeldrop",
-                "labelkeep",
-                "lowercase",
-                "uppercase",
-                "keepequal",
-                "dropequal",
-            ]
-        },
-    },
-    "additionalProperties": False,
-}
-SERVICE_MONITOR_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "ServiceMonitor"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "required": ["selector", "endpoints"],
-            "properties": {
-                "jobLabel": {"type": "string"},
-                "selector": {
-                    "type": "object",
-                    "required": ["matchLabels"],
-                    "properties": {"matchLabels": _STR_MAP},
-                    "additionalProperties": False,
-                },
-                "namespaceSelector": {
-                    "type": "object",
-                    "properties": {
-                        "matchNames": {"type": "array", "items": {"type": "string"}},
-                        "any": {"type": "boolean"},
-                    },
-                    "additionalProperties": False,
-                },
-                "endpoints": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["port"],
-                        "properties": {
-                            "port": {"type": "string"},
-                            "path": {"type": "string"},
-                            "scheme": {"enum": ["http", "https"]},
-                            "interval": _DURATION,
-                            "scrapeTimeout": _DURATION,
-                            "honorLabels": {"type": "boolean"},
-                            "tlsConfig": {"type": "object"},
-                            "basicAuth": {"type": "object"},
-                            "relabelings": {"type": "array", "items": _RELABEL},
-                            "metricRelabelings": {"type": "array", "items": _RELABEL},
-                        },
-                        "additionalProperties": False,
-                    },
-                },
-            },
-            "additionalProperties": False,
-        },
-    },
-    "additionalProperties": False,
-}
-PROMETHEUS_RULE_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "PrometheusRule"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "required": ["groups"],
-            "properties": {
-                "groups": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "rules"],
-                        "properties": {
-                            "name": {"type": "string"},
-                            "interval": _DURATION,
-                            "limit": {"type": "integer"},
-                            "rules": {
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "required": ["expr"],
-                                    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
-                                    "properties": {
-                                        "alert": {"type": "string"},
-                                        "record": {"type": "string"},
-                                        "expr": {"type": ["string", "integer"]},
-                                        "for": _DURATION,
-                                        "keep_firing_for": _DURATION,
-                                        "labels": _STR_MAP,
-                                        "annotations": _STR_MAP,
-                                    },
-                                    "additionalProperties": False,
-                                },
-                            },
-                        },
-                        "additionalProperties": False,
-                    },
-                }
-            },
-            "additionalProperties": False,
-        },
-    },
-    "additionalProperties": False,
-}
-CRD_SCHEMAS = {"ServiceMonitor": SERVICE_MONITOR_SCHEMA, "PrometheusRule": PROMETHEUS_RULE_SCHEMA}
+# API groups of CRDs with no schema available offline; only extraManifests may render them.
+FOREIGN_API_GROUPS = {"external-secrets.io"}
+
+
+class UnknownFieldError(ValueError):
+    pass
+
+
+def _dropped(given: Any, kept: Any, path: str = "") -> list[str]:
+    """Paths present in `given` that the model round trip did not keep."""
+    if isinstance(given, dict) and isinstance(kept, dict):
+        return [
+            dropped
+            for key, value in given.items()
+            for dropped in (
+                [f"{path}.{key}".lstrip(".")]
+                if key not in kept
+                else _dropped(value, kept[key], f"{path}.{key}")
+            )
+        ]
+    if isinstance(given, list) and isinstance(kept, list):
+        return [
+            dropped
+            for index, (a, b) in enumerate(zip(given, kept, strict=False))
+            for dropped in _dropped(a, b, f"{path}[{index}]")
+        ]
+    return []
+
+
+def validate_operator_object(manifest: Manifest) -> None:
+    model = OPERATOR_MODELS[manifest["kind"]]
+    parsed = model.model_validate(manifest, strict=True)
+    kept = parsed.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    unknown = _dropped(manifest, kept)
+    if unknown:
+        raise UnknownFieldError(f"{manifest['kind']}: not in the CRD: {', '.join(unknown)}")
+    assert kept == manifest, "the round trip changed a value"
 
 
 def validate_manifest(manifest: Manifest) -> None:
-    schema = CRD_SCHEMAS.get(manifest["kind"])
-    if schema is not None:
-        jsonschema.validate(manifest, schema)
+    if manifest["kind"] in OPERATOR_MODELS:
+        validate_operator_object(manifest)
         return
     for version in KUBERNETES_VERSIONS:
         kubernetes_validate.validate(manifest, version, strict=True)
@@ -385,6 +300,11 @@ def test_helm_lint_strict(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _extra_manifest_kinds(values: Path | None) -> set[str]:
+    data = (yaml.safe_load(values.read_text()) if values else None) or {}
+    return {item["kind"] for item in data.get("extraManifests", []) if isinstance(item, dict)}
+
+
 @pytest.mark.parametrize("values", VALUES_CASES, ids=VALUES_IDS)
 def test_rendered_manifests_match_kubernetes_schemas(
     render: Callable[..., list[Manifest]], values: Path | None
@@ -395,6 +315,9 @@ def test_rendered_manifests_match_kubernetes_schemas(
     kinds = {m["kind"] for m in manifests}
     assert {"Deployment", "Service", "ServiceAccount", "Pod"} <= kinds
     for manifest in manifests:
+        if manifest["apiVersion"].partition("/")[0] in FOREIGN_API_GROUPS:
+            assert manifest["kind"] in _extra_manifest_kinds(values), "only from extraManifests"
+            continue
         validate_manifest(manifest)
 
 
@@ -408,18 +331,98 @@ def test_validation_rejects_a_broken_manifest() -> None:
     }
     with pytest.raises(kubernetes_validate.ValidationError):
         validate_manifest(bad)
-    with pytest.raises(jsonschema.ValidationError):
-        validate_manifest(
-            {
-                "apiVersion": "monitoring.coreos.com/v1",
-                "kind": "ServiceMonitor",
-                "metadata": {"name": "x", "namespace": "y", "labels": {}},
-                "spec": {
-                    "selector": {"matchLabels": {}},
-                    "endpoints": [{"port": "http", "intervall": "30s"}],
-                },
-            }
-        )
+
+
+def _service_monitor() -> Manifest:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "x", "namespace": "y", "labels": {"a": "b"}},
+        "spec": {
+            "selector": {"matchLabels": {"a": "b"}},
+            "endpoints": [
+                {
+                    "port": "http",
+                    "interval": "30s",
+                    "honorLabels": False,
+                    "metricRelabelings": [{"sourceLabels": ["__name__"], "action": "drop"}],
+                }
+            ],
+        },
+    }
+
+
+def _prometheus_rule() -> Manifest:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "x", "namespace": "y"},
+        "spec": {
+            "groups": [{"name": "g", "rules": [{"alert": "A", "expr": "up == 0", "for": "5m"}]}]
+        },
+    }
+
+
+def _endpoint(manifest: Manifest) -> dict[str, Any]:
+    endpoint: dict[str, Any] = manifest["spec"]["endpoints"][0]
+    return endpoint
+
+
+def _rule(manifest: Manifest) -> dict[str, Any]:
+    rule: dict[str, Any] = manifest["spec"]["groups"][0]["rules"][0]
+    return rule
+
+
+BROKEN_OPERATOR_OBJECTS: dict[str, tuple[Callable[[], Manifest], Callable[[Manifest], Any]]] = {
+    "unknown endpoint field": (_service_monitor, lambda m: _endpoint(m).update(intervall="1m")),
+    "unknown spec field": (_service_monitor, lambda m: m["spec"].update(endpoint=[])),
+    "unknown relabel field": (
+        _service_monitor,
+        lambda m: _endpoint(m)["metricRelabelings"][0].update(sourceLabel="x"),
+    ),
+    "boolean as text": (_service_monitor, lambda m: _endpoint(m).update(honorLabels="yes")),
+    "port as number": (_service_monitor, lambda m: _endpoint(m).update(port=10580)),
+    "scheme outside the enum": (_service_monitor, lambda m: _endpoint(m).update(scheme="ftp")),
+    "relabel action outside the enum": (
+        _service_monitor,
+        lambda m: _endpoint(m)["metricRelabelings"][0].update(action="delete"),
+    ),
+    "interval not a duration": (_service_monitor, lambda m: _endpoint(m).update(interval="1 min")),
+    "label value not a string": (
+        _service_monitor,
+        lambda m: m["metadata"]["labels"].update(a=1),
+    ),
+    "no endpoints": (_service_monitor, lambda m: m["spec"].pop("endpoints")),
+    "unknown rule field": (_prometheus_rule, lambda m: _rule(m).update(summary="x")),
+    "rule for not a duration": (_prometheus_rule, lambda m: _rule(m).update({"for": "soon"})),
+    "annotation not a string": (
+        _prometheus_rule,
+        lambda m: _rule(m).update(annotations={"runbook_url": ["a"]}),
+    ),
+    "group without name": (_prometheus_rule, lambda m: m["spec"]["groups"][0].pop("name")),
+}
+
+
+@pytest.mark.parametrize(
+    ("make", "break_it"), BROKEN_OPERATOR_OBJECTS.values(), ids=BROKEN_OPERATOR_OBJECTS.keys()
+)
+def test_operator_validation_rejects(
+    make: Callable[[], Manifest], break_it: Callable[[Manifest], Any]
+) -> None:
+    validate_manifest(make())  # the unbroken object passes
+    manifest = make()
+    break_it(manifest)
+    with pytest.raises((pydantic.ValidationError, UnknownFieldError)):
+        validate_manifest(manifest)
+
+
+def test_operator_models_alone_would_miss_an_unknown_field() -> None:
+    # Why the round trip: the generated models drop unknown fields silently.
+    manifest = _service_monitor()
+    _endpoint(manifest)["intervall"] = "1m"
+    prometheus_operator.ServiceMonitor.model_validate(manifest, strict=True)
+    with pytest.raises(UnknownFieldError, match=r"spec\.endpoints\[0\]\.intervall"):
+        validate_manifest(manifest)
 
 
 # --- The exporter's contract in the rendered objects --------------------------------------
@@ -712,6 +715,83 @@ def test_rendered_rules_pass_promtool(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_runbook_urls_rebased_by_one_value(
+    render: Callable[..., list[Manifest]], canonical_groups: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    canonical = _alerts(canonical_groups)
+    first = next(iter(canonical))
+    base = "https://wiki.example.com/runbooks/webex-campaign#"
+    values = tmp_path / "runbooks.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "prometheusRule": {
+                    "enabled": True,
+                    "runbookUrl": base,
+                    "rules": {first: {"annotations": {"runbook_url": "https://own.example/x"}}},
+                }
+            }
+        )
+    )
+    rendered = _alerts(one(render(values=[values]), "PrometheusRule")["spec"]["groups"])
+    assert set(rendered) == set(canonical)
+    for name, rule in rendered.items():
+        expected = "https://own.example/x" if name == first else base + name.lower()
+        assert rule["annotations"]["runbook_url"] == expected
+        # nothing else changes
+        others = {k: v for k, v in rule["annotations"].items() if k != "runbook_url"}
+        assert others == {
+            k: v for k, v in canonical[name]["annotations"].items() if k != "runbook_url"
+        }
+
+
+def test_extras_values(render: Callable[..., list[Manifest]], canonical_groups: object) -> None:
+    manifests = render(values=[CHART / "ci" / "extras-values.yaml"])
+    deployment = one(manifests, "Deployment")
+    assert deployment["metadata"]["annotations"] == {"reloader.stakater.com/auto": "true"}
+    assert "annotations" not in one(render(), "Deployment")["metadata"]
+    assert container(manifests)["envFrom"] == [{"configMapRef": {"name": "webex-campaign-proxy"}}]
+    # Both forms of extraManifests, with their template expressions evaluated.
+    external = one(manifests, "ExternalSecret")
+    assert external["metadata"]["namespace"] == "monitoring"
+    assert external["metadata"]["labels"]["app.kubernetes.io/instance"] == "wce"
+    assert external["spec"]["target"]["name"] == container_secret_name(manifests)
+    proxy = one(manifests, "ConfigMap")
+    assert proxy["metadata"]["namespace"] == "monitoring"
+    assert proxy["metadata"]["labels"]["app.kubernetes.io/instance"] == "wce"
+    assert proxy["data"]["HTTPS_PROXY"] == "http://proxy.example.com:3128"
+    rules = _alerts(one(manifests, "PrometheusRule")["spec"]["groups"])
+    assert all(
+        r["annotations"]["runbook_url"].startswith("https://wiki.example.com/")
+        for r in rules.values()
+    )
+
+
+def container_secret_name(manifests: list[Manifest]) -> str:
+    secret_volume, _ = _key_file_mount(manifests)
+    name: str = secret_volume["secretName"]
+    return name
+
+
+def test_no_extra_manifests_by_default(
+    run_helm: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    result = run_helm("template", "wce", str(CHART), "-s", "templates/extra-manifests.yaml")
+    assert result.returncode != 0, "the template renders nothing without extraManifests"
+    assert "could not find template" in result.stderr
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["home"].startswith("https://")
+    assert chart["sources"]
+    assert all(source.startswith("https://") for source in chart["sources"])
+    assert chart["maintainers"]
+    for maintainer in chart["maintainers"]:
+        assert maintainer["name"]
+        assert maintainer.get("url") or maintainer.get("email")
+
+
 # --- Dashboard, NetworkPolicy, helm test --------------------------------------------------
 
 
@@ -779,6 +859,11 @@ BAD_VALUES: dict[str, tuple[list[str], str]] = {
         ["extraEnv[0].name=WEBEX_CAMPAIGN_API_KEY", "extraEnv[0].value=x"],
         "extraEnv",
     ),
+    "runbook url": (["prometheusRule.runbookUrl=wiki/runbooks"], "runbookUrl"),
+    "extra manifest": (["extraManifests[0]=1"], "extraManifests"),
+    "envFrom": (["envFrom[0]=x"], "envFrom"),
+    "deployment annotation": (["deploymentAnnotations.a=1"], "deploymentAnnotations"),
+    "client cert flag": (["webConfig.clientCertRequired=maybe"], "clientCertRequired"),
 }
 
 # Combinations the chart refuses with `fail` and a one-line fix (helm lint only reports
@@ -826,7 +911,8 @@ def _readme_values_examples() -> list[str]:
     readme = ROOT / "README.md"
     text = readme.read_text() if readme.is_file() else ""
     section = text.partition("## Install with Helm")[2].partition("\n## ")[0]
-    return re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
+    chart_readme = (CHART / "README.md").read_text()
+    return re.findall(r"```yaml\n(.*?)```", section + chart_readme, re.DOTALL)
 
 
 def test_readme_values_examples_install(
@@ -841,3 +927,278 @@ def test_readme_values_examples_install(
         for command in (["template", "wce"], ["lint", "--strict"]):
             result = run_helm(*command, str(CHART), "-f", str(values))
             assert result.returncode == 0, f"README example {index}:\n{example}\n{result.stderr}"
+
+
+# --- Probes under a web config, replayed against the real exporter ------------------------
+
+SCRAPE_PASSWORD = "probe-replay-password"
+PROBE_DEADLINE_S = 20.0
+WEB_CONFIG_CASES = ["basic-auth", "tls-basic-auth", "mtls-basic-auth"]
+
+
+def _web_config(case: str, folder: Path) -> dict[str, Any]:
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key, client_ca = folder / "tls.crt", folder / "tls.key", folder / "ca.crt"
+    server.cert_chain_pems[0].write_to_path(str(cert))
+    server.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(client_ca))
+    hashed = bcrypt.hashpw(SCRAPE_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    config: dict[str, Any] = {"basic_auth_users": {"prometheus": hashed}}
+    if case != "basic-auth":
+        config["tls_server_config"] = {"cert_file": str(cert), "key_file": str(key)}
+    if case.startswith("mtls"):
+        config["tls_server_config"] |= {
+            "client_auth_type": "RequireAndVerifyClientCert",
+            "client_ca_file": str(client_ca),
+        }
+    return config
+
+
+def _kubelet_probe(probe: dict[str, Any], ports: dict[str, int]) -> str:
+    """One probe as the kubelet runs it; '' on success, else why it failed.
+
+    httpGet: HTTP(S) without certificate verification and without a client certificate,
+    success on 200-399 (k8s.io/kubernetes/pkg/probe/http). tcpSocket: a connection opens.
+    """
+    handler = probe.get("httpGet") or probe["tcpSocket"]
+    port = handler["port"]
+    port = ports[port] if isinstance(port, str) else port
+    if "tcpSocket" in probe:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        except OSError as exc:
+            return f"tcpSocket: {exc}"
+        return ""
+    headers = {h["name"]: h["value"] for h in handler.get("httpHeaders", [])}
+    url = f"{handler['scheme'].lower()}://127.0.0.1:{port}{handler['path']}"
+    try:
+        # The kubelet does not verify the serving certificate of an HTTPS probe.
+        response = httpx.get(url, headers=headers, verify=False, timeout=5)  # noqa: S501
+    except httpx.HTTPError as exc:
+        return f"{url}: {exc!r}"
+    return "" if 200 <= response.status_code < 400 else f"{url}: {response.status_code}"
+
+
+def _passes_within_deadline(probe: dict[str, Any], ports: dict[str, int]) -> str:
+    deadline = time.monotonic() + PROBE_DEADLINE_S
+    while (failure := _kubelet_probe(probe, ports)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return failure
+
+
+@pytest.fixture
+def run_exporter() -> Iterator[Callable[[list[str], Path], subprocess.Popen[bytes]]]:
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [exporter_script(), *args], stdout=out, stderr=subprocess.STDOUT
+            )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def test_client_certificates_declared_for_an_existing_secret_mean_tcp_checks(
+    render: Callable[..., list[Manifest]],
+) -> None:
+    # The chart cannot read an existing Secret's web config: clientCertRequired says it.
+    manifests = render(values=[CHART / "ci" / "web-config-existing-secret-values.yaml"])
+    for name in ("livenessProbe", "readinessProbe"):
+        assert container(manifests)[name] == {
+            "tcpSocket": {"port": "http"},
+            **{k: v for k, v in container(manifests)[name].items() if k != "tcpSocket"},
+        }
+        assert "httpGet" not in container(manifests)[name]
+    (test_pod,) = [m for m in manifests if _annotations(m).get("helm.sh/hook") == "test"]
+    assert test_pod["spec"]["containers"][0]["command"][-1].startswith("tcp://")
+    # Without the flag, the same Secret gets HTTPS probes.
+    plain = render(
+        "webConfig.clientCertRequired=false",
+        values=[CHART / "ci" / "web-config-existing-secret-values.yaml"],
+    )
+    assert container(plain)["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+
+
+@pytest.mark.parametrize("case", WEB_CONFIG_CASES)
+def test_rendered_probes_pass_against_the_exporter_with_that_web_config(
+    render: Callable[..., list[Manifest]],
+    run_exporter: Callable[[list[str], Path], subprocess.Popen[bytes]],
+    tmp_path: Path,
+    case: str,
+) -> None:
+    config = _web_config(case, tmp_path)
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {"webConfig": {"enabled": True, "tls": case != "basic-auth", "config": config}}
+        )
+    )
+    manifests = render(values=[values])
+    deployment = one(manifests, "Deployment")
+    pod_spec = json.dumps(deployment["spec"]["template"])
+    assert SCRAPE_PASSWORD not in pod_spec
+    assert "Authorization" not in pod_spec, "no credentials in the pod spec"
+
+    # The exporter as the pod runs it: the rendered arguments and the rendered web config file,
+    # only the listen address and the file's mount point moved to this machine.
+    exporter_container = container(manifests)
+    (secret,) = [m for m in manifests if m["kind"] == "Secret"]
+    (config_file,) = secret["data"]
+    web_config = tmp_path / config_file
+    web_config.write_bytes(base64.b64decode(secret["data"][config_file]))
+    port = free_port()
+    args = [
+        f"--web.listen-address=127.0.0.1:{port}"
+        if arg.startswith("--web.listen-address=")
+        else f"--web.config.file={web_config}"
+        if arg.startswith("--web.config.file=")
+        else arg
+        for arg in exporter_container["args"]
+    ]
+    log = tmp_path / "exporter.log"
+    process = run_exporter(args, log)
+    ports = {p["name"]: port for p in exporter_container["ports"]}
+
+    for name in ("livenessProbe", "readinessProbe"):
+        probe = exporter_container[name]
+        failure = _passes_within_deadline(probe, ports)
+        assert not failure, f"{case}: {name} fails: {failure}\n{log.read_text()[-2000:]}"
+        if case.startswith("mtls"):
+            # Without a client certificate an HTTPS probe could never pass: hence TCP.
+            assert "tcpSocket" in probe
+            http_probe = {"httpGet": {"path": "/-/ready", "port": "http", "scheme": "HTTPS"}}
+            assert _kubelet_probe(http_probe, ports), "mTLS let a client without a cert in"
+        else:
+            assert probe["httpGet"]["scheme"] == ("HTTP" if case == "basic-auth" else "HTTPS")
+    assert process.poll() is None, "the exporter exited"
+
+    # Basic auth still guards the data.
+    scheme = "http" if case == "basic-auth" else "https"
+    if not case.startswith("mtls"):
+        metrics_url = f"{scheme}://127.0.0.1:{port}/metrics"
+        trust = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        assert httpx.get(metrics_url, verify=trust, timeout=5).status_code == 401
+        authorized = httpx.get(
+            metrics_url, verify=trust, timeout=5, auth=("prometheus", SCRAPE_PASSWORD)
+        )
+        assert authorized.status_code == 200
+
+    # The helm test pod's own check, pointed at this exporter instead of the Service.
+    (test_pod,) = [m for m in manifests if _annotations(m).get("helm.sh/hook") == "test"]
+    (check,) = test_pod["spec"]["containers"]
+    command = list(check["command"])
+    target = re.sub(r"//[^/]+", f"//127.0.0.1:{port}", command[-1], count=1)
+    assert command[0] == "python"
+    result = subprocess.run(
+        [sys.executable, *command[1:-1], target],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- The chart README (what `helm show readme` prints) ------------------------------------
+
+CHART_README = CHART / "README.md"
+# Values added for issue 10: each is exercised by a ci/*-values.yaml.
+NEW_VALUES = (
+    "webConfig.clientCertRequired",
+    "envFrom",
+    "deploymentAnnotations",
+    "extraManifests",
+    "prometheusRule.runbookUrl",
+)
+
+
+def _sync_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "sync_chart_files", ROOT / "scripts" / "sync_chart_files.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _readme_values_rows() -> dict[str, str]:
+    """Key -> default cell of the chart README's values table."""
+    rows = {}
+    for line in CHART_README.read_text().splitlines():
+        match = re.match(r"\| `([^`]+)` \| \w+ \| `(.*)` \| (.+) \|$", line)
+        if match:
+            rows[match.group(1)] = match.group(2).replace("\\|", "|")
+    return rows
+
+
+def test_chart_readme_values_table_is_generated_from_values_yaml() -> None:
+    sync = _sync_script()
+    assert not sync.readme_is_stale(), f"the chart README's values table is stale: {SYNC_HINT}"
+
+
+def test_chart_readme_lists_every_value_with_its_default() -> None:
+    # Independent of the generator: read the table back and compare with values.yaml.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    rows = _readme_values_rows()
+    assert rows, "no values table in the chart README"
+    for key, default in rows.items():
+        value: Any = values
+        for part in key.split("."):
+            value = value[part]
+        assert json.loads(default) == value, key
+
+    def covered(prefix: str, node: Any) -> None:
+        if prefix in rows:
+            return
+        assert isinstance(node, dict) and node, f"{prefix} is missing from the chart README"
+        for key, child in node.items():
+            covered(f"{prefix}.{key}", child)
+
+    for key, node in values.items():
+        covered(key, node)
+
+
+def test_undocumented_value_is_refused_by_the_generator() -> None:
+    sync = _sync_script()
+    with pytest.raises(ValueError, match="no_comment"):
+        sync.values_rows("# -- documented\nfine: 1\nno_comment: 2\n")
+
+
+def test_helm_show_readme_prints_the_chart_readme(
+    run_helm: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    result = run_helm("show", "readme", str(CHART))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == CHART_README.read_text().strip()
+
+
+@pytest.mark.parametrize("key", NEW_VALUES)
+def test_new_values_are_in_schema_readme_and_a_ci_values_file(key: str) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    node = schema
+    for part in key.split("."):
+        node = node["properties"][part]
+    assert node.get("type"), f"{key} has no type in values.schema.json"
+    assert key in _readme_values_rows()
+
+    def is_set(data: Any) -> bool:
+        for part in key.split("."):
+            if not isinstance(data, dict) or part not in data:
+                return False
+            data = data[part]
+        return data not in (None, "", [], {}, False)
+
+    assert any(is_set(yaml.safe_load(p.read_text())) for p in CI_VALUES), f"no ci file sets {key}"

@@ -20,17 +20,20 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from tools import exporter_script, require_tool
+from tools import exporter_script, promql_metric_names, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "grafana" / "dashboards" / "webex-campaign-exporter.json"
 ALERTS = ROOT / "prometheus" / "alerts.yaml"
 STARTUP_TIMEOUT_S = 20.0
 # What Grafana would put in for a 1 s scrape interval and a short time range.
+JOB = "e2e-any-name"
 GRAFANA_VARIABLES = {
     "$__rate_interval": "4s",
     "$__interval": "1s",
     "$__range": "1m",
+    "$job": JOB,
+    "$instance": ".*",  # the variable's All value
     "$tenant": "demo",
 }
 # Failure rates are filtered with `> 0`: a healthy demo tenant has none to show.
@@ -69,6 +72,18 @@ def _dashboard_queries() -> list[Query]:
     ]
 
 
+def _multi_query_tables() -> dict[str, list[Query]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return {
+        panel["title"]: [
+            Query(f"{panel['title']}/{t['refId']}", _substitute(t["expr"]))
+            for t in panel["targets"]
+        ]
+        for panel in dashboard["panels"]
+        if panel["type"] == "table" and len(panel.get("targets", [])) > 1
+    }
+
+
 def _alert_rules() -> list[dict[str, Any]]:
     doc = yaml.safe_load(ALERTS.read_text())
     return [r for group in doc["groups"] for r in group["rules"] if "alert" in r]
@@ -76,6 +91,100 @@ def _alert_rules() -> list[dict[str, Any]]:
 
 DASHBOARD_QUERIES = _dashboard_queries()
 ALERT_QUERIES = [Query(r["alert"], r["expr"]) for r in _alert_rules()]
+
+
+# --- The metricRelabelings of every example values file ----------------------------------
+
+CHART = ROOT / "helm" / "webex-campaign-exporter"
+# A ServiceMonitor's RelabelConfig fields and the Prometheus scrape config keys they become.
+RELABEL_KEYS = {
+    "sourceLabels": "source_labels",
+    "separator": "separator",
+    "targetLabel": "target_label",
+    "regex": "regex",
+    "modulus": "modulus",
+    "replacement": "replacement",
+    "action": "action",
+}
+# Appended to each example's relabelings, so that the rules and the dashboard queries (which
+# never match a job) see only the main job's series.
+RELABEL_PREFIX = "relabel_check:"
+RENAME = {
+    "source_labels": ["__name__"],
+    "regex": "(.+)",
+    "target_label": "__name__",
+    "replacement": RELABEL_PREFIX + "$1",
+}
+# What the examples used to ship: keeps build_info only, so every panel goes blank.
+BROKEN_EXAMPLE = [
+    {"sourceLabels": ["__name__"], "regex": "webex_campaign_exporter_build_info", "action": "keep"}
+]
+
+
+def _yaml_blocks(markdown: Path, section: str | None = None) -> list[str]:
+    text = markdown.read_text() if markdown.is_file() else ""
+    if section is not None:
+        text = text.partition(section)[2].partition("\n## ")[0]
+    return re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+
+
+def _example_values() -> dict[str, dict[str, Any]]:
+    """Every values example users may copy: ci/*-values.yaml and the READMEs' yaml blocks."""
+    examples = {p.name: yaml.safe_load(p.read_text()) for p in sorted(CHART.glob("ci/*.yaml"))}
+    blocks = {
+        "README": _yaml_blocks(ROOT / "README.md", "## Install with Helm"),
+        "chart-README": _yaml_blocks(CHART / "README.md"),
+    }
+    for source, texts in blocks.items():
+        for index, text in enumerate(texts):
+            data = yaml.safe_load(text)
+            if isinstance(data, dict) and "scrape_configs" not in data:
+                examples[f"{source}-{index}"] = data
+    return examples
+
+
+def _metric_relabelings(values: dict[str, Any]) -> list[dict[str, Any]]:
+    relabelings: list[dict[str, Any]] = (values.get("serviceMonitor") or {}).get(
+        "metricRelabelings"
+    ) or []
+    return relabelings
+
+
+def _scrape_relabel_configs(relabelings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # The Prometheus Operator writes each RelabelConfig with these keys, actions lower-cased.
+    configs = []
+    for relabeling in relabelings:
+        unknown = set(relabeling) - set(RELABEL_KEYS)
+        assert not unknown, f"not a RelabelConfig field: {unknown}"
+        config = {RELABEL_KEYS[key]: value for key, value in relabeling.items()}
+        if "action" in config:
+            config["action"] = config["action"].lower()
+        configs.append(config)
+    return configs
+
+
+EXAMPLES = _example_values()
+RELABELLED_EXAMPLES = {
+    name: _metric_relabelings(values)
+    for name, values in EXAMPLES.items()
+    if _metric_relabelings(values)
+}
+
+
+def _metrics_used() -> set[str]:
+    """Metric names the alerting rules and the dashboard (queries and variables) read."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    names: set[str] = set()
+    for query in (*DASHBOARD_QUERIES, *ALERT_QUERIES):
+        names |= promql_metric_names(query.expr)
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            names |= set(re.findall(r"label_values\((\w+)", variable["query"]))
+    # `up` is Prometheus's own per-target series; metric relabelings never touch it.
+    return names - {"up"}
+
+
+METRICS_USED = _metrics_used()
 
 
 def _free_port() -> int:
@@ -112,8 +221,11 @@ class PrometheusAPI:
     def __init__(self, base_url: str) -> None:
         self.client = httpx.Client(base_url=base_url, timeout=10)
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        response = self.client.get("/api/v1/query", params={"query": expr})
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params: dict[str, str | float] = {"query": expr}
+        if at is not None:
+            params["time"] = at
+        response = self.client.get("/api/v1/query", params=params)
         body = response.json()
         assert response.status_code == 200, f"{expr}: {body.get('error')}"
         assert body["status"] == "success", f"{expr}: {body}"
@@ -147,9 +259,24 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusA
                 "rule_files": [str(ALERTS)],
                 "scrape_configs": [
                     {
-                        "job_name": "e2e-any-name",
+                        "job_name": JOB,
                         "static_configs": [{"targets": [exporter_address]}],
-                    }
+                    },
+                    # The same exporter once more per example's metricRelabelings.
+                    *(
+                        {
+                            "job_name": f"relabel-{name}",
+                            "static_configs": [{"targets": [exporter_address]}],
+                            "metric_relabel_configs": [
+                                *_scrape_relabel_configs(relabelings),
+                                RENAME,
+                            ],
+                        }
+                        for name, relabelings in {
+                            **RELABELLED_EXAMPLES,
+                            "broken-example": BROKEN_EXAMPLE,
+                        }.items()
+                    ),
                 ],
             }
         )
@@ -197,6 +324,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusA
             "scraped samples and evaluated rules",
             lambda: (
                 bool(api.query("rate(webex_campaign_api_requests_total[4s]) > 0"))
+                # every relabel job has scraped too
+                and len(api.query("up == 1")) == 2 + len(RELABELLED_EXAMPLES)
                 # A rule never evaluated reports Go's zero time, 0001-01-01T00:00:00Z.
                 and all(not r["lastEvaluation"].startswith("0001") for r in api.rules())
             ),
@@ -209,9 +338,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusA
 
 
 def test_target_is_up(prometheus: PrometheusAPI) -> None:
-    (up,) = prometheus.query("up")
+    (up,) = prometheus.query(f'up{{job="{JOB}"}}')
     assert up["value"][1] == "1"
-    (api_up,) = prometheus.query("webex_campaign_up")
+    (api_up,) = prometheus.query(f'webex_campaign_up{{job="{JOB}"}}')
     assert api_up["metric"]["tenant"] == "demo"
 
 
@@ -313,3 +442,58 @@ def test_import_panels_show_the_demo_s_finished_imports(prometheus: PrometheusAP
     # Demo imports take 3 steps of 15 s or more (45 s: p90 at least 0.9 of the first
     # bucket, 54 s); by the time of this query none that takes 5 minutes has finished.
     assert all(45 <= d <= 300 for d in durations if d == d), durations
+
+
+MULTI_QUERY_TABLES = _multi_query_tables()
+
+
+def test_the_dashboard_has_a_multi_query_table() -> None:
+    assert "Target groups" in MULTI_QUERY_TABLES
+
+
+@pytest.mark.parametrize("title", list(MULTI_QUERY_TABLES))
+def test_table_queries_share_one_label_set_without_metric_name(
+    prometheus: PrometheusAPI, title: str
+) -> None:
+    # Grafana's merge transformation joins the queries' rows on every label column: one row
+    # per group only if each query returns exactly the same label sets, none with __name__.
+    at = time.time()
+    label_sets: dict[str, set[frozenset[tuple[str, str]]]] = {}
+    for query in MULTI_QUERY_TABLES[title]:
+        result = prometheus.query(query.expr, at=at)
+        assert result, f"{query.name} shows no data: {query.expr}"
+        for series in result:
+            assert "__name__" not in series["metric"], f"{query.name} keeps __name__"
+        label_sets[query.name] = {frozenset(s["metric"].items()) for s in result}
+        assert len(label_sets[query.name]) == len(result)
+    first, *others = label_sets
+    for name in others:
+        assert label_sets[name] == label_sets[first], f"{name} and {first} would not merge"
+
+
+def _surviving_metrics(prometheus: PrometheusAPI, job: str) -> set[str]:
+    result = prometheus.query(f'count by (__name__) ({{job="{job}"}})')
+    names = {series["metric"]["__name__"] for series in result}
+    # `up` and the other scrape_* series Prometheus adds are not relabelled.
+    return {n.removeprefix(RELABEL_PREFIX) for n in names if n.startswith(RELABEL_PREFIX)}
+
+
+def test_examples_with_metric_relabelings_are_checked() -> None:
+    assert "monitoring-values.yaml" in RELABELLED_EXAMPLES
+    assert len(METRICS_USED) >= 10, METRICS_USED
+
+
+@pytest.mark.parametrize("example", list(RELABELLED_EXAMPLES))
+def test_every_metric_of_rules_and_dashboard_survives_the_example_relabelings(
+    prometheus: PrometheusAPI, example: str
+) -> None:
+    surviving = _surviving_metrics(prometheus, f"relabel-{example}")
+    missing = METRICS_USED - surviving
+    assert not missing, f"{example}'s metricRelabelings drop {sorted(missing)}"
+
+
+def test_the_relabel_check_catches_a_broken_example(prometheus: PrometheusAPI) -> None:
+    # Guards the guard: Prometheus really applies the relabelings of these jobs.
+    surviving = _surviving_metrics(prometheus, "relabel-broken-example")
+    assert surviving == {"webex_campaign_exporter_build_info"}
+    assert METRICS_USED - surviving

@@ -317,9 +317,24 @@ def test_rejections_are_logged_without_the_password(auth_url: str) -> None:
     assert PASSWORD not in repr(logs)
 
 
-@pytest.mark.parametrize("path", ["/", "/-/healthy", "/-/ready", "/nowhere"])
-def test_every_path_is_protected(auth_url: str, path: str) -> None:
+@pytest.mark.parametrize("path", ["/", "/nowhere", "/-/healthy/", "/-/ready?verbose=1", "/-/Ready"])
+def test_every_path_but_the_probes_is_protected(auth_url: str, path: str) -> None:
     assert_unauthorized(get(auth_url + path))
+
+
+def test_probe_endpoints_answer_without_credentials_and_reveal_only_a_status(
+    auth_url: str,
+) -> None:
+    # Kubernetes probes cannot carry a password without it sitting in the pod spec.
+    healthy = get(f"{auth_url}/-/healthy")
+    assert (healthy.status_code, healthy.text) == (200, "Healthy\n")
+    ready = get(f"{auth_url}/-/ready")  # no poll has completed in this server
+    assert (ready.status_code, ready.text) == (503, "First poll pending\n")
+    assert m.PREFIX not in healthy.text + ready.text
+    assert ready.headers["X-Frame-Options"] == "deny", "configured headers still apply"
+    with httpx.Client(timeout=5) as client:
+        assert client.head(f"{auth_url}/-/healthy").status_code == 200
+        assert_unauthorized(client.post(f"{auth_url}/-/ready"))
 
 
 def test_head_request_gets_401_without_body(auth_url: str) -> None:

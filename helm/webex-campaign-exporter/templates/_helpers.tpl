@@ -75,6 +75,39 @@ app.kubernetes.io/part-of: webex-campaign-exporter
 {{- end }}
 
 {{/*
+"true" when the web config makes every client present a certificate: the kubelet cannot, so
+the probes and the helm test fall back to TCP checks. Set by webConfig.clientCertRequired, or
+read from webConfig.config's client_auth_type.
+*/}}
+{{- define "wce.clientCertRequired" -}}
+{{- if .Values.webConfig.enabled }}
+{{- $tls := get (.Values.webConfig.config | default dict) "tls_server_config" | default dict }}
+{{- if or .Values.webConfig.clientCertRequired (has (get $tls "client_auth_type") (list "RequireAndVerifyClientCert" "RequireAnyClientCert")) }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A probe: httpGet on the exporter's unauthenticated /-/healthy or /-/ready (basic auth never
+applies to them; TLS does, hence the scheme), or tcpSocket when a client certificate is
+required. Credentials never go into the pod spec.
+*/}}
+{{- define "wce.probe" -}}
+{{- $probe := index . 1 }}
+{{- with index . 0 }}
+{{- if include "wce.clientCertRequired" . }}
+tcpSocket:
+  port: http
+{{- else }}
+httpGet:
+  path: {{ $probe.path }}
+  port: http
+  scheme: {{ include "wce.scheme" . }}
+{{- end }}
+{{- end }}
+{{- toYaml (omit $probe "enabled" "path") | nindent 0 }}
+{{- end }}
+
+{{/*
 Fail early, with one clear line, on combinations the schema cannot express, instead of a
 pod that exits at start.
 */}}
