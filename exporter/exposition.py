@@ -5,9 +5,9 @@ in OpenMetrics (gauges, same escaping), so they are rendered and compressed
 once per successful poll as one block of deflate segments (chunks unchanged
 since the last poll keep theirs), and reused, byte for byte, by both formats
 and by every later failed poll until the stale-after drop. Only the small
-tail (health gauges and counters; `# EOF` for OpenMetrics) is rendered per
-poll attempt. Segments are flushed to byte boundaries, so they concatenate
-into one gzip member.
+tail (health gauges and counters, the per-tenant lifecycle counter and
+histogram; `# EOF` for OpenMetrics) is rendered per poll attempt. Segments
+are flushed to byte boundaries, so they concatenate into one gzip member.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from prometheus_client.utils import floatToGoString
 from . import __version__
 from . import metrics as m
 from .records import TargetGroup, text
-from .snapshot import GroupSample
+from .snapshot import GroupSample, Lifecycle
 
 __all__ = [
     "OPENMETRICS_CONTENT_TYPE",
@@ -270,6 +270,7 @@ class Health:
     failures: Mapping[tuple[str, str], int]
     invalid: int
     group_counts: Mapping[str, int] = field(default_factory=dict)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
 
 
 def _tail(health: Health, openmetrics: bool) -> bytes:
@@ -302,9 +303,38 @@ def _tail(health: Health, openmetrics: bool) -> bytes:
             f'{m.API_FAILURES.name}{{{tenant},status="{escape(status)}",code="{escape(code)}"}}'
             f" {count}\n"
         )
+    out.extend(_lifecycle_lines(tenant, health.lifecycle, openmetrics))
     if openmetrics:
         out.append("# EOF\n")
     return "".join(out).encode()
+
+
+_LE = tuple(
+    str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+    for bound in (*m.IMPORT_DURATION_BUCKETS, float("inf"))
+)
+
+
+def _lifecycle_lines(tenant: str, lifecycle: Lifecycle, openmetrics: bool) -> list[str]:
+    """The state-transition counter and the import-duration histogram of one tenant.
+
+    A few dozen series, so they are rendered with the tail on every poll attempt.
+    """
+    out = [_header(m.TRANSITIONS, openmetrics)]
+    for (behaviour, before, after), count in sorted(lifecycle.transitions.items()):
+        out.append(
+            f'{m.TRANSITIONS.name}{{{tenant},behaviour="{escape(behaviour)}",'
+            f'from="{before}",to="{after}"}} {count}\n'
+        )
+    out.append(_header(m.IMPORT_DURATION, openmetrics))
+    name = m.IMPORT_DURATION.name
+    for behaviour, durations in sorted(lifecycle.durations.items()):
+        labels = f'{tenant},behaviour="{escape(behaviour)}"'
+        for le, count in zip(_LE, durations.cumulative(), strict=True):
+            out.append(f'{name}_bucket{{{labels},le="{le}"}} {count}\n')
+        out.append(f"{name}_sum{{{labels}}} {format_value(durations.sum)}\n")
+        out.append(f"{name}_count{{{labels}}} {durations.count}\n")
+    return out
 
 
 @dataclass(frozen=True)

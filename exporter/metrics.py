@@ -43,9 +43,11 @@ _POLLED = (
 @dataclass(frozen=True)
 class Metric:
     name: str
-    type: Literal["gauge", "counter"]
+    type: Literal["gauge", "counter", "histogram"]
     help: str
     labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+    """Upper bounds of a histogram's buckets, `+Inf` left implicit."""
 
     @property
     def family(self) -> str:
@@ -53,6 +55,13 @@ class Metric:
         if self.type == "counter":
             return self.name.removesuffix("_total")
         return self.name
+
+    @property
+    def series_names(self) -> tuple[str, ...]:
+        """The names its samples carry: a histogram's `_bucket`, `_sum` and `_count`."""
+        if self.type == "histogram":
+            return tuple(self.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+        return (self.name,)
 
 
 def _group(suffix: str, help_text: str, extra: tuple[str, ...] = ()) -> Metric:
@@ -138,6 +147,55 @@ BUILD_INFO = Metric(
     ("tenant", "version", "python_version"),
 )
 
+# -- Import lifecycle: events the exporter sees between two successive polls -----------
+
+# Behaviours exported at 0 from the start, so rate() and histogram_quantile() work at
+# once; others appear when a group of that behaviour first changes state.
+LIFECYCLE_BEHAVIOURS: tuple[str, ...] = ("S", "D")
+# Every ordered pair of distinct states is exported at 0 per behaviour (6 pairs): the
+# pairs are few and fixed, and an alert on a rare one (ready -> unknown: the API
+# stopped saying) needs its series before the first event just as much.
+TRANSITION_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (before, after) for before in STATES for after in STATES if before != after
+)
+# One minute to one day. The API dates to the minute and the default poll is a
+# minute, so nothing shorter is measurable; an import still running after a day is
+# stuck (the stuck alert fires after an hour), not slow. In between, steps of about
+# 2x: histogram_quantile() interpolates within a bucket, so a doubling (what the
+# slow-import alert looks for) moves the estimate by about one bucket.
+IMPORT_DURATION_BUCKETS: tuple[float, ...] = (
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    900.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    28800.0,
+    43200.0,
+    86400.0,
+)
+
+TRANSITIONS = Metric(
+    PREFIX + "target_group_state_transitions_total",
+    "counter",
+    "Target groups seen changing state (in_progress, ready, unknown) between two"
+    " successive successful polls. The first poll after a start, groups that appear and"
+    " groups that disappear count none.",
+    ("tenant", "behaviour", "from", "to"),
+)
+IMPORT_DURATION = Metric(
+    PREFIX + "target_group_import_duration_seconds",
+    "histogram",
+    "For each target group seen going from in progress to ready: seconds from when it"
+    " entered in progress (state-since) to the poll that saw it ready. Not observed"
+    " when polls failed for longer than the stale-after period in between.",
+    ("tenant", "behaviour"),
+    IMPORT_DURATION_BUCKETS,
+)
+
 PER_GROUP: tuple[Metric, ...] = (
     TOTAL_RECORDS,
     VALID_RECORDS,
@@ -159,4 +217,6 @@ ALL: tuple[Metric, ...] = (
     API_FAILURES,
     INVALID_GROUPS,
     BUILD_INFO,
+    TRANSITIONS,
+    IMPORT_DURATION,
 )

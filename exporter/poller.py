@@ -169,7 +169,10 @@ class Poller:
         # Parsing happened in the client, right after the body arrived.
         processing_from = begun + fetched.fetch_seconds
         payload = fetched.payload
-        samples = self._tracker.observe(payload.groups, self._clock(), self._parse_date)
+        now = self._clock()
+        # After failed polls beyond stale-after, a finished import cannot be timed.
+        timed = self._failures_in_row == 0 or not self._is_stale(now)
+        samples = self._tracker.observe(payload.groups, now, self._parse_date, timed)
         self._block = self._renderer.render(samples)
         self._counts = count_by_state(samples)
         self._invalid = payload.invalid
@@ -235,6 +238,7 @@ class Poller:
             failures=failures,
             invalid=self._invalid,
             group_counts=self._counts,
+            lifecycle=self._tracker.lifecycle,
         )
         self._publish(self._block, health, timing)
 

@@ -2,8 +2,9 @@
 
 It serves `GET /target-groups` with the two example records of the API
 description plus generated groups that evolve: groups move from Inprogress to
-Ready, error counts grow, one group stays stuck in Inprogress, and now and then
-one group is deleted and another created. Tests drive it directly (`advance`,
+Ready (each import takes its own number of steps, some finish with error
+records), error counts grow, one group stays stuck in Inprogress, and now and
+then one group is deleted and another created, in progress. Tests drive it directly (`advance`,
 `delete`, `put`, `inject`) to script faults and changes.
 """
 
@@ -307,6 +308,8 @@ class Tenant:
         self._next_id = 1_700_000_000_000
         self._steps = 0
         self._faults: deque[Fault | Scenario] = deque()
+        self._finish_at: dict[str, int] = {}
+        """Step at which each generated import turns Ready."""
         self.requests = 0
         self.scenario: Scenario | None = None
         """Answer every request this way (`--demo.scenario`)."""
@@ -363,6 +366,7 @@ class Tenant:
     def delete(self, group_id: str) -> None:
         with self._lock:
             self._records.pop(group_id, None)
+            self._finish_at.pop(group_id, None)
 
     def advance(self, steps: int = 1) -> None:
         for _ in range(steps):
@@ -389,7 +393,24 @@ class Tenant:
             updated=moment,
             behaviour=self._rng.choice("SD"),
         )
+        if not ready:
+            # From 2 to 64 steps (30 s to 16 min at the demo's 15 s a step), spread
+            # evenly on a log scale: the import-duration histogram fills several buckets.
+            self._finish_at[group_id] = self._steps + round(2 ** self._rng.uniform(1, 6))
         return group_id
+
+    def _finishes(self, group_id: str) -> bool:
+        finish_at = self._finish_at.get(group_id)
+        if finish_at is None:  # a group put by a test: finishes at random
+            return self._rng.random() < 0.3
+        return self._steps >= finish_at
+
+    def _finish(self, group_id: str, record: Record) -> None:
+        record["targetState"], record["statusValue"] = 1, "Ready"
+        errors = min(float(self._rng.choice((0, 0, 0, 3, 12, 40))), record["validcount"])
+        record["errorcount"] += errors
+        record["validcount"] -= errors
+        self._finish_at.pop(group_id, None)
 
     def _step(self) -> None:
         self._steps += 1
@@ -401,8 +422,8 @@ class Tenant:
                 grow = float(self._rng.randrange(50, 500))
                 record["totalCount"] += grow
                 record["validcount"] += grow
-                if self._rng.random() < 0.3:
-                    record["targetState"], record["statusValue"] = 1, "Ready"
+                if self._finishes(group_id):
+                    self._finish(group_id, record)
                 record["lastUpdatedOn"] = now
             elif record["errorcount"] > 0 and self._rng.random() < 0.3:
                 more = float(self._rng.randrange(1, 5))
@@ -414,7 +435,9 @@ class Tenant:
                 gid for gid in self._records if gid not in _SEED_IDS and gid != self._stuck_id
             ]
             if generated:
-                del self._records[self._rng.choice(generated)]
+                victim = self._rng.choice(generated)
+                del self._records[victim]
+                self._finish_at.pop(victim, None)
             self._create(f"demo_{self._rng.choice(_WORDS)}_{self._steps:03d}", ready=False)
 
 

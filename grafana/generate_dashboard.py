@@ -345,6 +345,51 @@ def api_panels() -> list[timeseries.Panel]:
     ]
 
 
+# -- Imports: the lifecycle metrics (issue 15) -----------------------------------------
+
+# Imports finish a few times an hour: quantiles over a scrape interval or two would be
+# mostly empty, so these panels ask for at least this step (and $__rate_interval follows).
+IMPORTS_MIN_INTERVAL = "5m"
+IMPORT_QUANTILES = (0.5, 0.9)
+
+
+def import_panels() -> list[timeseries.Panel]:
+    rate = "[$__rate_interval]"
+    buckets = f"rate({_m('target_group_import_duration_seconds_bucket')}{rate})"
+    duration = _timeseries(
+        "Import duration by tenant and behaviour",
+        "How long imports took: from when a group was seen entering in progress to the"
+        " poll that saw it ready (50th and 90th percentile of the imports that finished"
+        " in each interval; empty where none finished). Behaviour S is static, D dynamic."
+        " The WebexCampaignImportsSlow alert compares the 6-hour 90th percentile with"
+        " its 7-day level.",
+        "s",
+    ).interval(IMPORTS_MIN_INTERVAL)
+    for ref_id, quantile in zip("AB", IMPORT_QUANTILES, strict=True):
+        duration = duration.with_target(
+            _query(
+                f"histogram_quantile({quantile}, sum by (tenant, behaviour, le) ({buckets}))",
+                f"{{{{tenant}}}} {{{{behaviour}}}} p{round(quantile * 100)}",
+                ref_id,
+            )
+        )
+    finished = _m("target_group_state_transitions_total", 'from="in_progress"', 'to="ready"')
+    per_hour = _timeseries(
+        "Imports finished per hour by tenant and behaviour",
+        "Target groups seen going from in progress to ready, as an hourly rate. Groups"
+        " that appear already ready are not counted (the exporter did not see them"
+        " import).",
+        "short",
+    ).interval(IMPORTS_MIN_INTERVAL)
+    per_hour = per_hour.with_target(
+        _query(
+            f"sum by (tenant, behaviour) (rate({finished}{rate})) * 3600",
+            "{{tenant}} {{behaviour}}",
+        )
+    )
+    return [duration, per_hour]
+
+
 def _multi_variable(name: str, label: str, query: str) -> dash.QueryVariable:
     return (
         dash.QueryVariable(name)
@@ -402,6 +447,9 @@ def build() -> dash.Dashboard:
         builder = builder.with_panel(panel)
     builder = builder.with_row(dash.Row("API and polling"))
     for panel in api_panels():
+        builder = builder.with_panel(panel)
+    builder = builder.with_row(dash.Row("Imports"))
+    for panel in import_panels():
         builder = builder.with_panel(panel)
     return builder
 

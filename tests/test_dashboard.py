@@ -21,7 +21,7 @@ GENERATOR = ROOT / "grafana" / "generate_dashboard.py"
 DASHBOARD = ROOT / "grafana" / "dashboards" / "webex-campaign-exporter.json"
 ALERTS = ROOT / "prometheus" / "alerts.yaml"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-KNOWN_METRICS = {m.name for m in metrics.ALL}
+KNOWN_METRICS = {name for m in metrics.ALL for name in m.series_names}
 
 
 def _load_generator() -> ModuleType:
@@ -225,6 +225,30 @@ def test_stuck_threshold_matches_the_alert(dashboard: dict[str, Any]) -> None:
     assert _threshold_after(stuck["targets"][0]["expr"], metric) == _threshold_after(
         alert["expr"], metric
     )
+
+
+def test_import_panels_show_durations_and_finished_imports_by_tenant_and_behaviour(
+    dashboard: dict[str, Any],
+) -> None:
+    panels = {p["title"]: p for p in _panels(dashboard)}
+    duration = panels["Import duration by tenant and behaviour"]
+    per_hour = panels["Imports finished per hour by tenant and behaviour"]
+    assert duration["fieldConfig"]["defaults"]["unit"] == "s"
+    quantiles = [t["expr"] for t in duration["targets"]]
+    levels = [re.findall(r"^histogram_quantile\(([0-9.]+),", q) for q in quantiles]
+    assert levels == [["0.5"], ["0.9"]]
+    for expr in quantiles:
+        assert metrics.IMPORT_DURATION.name + "_bucket" in expr
+        assert "sum by (tenant, behaviour, le)" in expr
+    (finished,) = (t["expr"] for t in per_hour["targets"])
+    assert metrics.TRANSITIONS.name in finished
+    assert 'from="in_progress", to="ready"' in finished
+    assert finished.startswith("sum by (tenant, behaviour) (rate(")
+    assert finished.endswith(" * 3600")
+    for panel in (duration, per_hour):
+        # Imports are rare events: a rate over one scrape interval would be mostly empty.
+        assert panel["interval"] == "5m"
+        assert all("{{tenant}} {{behaviour}}" in t["legendFormat"] for t in panel["targets"])
 
 
 def _readme_section(title: str) -> str:

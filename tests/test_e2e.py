@@ -9,16 +9,25 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from helpers import free_port, samples, series
+from helpers import by_id, free_port, samples, series
 from tools import exporter_script, require_tool
 
 from benchmarks.soak import child_pids
 from exporter import metrics as m
-from exporter.simulator import SCENARIOS, SEED_RECORDS, Simulator, Tenant
+from exporter.simulator import (
+    SCENARIOS,
+    SEED_RECORDS,
+    Simulator,
+    Tenant,
+    format_date,
+    make_record,
+)
 
 KEY = "e2e-secret-key-0123456789"
 SCRIPT = exporter_script()
@@ -271,3 +280,71 @@ def test_poller_process_death_is_survived(running: Running) -> None:
     running.process.terminate()
     _, stderr = running.process.communicate(timeout=5)
     assert '"event": "poller_died"' in stderr
+
+
+def _lifecycle(text: str, behaviour: str) -> tuple[float, float, float, float]:
+    """in_progress->ready transitions, then the import-duration count and sum, and every
+    other transition summed (for `behaviour`)."""
+    transitions = {
+        (dict(k)["from"], dict(k)["to"]): v
+        for k, v in series(text, m.TRANSITIONS.name).items()
+        if dict(k)["behaviour"] == behaviour
+    }
+    key = frozenset({("tenant", "e2e"), ("behaviour", behaviour)})
+    name = m.IMPORT_DURATION.name
+    finished = transitions.pop(("in_progress", "ready"))
+    return (
+        finished,
+        series(text, name + "_count")[key],
+        series(text, name + "_sum")[key],
+        sum(transitions.values()),
+    )
+
+
+def _requests(text: str) -> float:
+    return series(text, m.API_REQUESTS.name)[frozenset({("tenant", "e2e")})]
+
+
+def _after_two_more_polls(running: Running) -> str:
+    polled = _requests(running.scrape())
+    return running.wait_for(lambda t: _requests(t) >= polled + 2)
+
+
+def test_an_import_that_finishes_counts_once_and_is_timed(running: Running) -> None:
+    tenant = running.simulator.tenant
+    # Several polls of groups in progress and ready: no transition is counted.
+    text = _after_two_more_polls(running)
+    assert any(r["targetState"] == 0 for r in tenant.records())
+    for behaviour in ("S", "D"):
+        assert _lifecycle(text, behaviour) == (0, 0, 0, 0)
+    # A group that appears already ready counts nothing either.
+    now = format_date(datetime.now(UTC), ZoneInfo("UTC"))
+    appears_ready = make_record(
+        "e2e-appears-ready", "appears_ready", total=5, valid=5, errors=0, ready=True,
+        created=now, updated=now, behaviour="D",
+    )  # fmt: skip
+    tenant.put(appears_ready)
+    running.wait_for(lambda t: 'id="e2e-appears-ready"' in t)
+    assert _lifecycle(_after_two_more_polls(running), "D") == (0, 0, 0, 0)
+    # A group that appears in progress, then turns ready.
+    importing = make_record(
+        "e2e-import", "importing", total=0, valid=0, errors=0, ready=False,
+        created=now, updated=now, behaviour="D",
+    )  # fmt: skip
+    tenant.put(importing)
+    text = running.wait_for(lambda t: 'id="e2e-import"' in t)
+    since = by_id(text, m.STATE_SINCE.name)["e2e-import"]
+    text = _after_two_more_polls(running)
+    assert _lifecycle(text, "D") == (0, 0, 0, 0)
+    turned_ready = time.time()
+    tenant.put({**importing, "targetState": 1, "statusValue": "Ready", "totalCount": 9.0})
+    text = running.wait_for(lambda t: _lifecycle(t, "D")[0] >= 1)
+    seen_ready = time.time()
+    finished, count, total, others = _lifecycle(text, "D")
+    assert (finished, count, others) == (1, 1, 0)
+    # Timed from its state-since to the poll that saw it ready, which came between.
+    assert turned_ready - since - 0.5 <= total <= seen_ready - since + 0.5
+    assert by_id(text, m.STATE_SINCE.name)["e2e-import"] >= turned_ready - 0.5
+    # Later polls do not count it again.
+    assert _lifecycle(_after_two_more_polls(running), "D") == (1, 1, total, 0)
+    assert _lifecycle(text, "S") == (0, 0, 0, 0)

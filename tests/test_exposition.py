@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
 import zlib
 
 import pytest
 from helpers import by_id, samples, series, text_of
+from tools import require_tool
 
 from exporter import metrics as m
 from exporter.exposition import (
@@ -19,7 +21,7 @@ from exporter.exposition import (
 )
 from exporter.records import DateParser, validate_record
 from exporter.simulator import SEED_RECORDS
-from exporter.snapshot import StateTracker
+from exporter.snapshot import Durations, Lifecycle, StateTracker
 
 HOSTILE = [
     'quote " inside',
@@ -121,10 +123,11 @@ def test_every_metric_of_the_contract_is_exposed_with_help_and_type() -> None:
         assert f"# HELP {metric.name} " in text
         assert f"# TYPE {metric.name} {metric.type}\n" in text
     exposed = {s.name for s in samples(text)}
-    assert exposed == {metric.name for metric in m.ALL}
+    assert exposed == {name for metric in m.ALL for name in metric.series_names}
     for sample in samples(text):
-        metric = next(x for x in m.ALL if x.name == sample.name)
-        assert tuple(sample.labels) == metric.labels
+        metric = next(x for x in m.ALL if sample.name in x.series_names)
+        le = ("le",) if sample.name.endswith("_bucket") else ()
+        assert tuple(sample.labels) == metric.labels + le
 
 
 def test_failure_counters_include_the_documented_pairs_at_zero() -> None:
@@ -255,3 +258,62 @@ def test_unparseable_dates_leave_out_only_the_timestamp_series() -> None:
     assert m.LAST_UPDATED.name not in names
     assert m.TOTAL_RECORDS.name in names
     assert m.STATE_SINCE.name in names
+
+
+def _lifecycle() -> Lifecycle:
+    durations = Durations.empty().observe(45.0).observe(420.0).observe(100_000.0)
+    return Lifecycle(
+        transitions=Lifecycle().transitions
+        | {("S", "in_progress", "ready"): 3, ('x"y', "ready", "unknown"): 1},
+        durations={**Lifecycle().durations, "S": durations},
+    )
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_lifecycle_counter_and_histogram_in_both_formats(openmetrics: bool) -> None:
+    text = text_of(render(render_groups("acme", ()), health(lifecycle=_lifecycle())), openmetrics)
+    transitions = {
+        (s.labels["behaviour"], s.labels["from"], s.labels["to"]): s.value
+        for s in samples(text, openmetrics)
+        if s.name == m.TRANSITIONS.name
+    }
+    assert len(transitions) == 13  # 6 pairs for S and D at 0 or more, and the one seen
+    assert transitions[("S", "in_progress", "ready")] == 3
+    assert transitions[("D", "in_progress", "ready")] == 0
+    assert transitions[('x"y', "ready", "unknown")] == 1
+    name = m.IMPORT_DURATION.name
+    buckets = {
+        (s.labels["behaviour"], s.labels["le"]): s.value
+        for s in samples(text, openmetrics)
+        if s.name == name + "_bucket"
+    }
+    bounds = [*(str(float(b)) for b in m.IMPORT_DURATION_BUCKETS), "+Inf"]
+    assert [buckets[("S", le)] for le in bounds] == [1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3]
+    assert [buckets[("D", le)] for le in bounds] == [0] * 13
+    sums = series(text, name + "_sum", openmetrics)
+    counts = series(text, name + "_count", openmetrics)
+    s_labels = frozenset({("tenant", "acme"), ("behaviour", "S")})
+    assert sums[s_labels] == 100_465.0
+    assert counts[s_labels] == 3
+    assert counts[frozenset({("tenant", "acme"), ("behaviour", "D")})] == 0
+    family = m.TRANSITIONS.family if openmetrics else m.TRANSITIONS.name
+    assert f"# TYPE {family} counter\n" in text
+    assert f"# TYPE {name} histogram\n" in text
+
+
+def test_lifecycle_series_pass_promtool() -> None:
+    # promtool reads the text format only; the OpenMetrics parser above checks the other.
+    promtool = require_tool("promtool")
+    exposition = render(
+        render_groups("acme", samples_for(list(SEED_RECORDS))), health(lifecycle=_lifecycle())
+    )
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=text_of(exposition),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""

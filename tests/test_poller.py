@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 from conftest import Recorder
 from helpers import FakeClock, by_id, series, text_of
 
 from exporter import metrics as m
-from exporter.api import HttpStatusError
+from exporter.api import ApiClient, HttpStatusError
 from exporter.poller import Poller, RetryPolicy
 from exporter.simulator import Fault, Simulator, error_fault
 
@@ -161,3 +162,85 @@ class TestRetryPolicy:
     def test_key_not_allowed_waits_for_the_next_interval(self) -> None:
         denied = HttpStatusError("HTTP 401", "401", "430")
         assert RetryPolicy(interval=60).delay_after(denied, 1, self.rng) == 60
+
+
+def transitions(text: str) -> dict[tuple[str, str, str], float]:
+    return {
+        (dict(k)["behaviour"], dict(k)["from"], dict(k)["to"]): v
+        for k, v in series(text, m.TRANSITIONS.name).items()
+        if v
+    }
+
+
+def durations(text: str, behaviour: str) -> tuple[float, float]:
+    key = frozenset({("tenant", "acme"), ("behaviour", behaviour)})
+    name = m.IMPORT_DURATION.name
+    return series(text, name + "_sum")[key], series(text, name + "_count")[key]
+
+
+def _importing(simulator: Simulator) -> dict[str, object]:
+    return next(
+        r
+        for r in simulator.tenant.records()
+        if r["targetState"] == 0 and r["id"] != simulator.tenant.stuck_id
+    )
+
+
+def test_failed_polls_count_nothing_and_the_next_good_one_counts_once(
+    poller: Poller, recorder: Recorder, simulator: Simulator, clock: FakeClock
+) -> None:
+    poller.poll_once()
+    record = _importing(simulator)
+    behaviour = str(record["behaviour"])
+    since = by_id(metrics_text(recorder), m.STATE_SINCE.name)[str(record["id"])]
+    simulator.tenant.put({**record, "targetState": 1, "statusValue": "Ready"})
+    simulator.tenant.inject(error_fault(500, 500), Fault(close=True))
+    for _ in range(2):
+        clock.advance(60)
+        poller.poll_once()
+        assert transitions(metrics_text(recorder)) == {}
+    clock.advance(60)  # 180 s since the last success: within stale-after, so timed
+    poller.poll_once()
+    text = metrics_text(recorder)
+    assert transitions(text) == {(behaviour, "in_progress", "ready"): 1}
+    assert durations(text, behaviour) == (clock.now - since, 1)
+    clock.advance(60)
+    poller.poll_once()
+    assert transitions(metrics_text(recorder)) == {(behaviour, "in_progress", "ready"): 1}
+
+
+def test_after_a_stale_drop_a_finished_import_counts_but_is_not_timed(
+    poller: Poller, recorder: Recorder, simulator: Simulator, clock: FakeClock
+) -> None:
+    poller.poll_once()
+    record = _importing(simulator)
+    behaviour = str(record["behaviour"])
+    simulator.tenant.put({**record, "targetState": 1, "statusValue": "Ready"})
+    simulator.tenant.inject(*[error_fault(500, 500)] * 6)
+    for _ in range(6):
+        clock.advance(60)
+        poller.poll_once()
+    assert by_id(metrics_text(recorder), m.STATE.name) == {}  # dropped as stale
+    clock.advance(60)
+    poller.poll_once()
+    text = metrics_text(recorder)
+    assert by_id(text, m.STATE.name)[str(record["id"])] == 1
+    assert transitions(text) == {(behaviour, "in_progress", "ready"): 1}
+    assert durations(text, behaviour) == (0, 0)
+
+
+def test_polls_further_apart_than_stale_after_are_timed_when_none_failed(
+    make_client: Callable[..., ApiClient],
+    recorder: Recorder,
+    simulator: Simulator,
+    clock: FakeClock,
+) -> None:
+    poller = Poller(
+        make_client(), "acme", "UTC", interval=60.0, stale_after=30.0, publish=recorder, clock=clock
+    )
+    poller.poll_once()
+    record = _importing(simulator)
+    simulator.tenant.put({**record, "targetState": 1, "statusValue": "Ready"})
+    clock.advance(60)
+    poller.poll_once()
+    assert durations(metrics_text(recorder), str(record["behaviour"]))[1] == 1

@@ -1,10 +1,14 @@
-"""State-since bookkeeping across polls."""
+"""State-since bookkeeping and lifecycle counting across polls."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from exporter import metrics
 from exporter.records import DateParser, TargetGroup, validate_record
-from exporter.simulator import SEED_RECORDS
-from exporter.snapshot import StateTracker, count_by_state
+from exporter.simulator import SEED_RECORDS, format_date
+from exporter.snapshot import Durations, Lifecycle, StateTracker, count_by_state
 
 UPDATED = 1671030960.0  # 14/Dec/2022 15:16 UTC, lastUpdatedOn of the first seed record
 T0 = 1_800_000_000.0
@@ -64,3 +68,122 @@ def test_count_by_state_always_has_all_three() -> None:
     )
     assert count_by_state(samples) == {"in_progress": 1, "ready": 1, "unknown": 1}
     assert count_by_state(()) == {"in_progress": 0, "ready": 0, "unknown": 0}
+
+
+# -- Lifecycle: transitions and import durations --------------------------------------
+
+
+def poll(
+    tracker: StateTracker, groups: list[TargetGroup], now: float, timed: bool = True
+) -> Lifecycle:
+    tracker.observe(groups, now, DateParser("UTC"), timed)
+    return tracker.lifecycle
+
+
+def minutes_before(now: float, minutes: int) -> str:
+    return format_date(datetime.fromtimestamp(now - 60 * minutes, UTC), ZoneInfo("UTC"))
+
+
+def counted(lifecycle: Lifecycle) -> dict[tuple[str, str, str], int]:
+    """The transitions that are not 0."""
+    return {key: count for key, count in lifecycle.transitions.items() if count}
+
+
+def test_start_exports_every_pair_and_bucket_of_s_and_d_at_zero() -> None:
+    lifecycle = StateTracker().lifecycle
+    assert lifecycle.transitions == {
+        (behaviour, before, after): 0
+        for behaviour in ("S", "D")
+        for before in ("in_progress", "ready", "unknown")
+        for after in ("in_progress", "ready", "unknown")
+        if before != after
+    }
+    assert set(lifecycle.durations) == {"S", "D"}
+    for durations in lifecycle.durations.values():
+        assert durations.buckets == (0,) * 13
+        assert (durations.sum, durations.count) == (0.0, 0)
+
+
+def test_first_poll_counts_nothing_whatever_the_states() -> None:
+    tracker = StateTracker()
+    groups = [
+        group(id="a", targetState=0),
+        group(id="b", targetState=1),
+        group(id="c", targetState=None, statusValue="?"),
+    ]
+    assert poll(tracker, groups, T0) == Lifecycle()
+    assert poll(tracker, groups, T0 + 60) == Lifecycle()
+
+
+def test_a_group_that_appears_ready_counts_nothing() -> None:
+    tracker = StateTracker()
+    poll(tracker, [group(id="a")], T0)
+    lifecycle = poll(tracker, [group(id="a"), group(id="new", targetState=1)], T0 + 60)
+    assert lifecycle == Lifecycle()
+
+
+def test_appears_in_progress_then_ready_counts_one_transition_and_one_duration() -> None:
+    tracker = StateTracker()
+    poll(tracker, [], T0)
+    fresh = group(id="new", targetState=0, lastUpdatedOn=minutes_before(T0 + 60, 2))
+    assert poll(tracker, [fresh], T0 + 60) == Lifecycle()  # appearing counts nothing
+    poll(tracker, [fresh], T0 + 120)
+    done = group(id="new", targetState=1, statusValue="Ready", behaviour="D")
+    lifecycle = poll(tracker, [done], T0 + 360)
+    assert counted(lifecycle) == {("D", "in_progress", "ready"): 1}
+    durations = lifecycle.durations["D"]
+    # In progress since lastUpdatedOn (2 minutes before it was first seen), ready at T0+360.
+    assert durations.count == 1
+    assert durations.sum == 420.0
+    assert durations.buckets[metrics.IMPORT_DURATION_BUCKETS.index(600.0)] == 1
+    assert durations.cumulative()[-1] == 1
+    assert lifecycle.durations["S"] == Durations.empty()
+    # Ready from then on: nothing more.
+    assert poll(tracker, [done], T0 + 420) is lifecycle
+
+
+def test_a_bound_counts_in_its_own_bucket() -> None:
+    assert Durations.empty().observe(60.0).buckets[0] == 1
+    assert Durations.empty().observe(60.5).buckets[1] == 1
+    assert Durations.empty().observe(86_401.0).buckets[-1] == 1
+
+
+def test_a_group_that_disappears_counts_nothing() -> None:
+    tracker = StateTracker()
+    poll(tracker, [group(id="a", targetState=0), group(id="b")], T0)
+    assert poll(tracker, [group(id="b")], T0 + 60) == Lifecycle()
+
+
+def test_other_transitions_count_without_a_duration() -> None:
+    tracker = StateTracker()
+    poll(tracker, [group(id="a"), group(id="b", targetState=0)], T0)
+    lifecycle = poll(
+        tracker,
+        [group(id="a", targetState=0), group(id="b", targetState=None, statusValue="?")],
+        T0 + 60,
+    )
+    assert counted(lifecycle) == {
+        ("S", "ready", "in_progress"): 1,
+        ("S", "in_progress", "unknown"): 1,
+    }
+    assert lifecycle.durations == Lifecycle().durations
+
+
+def test_a_behaviour_first_seen_changing_gets_its_series() -> None:
+    tracker = StateTracker()
+    poll(tracker, [group(id="a", targetState=0, behaviour="X", lastUpdatedOn="")], T0)
+    lifecycle = poll(tracker, [group(id="a", targetState=1, behaviour="X")], T0 + 90)
+    assert counted(lifecycle) == {("X", "in_progress", "ready"): 1}
+    assert lifecycle.durations["X"].sum == 90.0
+
+
+def test_an_untimed_poll_counts_transitions_but_observes_no_duration() -> None:
+    tracker = StateTracker()
+    poll(tracker, [group(id="a", targetState=0, lastUpdatedOn="")], T0)
+    # Polls failed for 10 minutes: it finished somewhere in between.
+    lifecycle = poll(tracker, [group(id="a", targetState=1)], T0 + 600, timed=False)
+    assert counted(lifecycle) == {("S", "in_progress", "ready"): 1}
+    assert lifecycle.durations["S"].count == 0
+    # The next one is timed again.
+    poll(tracker, [group(id="b", targetState=0, lastUpdatedOn="")], T0 + 660)
+    assert poll(tracker, [group(id="b", targetState=1)], T0 + 720).durations["S"].sum == 60.0
