@@ -377,7 +377,7 @@ def _process_status(pid: int) -> dict[str, str]:
 
 
 @pytest.mark.timeout(IMAGE_TEST_TIMEOUT)
-def test_image_runs_hardened_like_the_chart(image: str) -> None:
+def test_image_runs_hardened_like_the_chart(image: str, request: pytest.FixtureRequest) -> None:
     """Read-only root, every capability dropped, no new privileges, the image's own user and
     only a small /tmp writable (the chart's emptyDir): --demo becomes ready, /metrics shows
     webex_campaign_up 1 through a published port, and SIGTERM ends it with 0 within 10 s."""
@@ -395,14 +395,19 @@ def test_image_runs_hardened_like_the_chart(image: str) -> None:
         image, "--demo",
     )  # fmt: skip
     try:
-        _check_running_container(name, port)
+        ready_s, stopped_s = _check_running_container(name, port)
+        _report(
+            request, f"\ncontainer ready in {ready_s:.1f} s, exit 0 {stopped_s:.1f} s after SIGTERM"
+        )
     finally:
         logs = podman("logs", name, check=False)
         podman("rm", "--force", name, check=False)
     assert "Traceback" not in logs.stdout + logs.stderr
 
 
-def _check_running_container(name: str, port: int) -> None:
+def _check_running_container(name: str, port: int) -> tuple[float, float]:
+    """Seconds until ready, and from SIGTERM until exit."""
+    started = time.monotonic()
     (inspected,) = json.loads(podman("container", "inspect", name).stdout)
     assert inspected["HostConfig"]["ReadonlyRootfs"] is True
     status = _process_status(int(inspected["State"]["Pid"]))
@@ -427,6 +432,7 @@ def _check_running_container(name: str, port: int) -> None:
         if ready != 200:
             time.sleep(0.3)
     assert ready == 200, f"not ready within 60 s (last status {ready})"
+    ready_s = time.monotonic() - started
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         metrics = response.read().decode()
     assert re.search(r'^webex_campaign_up\{tenant="demo"\} 1(\.0)?$', metrics, re.MULTILINE), [
@@ -434,13 +440,15 @@ def _check_running_container(name: str, port: int) -> None:
     ]
 
     podman("kill", "--signal=TERM", name)
-    started = time.monotonic()
+    signalled = time.monotonic()
     try:
         waited = podman("wait", name, timeout=10)
     except subprocess.TimeoutExpired:
         pytest.fail("still running 10 s after SIGTERM")
-    assert time.monotonic() - started < 10
+    stopped_s = time.monotonic() - signalled
+    assert stopped_s < 10
     assert waited.stdout.strip() == "0", f"exit code {waited.stdout.strip()} after SIGTERM"
+    return ready_s, stopped_s
 
 
 def _free_port() -> int:
