@@ -18,14 +18,15 @@ COPY . .
 # Everything pip installs is pinned by version and hash in the lock files (.ci/lock writes
 # them from pyproject.toml): the build backend for the wheel, then the runtime dependencies.
 # The exporter's own wheel comes last, without dependencies; pip check proves the lock
-# satisfies what the wheel declares.
+# satisfies what the wheel declares. The runtime venv gets no pip of its own: /build's pip
+# installs into it (--python), so the image carries no installer.
 RUN python -m venv /build \
  && /build/bin/pip install --require-hashes --no-deps -r requirements-build.lock \
  && /build/bin/pip wheel --no-build-isolation --no-deps --wheel-dir /dist . \
- && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock \
- && /opt/venv/bin/pip install --no-deps /dist/*.whl \
- && /opt/venv/bin/pip check
+ && python -m venv --without-pip /opt/venv \
+ && /build/bin/pip --python /opt/venv/bin/python install --require-hashes --no-deps -r requirements.lock \
+ && /build/bin/pip --python /opt/venv/bin/python install --no-deps /dist/*.whl \
+ && /build/bin/pip --python /opt/venv/bin/python check
 
 
 FROM docker.io/library/python:3.11.14-slim-bookworm

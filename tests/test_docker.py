@@ -143,10 +143,11 @@ def test_builder_installs_only_what_the_locks_pin() -> None:
         "python -m venv /build",
         "/build/bin/pip install --require-hashes --no-deps -r requirements-build.lock",
         "/build/bin/pip wheel --no-build-isolation --no-deps --wheel-dir /dist .",
-        "python -m venv /opt/venv",
-        "/opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock",
-        "/opt/venv/bin/pip install --no-deps /dist/*.whl",
-        "/opt/venv/bin/pip check",
+        "python -m venv --without-pip /opt/venv",
+        "/build/bin/pip --python /opt/venv/bin/python install --require-hashes --no-deps"
+        " -r requirements.lock",
+        "/build/bin/pip --python /opt/venv/bin/python install --no-deps /dist/*.whl",
+        "/build/bin/pip --python /opt/venv/bin/python check",
     ]
 
 
@@ -363,11 +364,11 @@ def test_image_user_labels_and_contents(image: str) -> None:
     labels = config["Labels"]
     assert labels["org.opencontainers.image.version"] == exporter.__version__
     assert labels["org.opencontainers.image.revision"] == f"test-{os.getpid()}"
-    # Only the venv came from the builder: no sources, no wheel, no build venv.
-    listing = podman("run", "--rm", "--entrypoint=ls", image, "-d", "/src", "/dist", "/build",
-                     check=False)  # fmt: skip
+    # Only the venv came from the builder: no sources, no wheel, no build venv, no installer.
+    absent = ("/src", "/dist", "/build", "/opt/venv/bin/pip")
+    listing = podman("run", "--rm", "--entrypoint=ls", image, "-d", *absent, check=False)
     assert listing.returncode != 0, listing.stdout
-    for path in ("/src", "/dist", "/build"):
+    for path in absent:
         assert f"cannot access '{path}'" in listing.stderr
 
 
