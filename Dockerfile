@@ -1,29 +1,38 @@
 # syntax=docker/dockerfile:1
 # Container image of webex-campaign-exporter.
-#   docker build -t webex-campaign-exporter:0.1.0 .
-#   docker run --rm -p 10580:10580 webex-campaign-exporter:0.1.0 --demo
+#   docker build -t webex-campaign-exporter:dev .
+#   docker run --rm -p 10580:10580 webex-campaign-exporter:dev --demo
 # Both stages use the same base so that the venv's interpreter symlinks stay valid.
 # Renovate/Dependabot can additionally pin the digest (python:...@sha256:...).
+# Fully qualified, so that podman resolves it without a short-name search.
 
-FROM python:3.11.14-slim-bookworm AS builder
+FROM docker.io/library/python:3.11.14-slim-bookworm AS builder
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
 WORKDIR /src
-# .dockerignore is an allowlist: only pyproject.toml, README.md and exporter/ arrive here.
+# .dockerignore is an allowlist: only pyproject.toml, README.md, the lock files and exporter/.
 COPY . .
 
-# tests/test_docker.py runs this same install step outside a container.
-# tzdata: zoneinfo needs a zone database and the slim base does not promise one.
-RUN python -m pip wheel --no-deps --wheel-dir /dist . \
- && python -m venv /opt/venv \
- && /opt/venv/bin/pip install /dist/*.whl "tzdata>=2024.1"
+# Everything pip installs is pinned by version and hash in the lock files (.ci/lock writes
+# them from pyproject.toml): the build backend for the wheel, then the runtime dependencies.
+# The exporter's own wheel comes last, without dependencies; pip check proves the lock
+# satisfies what the wheel declares. The runtime venv gets no pip of its own: /build's pip
+# installs into it (--python), so the image carries no installer.
+RUN python -m venv /build \
+ && /build/bin/pip install --require-hashes --no-deps -r requirements-build.lock \
+ && /build/bin/pip wheel --no-build-isolation --no-deps --wheel-dir /dist . \
+ && python -m venv --without-pip /opt/venv \
+ && /build/bin/pip --python /opt/venv/bin/python install --require-hashes --no-deps -r requirements.lock \
+ && /build/bin/pip --python /opt/venv/bin/python install --no-deps /dist/*.whl \
+ && /build/bin/pip --python /opt/venv/bin/python check
 
 
-FROM python:3.11.14-slim-bookworm
+FROM docker.io/library/python:3.11.14-slim-bookworm
 
-# Keep VERSION equal to exporter/__version__ (tests/test_docker.py checks it).
+# Keep VERSION equal to exporter/__version__ (tests/test_docker.py checks it); the release
+# workflow passes the tag's version.
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="webex-campaign-exporter" \

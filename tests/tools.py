@@ -7,6 +7,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -14,13 +15,24 @@ import pytest
 def require_tool(name: str) -> str:
     """Return the path of `name`, or skip the test when it is missing.
 
+    Looks beside the running interpreter first: tools that come as wheels (hadolint,
+    actionlint, uv) live in the venv under test, which need not be on PATH. Then PATH,
+    for system tools (promtool, podman).
+
     In CI (env CI=true) a missing tool is a broken environment, not a reason to
     skip: the test fails so that a green run always means the tool was exercised.
     """
+    beside = Path(sys.executable).with_name(name)
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
     path = shutil.which(name)
     if path is not None:
         return path
-    message = f"required tool {name!r} is not on PATH"
+    unavailable(f"required tool {name!r} is in neither {beside.parent} nor PATH")
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip for a missing prerequisite; in CI (env CI=true), fail instead."""
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
