@@ -119,11 +119,12 @@ class Exporter:
     settings: Settings
     base_url: str
     server: MetricsServer
+    latest: Latest
     poller: PollerProcess
     simulator: Simulator | None
 
     def start(self) -> None:
-        self.poller.start()
+        self.latest.watch(self.poller.start())
         threading.Thread(
             target=self.server.serve_forever, args=(0.1,), name="http", daemon=True
         ).start()
@@ -154,7 +155,10 @@ def build(settings: Settings) -> Exporter:
     tls_verify(settings)
     web = load_web_config(settings.web_config_file) if settings.web_config_file else None
     tenant = settings.tenant_label
-    latest = Latest(initial_published(tenant, dict.fromkeys(m.DOCUMENTED_FAILURES, 0)))
+    latest = Latest(
+        initial_published(tenant, dict.fromkeys(m.DOCUMENTED_FAILURES, 0)),
+        stall_after=settings.stall_after,
+    )
     try:
         server = make_server(settings.listen, latest)
     except OSError as exc:
@@ -168,7 +172,7 @@ def build(settings: Settings) -> Exporter:
     base_url = simulator.base_url if simulator else settings.base_url
     assert base_url is not None
     poller = PollerProcess(PollerSpec(settings, base_url), latest)
-    return Exporter(settings, base_url, server, poller, simulator)
+    return Exporter(settings, base_url, server, latest, poller, simulator)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

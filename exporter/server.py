@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import errno
 import html
+import math
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -26,13 +28,42 @@ log = structlog.get_logger("exporter.server")
 
 
 class Latest:
-    """Holds the last Published; a plain attribute swap is atomic under the GIL."""
+    """Holds the last Published; a plain attribute swap is atomic under the GIL.
 
-    def __init__(self, initial: Published) -> None:
+    It also tells whether polling still makes progress, for `/-/healthy`: every
+    poll attempt publishes (success or failure), so a result older than
+    `stall_after` seconds, or a dead thread that delivers results, means the
+    poller is stuck and the process is worth restarting.
+    """
+
+    def __init__(
+        self,
+        initial: Published,
+        stall_after: float = math.inf,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.value = initial
+        self.stall_after = stall_after
+        self._clock = clock
+        self._progress = clock()
+        self._workers: list[threading.Thread] = []
 
     def set(self, value: Published) -> None:
         self.value = value
+        self._progress = self._clock()
+
+    def watch(self, worker: threading.Thread) -> None:
+        """Count `worker` dying as polling stopped."""
+        self._workers.append(worker)
+
+    def stalled(self) -> str | None:
+        """Why polling is not making progress, or None while it is."""
+        if any(not worker.is_alive() for worker in self._workers):
+            return "the thread receiving poll results has stopped"
+        idle = self._clock() - self._progress
+        if idle > self.stall_after:
+            return f"no poll result for {idle:.0f} s"
+        return None
 
 
 def _q(params: str) -> float:
@@ -149,7 +180,12 @@ class Handler(BaseHTTPRequestHandler):
             page = landing_page(published, time.time())
             self._send(HTTPStatus.OK, page, head, content_type="text/html; charset=utf-8")
         elif path == "/-/healthy":
-            self._send(HTTPStatus.OK, b"Healthy\n", head)
+            stalled = self.latest.stalled()
+            if stalled is None:
+                self._send(HTTPStatus.OK, b"Healthy\n", head)
+            else:
+                message = f"Unhealthy: polling has stopped ({stalled})\n".encode()
+                self._send(HTTPStatus.SERVICE_UNAVAILABLE, message, head)
         elif path == "/-/ready":
             if published.ready:
                 self._send(HTTPStatus.OK, b"Ready\n", head)

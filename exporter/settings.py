@@ -222,6 +222,17 @@ class Settings(BaseSettings):
         return self.stale_after if self.stale_after is not None else 5 * self.poll_interval
 
     @property
+    def stall_after(self) -> float:
+        """Seconds without a poll result after which `/-/healthy` fails.
+
+        The longest a healthy poller goes without publishing: the wait before
+        a poll (at most an interval), the poll itself (a token request, the
+        request and its retry after a 401, each up to the timeout), processing
+        a large tenant, and the backoff before a dead poller process restarts.
+        """
+        return self.poll_interval + 3 * self.timeout + 120.0
+
+    @property
     def tenant_label(self) -> str:
         if self.tenant:
             return self.tenant

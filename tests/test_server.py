@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from helpers import FakeClock
 
 from exporter import metrics as m
 from exporter.exposition import Health, render_groups
@@ -133,3 +134,39 @@ def test_unknown_paths_are_404(base: str, path: str) -> None:
 
 def test_other_methods_are_405(base: str) -> None:
     assert httpx.post(f"{base}/metrics").status_code == 405
+
+
+def test_healthy_fails_when_polling_stops_making_progress(clock: FakeClock) -> None:
+    latest = Latest(
+        initial_published("acme", dict.fromkeys(m.DOCUMENTED_FAILURES, 0)),
+        stall_after=300.0,
+        clock=clock,
+    )
+    server = make_server(ListenAddress("127.0.0.1", 0), latest)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/-/healthy"
+    try:
+        clock.advance(299)
+        assert httpx.get(url).status_code == 200
+        ready(latest)  # a poll result: progress
+        clock.advance(299)
+        assert httpx.get(url).status_code == 200
+        clock.advance(2)
+        response = httpx.get(url)
+        assert response.status_code == 503
+        assert "no poll result for 301 s" in response.text
+        ready(latest)
+        assert httpx.get(url).status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_healthy_fails_when_the_thread_receiving_results_dies(base: str, latest: Latest) -> None:
+    worker = threading.Thread(target=lambda: None)
+    worker.start()
+    latest.watch(worker)
+    worker.join()
+    response = httpx.get(f"{base}/-/healthy")
+    assert response.status_code == 503
+    assert "stopped" in response.text
