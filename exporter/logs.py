@@ -66,11 +66,14 @@ def configure_logging(
     secrets: Callable[[], Iterable[str]] = tuple,
     stream: TextIO | None = None,
 ) -> None:
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+    out = UnbreakableStream(stream or sys.stderr)
+    renderer: structlog.types.Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+    elif fmt == "logfmt":
+        renderer = structlog.processors.LogfmtRenderer(key_order=["timestamp", "level", "event"])
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -80,9 +83,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(
-            cast(TextIO, UnbreakableStream(stream or sys.stderr))
-        ),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )
     # httpx logs every request at INFO; our own events say what matters.

@@ -131,6 +131,13 @@ INVALID_GROUPS = Metric(
     "Records in the last API response that were skipped as malformed.",
     ("tenant",),
 )
+TRUNCATED_LABELS = Metric(
+    PREFIX + "truncated_label_values",
+    "gauge",
+    "Label values in the served per-group series that were longer than the cap"
+    " (WEBEX_CAMPAIGN_MAX_LABEL_LENGTH) and were cut to it.",
+    ("tenant",),
+)
 BUILD_INFO = Metric(
     PREFIX + "exporter_build_info",
     "gauge",
@@ -158,5 +165,6 @@ ALL: tuple[Metric, ...] = (
     API_REQUESTS,
     API_FAILURES,
     INVALID_GROUPS,
+    TRUNCATED_LABELS,
     BUILD_INFO,
 )

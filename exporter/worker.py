@@ -164,6 +164,7 @@ def run_poller(spec: PollerSpec, conn: Pipe) -> None:
         settings.poll_interval,
         settings.effective_stale_after,
         publish,
+        max_label_length=settings.max_label_length,
     ).run(after_poll=release_memory)
 
 

@@ -12,6 +12,7 @@ from exporter import metrics as m
 from exporter.exposition import (
     BlockRenderer,
     Health,
+    cut_label,
     escape,
     format_value,
     render,
@@ -154,7 +155,8 @@ def test_hostile_names_round_trip(openmetrics: bool) -> None:
         for i, name in enumerate(HOSTILE)
     ]
     tenant = 'ten"ant\\'
-    exposition = render(render_groups(tenant, samples_for(records)), health(tenant=tenant))
+    block = render_groups(tenant, samples_for(records), max_label_length=4096)
+    exposition = render(block, health(tenant=tenant))
     text = text_of(exposition, openmetrics)
     names = {
         s.labels["id"]: s.labels["name"]
@@ -255,3 +257,35 @@ def test_unparseable_dates_leave_out_only_the_timestamp_series() -> None:
     assert m.LAST_UPDATED.name not in names
     assert m.TOTAL_RECORDS.name in names
     assert m.STATE_SINCE.name in names
+
+
+def test_long_label_values_are_cut_visibly_and_counted() -> None:
+    huge = "n" * 5_000_000  # a 5 MB group name
+    records = [
+        {**SEED_RECORDS[0], "id": "big", "name": huge, "source": "s" * 2000},
+        {**SEED_RECORDS[0], "id": "big2", "name": huge + "2"},
+        {**SEED_RECORDS[0], "id": "small", "name": "é" * 300},  # 600 bytes: fits
+    ]
+    block = render_groups("acme", samples_for(records), max_label_length=1024)
+    assert block.truncated == 3  # two names and a source
+    exposition = render(block, health(truncated=block.truncated))
+    text = text_of(exposition)
+    assert len(text) < 100_000
+    by_name = {s.labels["id"]: s.labels for s in samples(text) if s.name == m.INFO.name}
+    for labels in by_name.values():
+        assert all(len(value.encode()) <= 1024 for value in labels.values())
+    big, big2 = by_name["big"]["name"], by_name["big2"]["name"]
+    assert big.startswith("nnnn") and big2.startswith("nnnn")
+    assert big != big2  # the hash after the mark keeps them apart
+    assert "…" in big and by_name["big"]["source"].startswith("sss")
+    assert by_name["small"]["name"] == "é" * 300
+    assert series(text, m.TRUNCATED_LABELS.name) == {frozenset({("tenant", "acme")}): 3.0}
+
+
+@pytest.mark.parametrize("limit", [16, 17, 18, 19, 100])
+def test_cut_values_fit_the_limit_in_utf8_bytes(limit: int) -> None:
+    for value in ("🚀" * 300, "a" * 300, "aé" * 300):
+        cut = cut_label(value, limit)
+        assert cut is not None and len(cut.encode()) <= limit
+        assert value.startswith(cut.split("…")[0])
+    assert cut_label("a" * 16, 16) is None
