@@ -7,6 +7,9 @@ import zlib
 
 import pytest
 from helpers import by_id, samples, series, text_of
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from exporter import metrics as m
 from exporter.exposition import (
@@ -289,3 +292,28 @@ def test_cut_values_fit_the_limit_in_utf8_bytes(limit: int) -> None:
         assert cut is not None and len(cut.encode()) <= limit
         assert value.startswith(cut.split("…")[0])
     assert cut_label("a" * 16, 16) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(tenant=st.text(min_size=1, max_size=40), name=st.text(max_size=80), id_=st.text(max_size=40))
+def test_any_label_value_round_trips_through_the_official_parsers(
+    tenant: str, name: str, id_: str
+) -> None:
+    record = {**SEED_RECORDS[0], "id": id_, "name": name, "userGroup": name}
+    try:
+        expected_id = validate_record(record).id  # the id as validated (stripped)
+    except ValidationError:
+        assume(False)  # an id of blanks is an invalid record, never rendered
+    block = render_groups(tenant, samples_for([record]))
+    exposition = render(block, health(tenant=tenant))
+    for openmetrics in (False, True):
+        info = [
+            s
+            for s in samples(text_of(exposition, openmetrics), openmetrics)
+            if s.name == m.INFO.name
+        ]
+        assert len(info) == 1
+        labels = info[0].labels
+        expected_name = "" if name == "null" else name
+        assert (labels["tenant"], labels["id"]) == (tenant, expected_id)
+        assert (labels["name"], labels["user_group"]) == (expected_name, expected_name)
