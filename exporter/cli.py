@@ -16,6 +16,7 @@ from . import metrics as m
 from .api import credentials_from, tls_verify
 from .logs import configure_logging
 from .poller import initial_published
+from .process_metrics import ProcessMetrics
 from .server import Latest, MetricsServer, make_server
 from .settings import (
     DEFAULT_PORT,
@@ -193,18 +194,26 @@ def build(settings: Settings) -> Exporter:
         initial_published(tenant, dict.fromkeys(m.DOCUMENTED_FAILURES, 0)),
         stall_after=settings.stall_after,
     )
-    servers = [_serve(settings, address, latest) for address in settings.listen]
-    if web is not None:
-        for server in servers:
-            wrap_server(server, web)
     simulator = _demo_tenant(settings) if settings.demo else None
     base_url = simulator.base_url if simulator else settings.base_url
     assert base_url is not None
     poller = PollerProcess(PollerSpec(settings, base_url), latest)
+    processes = ProcessMetrics(lambda: poller.pid)
+    try:
+        servers = [_serve(settings, address, latest, processes) for address in settings.listen]
+    except ConfigError:
+        if simulator is not None:
+            simulator.stop()
+        raise
+    if web is not None:
+        for server in servers:
+            wrap_server(server, web)
     return Exporter(settings, base_url, servers, latest, poller, simulator)
 
 
-def _serve(settings: Settings, address: ListenAddress, latest: Latest) -> MetricsServer:
+def _serve(
+    settings: Settings, address: ListenAddress, latest: Latest, processes: ProcessMetrics
+) -> MetricsServer:
     try:
         return make_server(
             address,
@@ -212,6 +221,7 @@ def _serve(settings: Settings, address: ListenAddress, latest: Latest) -> Metric
             max_connections=settings.web_max_connections,
             read_header_timeout=settings.web_read_header_timeout,
             telemetry_path=settings.web_telemetry_path,
+            process_metrics=processes,
         )
     except OSError as exc:
         raise ConfigError(

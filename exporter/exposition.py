@@ -334,6 +334,7 @@ class Health:
 
 
 def _tail(health: Health, openmetrics: bool) -> bytes:
+    """The health series (OpenMetrics' `# EOF` is added later, after any per-scrape series)."""
     tenant = f'tenant="{escape(health.tenant)}"'
     out: list[str] = []
 
@@ -364,8 +365,6 @@ def _tail(health: Health, openmetrics: bool) -> bytes:
             f'{m.API_FAILURES.name}{{{tenant},status="{escape(status)}",code="{escape(code)}"}}'
             f" {count}\n"
         )
-    if openmetrics:
-        out.append("# EOF\n")
     return "".join(out).encode()
 
 
@@ -420,11 +419,40 @@ class Body:
 
 
 @dataclass(frozen=True)
+class _OpenBody:
+    """A body whose gzip stream is still open after the tail: per-scrape series can follow."""
+
+    content_type: str
+    parts: tuple[bytes | bytearray, ...]
+    crc: int
+    size: int
+    openmetrics: bool
+
+    def finish(self, extra: bytes) -> Body:
+        if self.openmetrics:
+            extra += b"# EOF\n"
+        end = _Segment.of(extra, final=True)
+        crc = _crc_shift(self.crc, end.size) ^ end.crc
+        length = self.size + end.size
+        trailer = struct.pack("<II", crc & 0xFFFFFFFF, length & 0xFFFFFFFF)
+        return Body(self.content_type, (*self.parts, end.data, trailer), length)
+
+
+@dataclass(frozen=True)
 class Exposition:
+    """Both formats of one poll's exposition.
+
+    `text` and `openmetrics` are complete; `select(..., extra)` appends series
+    read at scrape time (the process metrics) to the same gzip stream.
+    """
+
     text: Body
     openmetrics: Body
+    _open: tuple[_OpenBody, _OpenBody]
 
-    def select(self, openmetrics: bool) -> Body:
+    def select(self, openmetrics: bool, extra: bytes = b"") -> Body:
+        if extra:
+            return self._open[openmetrics].finish(extra)
         return self.openmetrics if openmetrics else self.text
 
 
@@ -434,13 +462,16 @@ def render(block: GroupBlock, health: Health) -> Exposition:
     Only the small tail is compressed here; the block's deflate data is reused
     as is, and the gzip CRC continues from the block's.
     """
-    bodies = []
+    complete: list[Body] = []
+    opened: list[_OpenBody] = []
     for openmetrics, content_type in ((False, TEXT_CONTENT_TYPE), (True, OPENMETRICS_CONTENT_TYPE)):
         tail = _tail(health, openmetrics)
-        end = _Segment.of(tail, final=True)
-        crc = _crc_shift(block.crc, end.size) ^ end.crc
-        length = block.size + end.size
-        trailer = struct.pack("<II", crc & 0xFFFFFFFF, length & 0xFFFFFFFF)
-        parts = (_GZIP_HEADER, *block.parts, end.data, trailer)
-        bodies.append(Body(content_type, parts, length))
-    return Exposition(*bodies)
+        middle = _Segment.of(tail)
+        crc = _crc_shift(block.crc, middle.size) ^ middle.crc
+        parts = (_GZIP_HEADER, *block.parts, middle.data)
+        opened.append(_OpenBody(content_type, parts, crc, block.size + middle.size, openmetrics))
+        head = (_GZIP_HEADER, *block.parts)
+        complete.append(
+            _OpenBody(content_type, head, block.crc, block.size, openmetrics).finish(tail)
+        )
+    return Exposition(complete[0], complete[1], (opened[0], opened[1]))

@@ -145,6 +145,29 @@ BUILD_INFO = Metric(
     ("tenant", "version", "python_version"),
 )
 
+# Read at scrape time from /proc for both processes (exporter.process_metrics):
+# the names prometheus_client's ProcessCollector writes, with the label `process`.
+PROCESS: tuple[Metric, ...] = (
+    Metric(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        ("process",),
+    ),
+    Metric(
+        "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", ("process",)
+    ),
+    Metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", ("process",)),
+    Metric(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        ("process",),
+    ),
+    Metric("process_open_fds", "gauge", "Number of open file descriptors.", ("process",)),
+    Metric("process_max_fds", "gauge", "Maximum number of open file descriptors.", ("process",)),
+)
+
 PER_GROUP: tuple[Metric, ...] = (
     TOTAL_RECORDS,
     VALID_RECORDS,

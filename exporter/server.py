@@ -24,6 +24,7 @@ import structlog
 
 from . import __version__
 from .poller import Published
+from .process_metrics import ProcessMetrics
 from .settings import ListenAddress
 
 log = structlog.get_logger("exporter.server")
@@ -187,6 +188,7 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 60  # a client that stops reading frees its thread
     read_header_timeout: ClassVar[float] = DEFAULT_READ_HEADER_TIMEOUT
     telemetry_path: ClassVar[str] = "/metrics"
+    process_metrics: ClassVar[ProcessMetrics | None] = None
     latest: ClassVar[Latest]
     authorize: ClassVar[Callable[[BaseHTTPRequestHandler], bool]] = staticmethod(lambda _h: True)
 
@@ -243,7 +245,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, b"Not found\n", head)
 
     def _metrics(self, published: Published, head: bool) -> None:
-        body = published.exposition.select(wants_openmetrics(self.headers.get("Accept")))
+        openmetrics = wants_openmetrics(self.headers.get("Accept"))
+        extra = b"" if self.process_metrics is None else self.process_metrics.render(openmetrics)
+        body = published.exposition.select(openmetrics, extra)
         gzip = accepts_gzip(self.headers.get("Accept-Encoding"))
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", body.content_type)
@@ -353,6 +357,7 @@ def make_server(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     read_header_timeout: float = DEFAULT_READ_HEADER_TIMEOUT,
     telemetry_path: str = "/metrics",
+    process_metrics: ProcessMetrics | None = None,
 ) -> MetricsServer:
     handler = type(
         "BoundHandler",
@@ -361,6 +366,7 @@ def make_server(
             "latest": latest,
             "read_header_timeout": read_header_timeout,
             "telemetry_path": telemetry_path,
+            "process_metrics": process_metrics,
         },
     )
     try:

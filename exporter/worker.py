@@ -183,6 +183,12 @@ class PollerProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Pipe | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The poller process's id, None before the first start."""
+        process = self._process
+        return None if process is None else process.pid
+
     def start(self) -> threading.Thread:
         self._spawn()
         thread = threading.Thread(target=self._receive, name="poller-pipe", daemon=True)

@@ -59,3 +59,19 @@ def test_polling_and_serving_go_on_after_the_log_reader_goes_away() -> None:
         exporter.wait_for(lambda: (exporter.value(requests) or 0) >= before + 20, "20 more polls")
         assert exporter.get("/-/healthy").status_code == 200
         assert exporter.process.poll() is None
+
+
+def test_logfmt_output() -> None:
+    out = io.StringIO()
+    configure_logging("warn", "logfmt", stream=out)
+    try:
+        log = structlog.get_logger("test")
+        log.info("quiet")
+        log.warning("api_down", tenant="acme", code="498")
+    finally:
+        configure_logging("info", "json")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("timestamp=")
+    assert " level=warning event=api_down " in lines[0]
+    assert "tenant=acme" in lines[0] and "code=498" in lines[0]
