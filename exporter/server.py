@@ -194,6 +194,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.rfile.close()  # the plain reader is replaced before anything was read
         self._reader = _HeaderDeadlineReader(self.connection, self.timeout)
         self.rfile = io.BufferedReader(self._reader)
 

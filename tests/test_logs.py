@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import io
 import subprocess
+from collections.abc import Iterator
 
+import pytest
 import structlog
 from exporter_process import running_exporter
 
 from exporter.logs import configure_logging
+
+
+@pytest.fixture(autouse=True)
+def structlog_defaults() -> Iterator[None]:
+    """Each test configures structlog its way; later tests get the defaults back."""
+    yield
+    structlog.reset_defaults()
 
 
 class ClosedPipe(io.StringIO):
@@ -21,15 +30,12 @@ class ClosedPipe(io.StringIO):
 
 def test_a_broken_log_stream_is_not_the_callers_problem() -> None:
     configure_logging("info", "json", stream=ClosedPipe())
+    log = structlog.get_logger("test")
+    log.info("event", tenant="acme")
     try:
-        log = structlog.get_logger("test")
-        log.info("event", tenant="acme")
-        try:
-            raise RuntimeError("boom")
-        except RuntimeError:
-            log.exception("poll_crashed")
-    finally:
-        configure_logging("info", "json")
+        raise RuntimeError("boom")
+    except RuntimeError:
+        log.exception("poll_crashed")
 
 
 def test_secrets_are_redacted() -> None:
@@ -64,12 +70,9 @@ def test_polling_and_serving_go_on_after_the_log_reader_goes_away() -> None:
 def test_logfmt_output() -> None:
     out = io.StringIO()
     configure_logging("warn", "logfmt", stream=out)
-    try:
-        log = structlog.get_logger("test")
-        log.info("quiet")
-        log.warning("api_down", tenant="acme", code="498")
-    finally:
-        configure_logging("info", "json")
+    log = structlog.get_logger("test")
+    log.info("quiet")
+    log.warning("api_down", tenant="acme", code="498")
     lines = out.getvalue().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("timestamp=")
