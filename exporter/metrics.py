@@ -121,8 +121,9 @@ API_REQUESTS = Metric(
 API_FAILURES = Metric(
     PREFIX + "api_failures_total",
     "counter",
-    "Failed API requests by HTTP status (or none) and code (from the body, else the"
-    " status, else timeout, connection, tls, invalid_response, too_large).",
+    "Failed API requests by HTTP status (or none) and code (from the body when it is a"
+    " number of up to 6 digits, other for any other code; else the status; else timeout,"
+    " connection, tls, invalid_response, too_large).",
     ("tenant", "status", "code"),
 )
 INVALID_GROUPS = Metric(
