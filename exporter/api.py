@@ -8,26 +8,34 @@ status, else a short reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 import httpx
 import pydantic_core
+import structlog
 from pydantic import SecretStr
 
 from . import __version__
 from .records import ParsedPayload, PayloadError, error_code, parse_payload
 from .settings import ConfigError, Settings, describe_setting
 
+log = structlog.get_logger("exporter.api")
+
 USER_AGENT = f"webex-campaign-exporter/{__version__}"
+# Only the encodings `_Decoder` can bound by their output are asked for.
+ACCEPT_ENCODING = "gzip, deflate"
 T = TypeVar("T")
 
 
@@ -93,7 +101,10 @@ class SecretFile:
 
     Kubernetes swaps a mounted Secret by replacing a symlink, which changes the
     inode; an edit in place changes mtime or size. An empty or unreadable file
-    (a rotation in progress) keeps the previous value.
+    (a rotation in progress) keeps the previous value, and so does a value with
+    a line break, blank or control character inside (two keys in one file, a
+    paste gone wrong): `problem` says what is wrong with the file, and the
+    change is logged once, as a bad key file rather than a failing API.
     """
 
     def __init__(self, path: Path) -> None:
@@ -101,6 +112,7 @@ class SecretFile:
         self._stamp: tuple[int, int, int] | None = None
         self._value = ""
         self.seen: list[str] = []
+        self.problem: str | None = None
         self._lock = threading.Lock()
         self.value(force=True)
 
@@ -122,10 +134,22 @@ class SecretFile:
         except (OSError, UnicodeDecodeError):
             return
         self._stamp = stamp
-        if value:
-            self._value = value
-            if value not in self.seen:
-                self.seen.append(value)
+        if not value:
+            return
+        if not is_token(value):
+            self.problem = "holds a line break, blank or control character inside the secret"
+            if self._value:  # at start, the caller reports it as a bad setting
+                log.error("secret_file_invalid", path=str(self.path), problem=self.problem)
+            return
+        self.problem = None
+        self._value = value
+        if value not in self.seen:
+            self.seen.append(value)
+
+
+def is_token(value: str) -> bool:
+    """True when `value` can go into an HTTP header as one secret: printable, no blanks."""
+    return value.isprintable() and not any(char.isspace() for char in value)
 
 
 class StaticKey:
@@ -157,6 +181,10 @@ class KeyFile:
     @property
     def loaded(self) -> bool:
         return bool(self._file.value())
+
+    @property
+    def problem(self) -> str | None:
+        return self._file.problem
 
     def authorization(self) -> str:
         return f"Bearer {self._file.value()}"
@@ -335,6 +363,120 @@ def classify_transport_error(exc: httpx.TransportError, status: str = "none") ->
     return ApiConnectionError(f"could not connect or connection lost ({detail})", status)
 
 
+class _Deadline:
+    """A total deadline for one exchange: connect, headers and body.
+
+    httpx's timeouts apply to each socket operation, so a server that drips its
+    headers a byte at a time never trips them. httpcore reports each new
+    connection's socket through its `trace` extension; when the deadline passes,
+    the socket is shut down, which ends whatever read is waiting on it.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._timer.cancel()
+
+    def trace(self, name: str, info: dict[str, object]) -> None:
+        if name not in (
+            "connection.connect_tcp.complete",
+            "connection.connect_unix_socket.complete",
+        ):
+            return
+        stream = info.get("return_value")
+        sock = getattr(stream, "get_extra_info", lambda _name: None)("socket")
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_ZLIB_WBITS = {
+    "gzip": 16 + zlib.MAX_WBITS,
+    "x-gzip": 16 + zlib.MAX_WBITS,
+    "deflate": zlib.MAX_WBITS,
+}
+
+
+class _Decoder:
+    """Undoes a Content-Encoding chain (`gzip, gzip`, ...) with bounded output.
+
+    httpx inflates each network read in full, so a small bomb becomes
+    gigabytes before any size cap can look at it. Here every layer hands at
+    most PIECE bytes at a time to the next, so memory stays within the body
+    cap plus a few pieces whatever the chain. Encodings that cannot be bounded
+    this way (or that are unknown) are refused.
+    """
+
+    PIECE = 64 * 1024
+
+    def __init__(self, content_encoding: str, status: str) -> None:
+        self._status = status
+        codings = [c.strip().lower() for c in content_encoding.split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        self._wbits: list[int] = []
+        for coding in reversed(codings):  # the last one applied is undone first
+            if coding not in _ZLIB_WBITS:
+                raise InvalidResponse(f"unsupported Content-Encoding {coding[:32]!r}", status)
+            self._wbits.append(_ZLIB_WBITS[coding])
+        self._layers = [zlib.decompressobj(wbits) for wbits in self._wbits]
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        try:
+            yield from self._through(0, data)
+        except zlib.error:
+            raise InvalidResponse("malformed compressed body", self._status) from None
+
+    def finish(self) -> None:
+        if any(not layer.eof for layer in self._layers):
+            raise InvalidResponse("compressed body ends early", self._status)
+
+    def _through(self, level: int, data: bytes) -> Iterator[bytes]:
+        if level == len(self._layers):
+            if data:
+                yield data
+            return
+        while True:
+            layer = self._layers[level]
+            out = layer.decompress(data, self.PIECE)
+            data = layer.unconsumed_tail
+            if out:
+                yield from self._through(level + 1, out)
+            if layer.eof:
+                data = layer.unused_data
+                if not data:
+                    return
+                # Another gzip member follows (RFC 1952 allows several).
+                self._layers[level] = zlib.decompressobj(self._wbits[level])
+                continue
+            if not data and len(out) < self.PIECE:
+                return
+
+
 class ApiClient:
     """GETs `{base}/target-groups`, counts the request, and parses or classifies the answer."""
 
@@ -359,7 +501,14 @@ class ApiClient:
             credentials.bind(self)
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            headers={
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
+            # One connection per request: each is watched by its own deadline,
+            # and a poll a minute gains nothing from keep-alive.
+            limits=httpx.Limits(max_keepalive_connections=0),
             follow_redirects=False,
             trust_env=True,
             transport=transport,
@@ -398,12 +547,28 @@ class ApiClient:
         """One HTTP exchange: the body, read under the size cap and the deadline."""
         started = self._clock()
         status = "none"
-        try:
-            with self._client.stream(method, url, headers=headers, content=content) as response:
-                status = str(response.status_code)
-                body = self._read_capped(response, started + self._timeout, status)
-        except httpx.TransportError as exc:
-            raise classify_transport_error(exc, status) from None
+        with _Deadline(self._timeout) as deadline:
+            try:
+                with self._client.stream(
+                    method,
+                    url,
+                    headers=headers,
+                    content=content,
+                    extensions={"trace": deadline.trace},
+                ) as response:
+                    status = str(response.status_code)
+                    body = self._read_capped(response, started + self._timeout, status)
+            except httpx.TransportError as exc:
+                if deadline.expired:
+                    raise ApiTimeout("response slower than the timeout", status) from None
+                raise classify_transport_error(exc, status) from None
+            except InvalidResponse:
+                if deadline.expired:  # cut short by the deadline, not malformed
+                    raise ApiTimeout("response slower than the timeout", status) from None
+                raise
+        if deadline.expired:
+            raise ApiTimeout("response slower than the timeout", status)
+        body = self._redacted(body)
         if response.status_code != 200:
             raise HttpStatusError(
                 f"HTTP {status}",
@@ -411,6 +576,17 @@ class ApiClient:
                 _body_code(body) or status,
                 _retry_after(response.headers.get("Retry-After"), time.time()),
             )
+        return body
+
+    def _redacted(self, body: bytearray) -> bytearray:
+        """The body without any secret the exporter holds, should the API echo one.
+
+        Whatever the API sends can reach a label, a log line or the landing
+        page; a key it echoes (in a group name, say) must reach none of them.
+        """
+        for secret in self._credentials.secrets():
+            if len(secret) >= 8 and secret.encode() in body:
+                body = body.replace(secret.encode(), b"[REDACTED]")
         return body
 
     def _get(self, authorization: str) -> Fetched:
@@ -443,7 +619,8 @@ class ApiClient:
         return self._counted(send)
 
     def _read_capped(self, response: httpx.Response, deadline: float, status: str) -> bytearray:
-        """The body, refused past the size cap or the deadline.
+        """The body, decoded, refused past the size cap (before and after decoding)
+        or the deadline.
 
         Grown in place: a large bytearray is resized by the allocator without a
         copy, so a 65 MB body never needs twice its size, as a list of chunks
@@ -452,14 +629,32 @@ class ApiClient:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise ResponseTooLarge(f"Content-Length {declared} over the cap", status)
+        decoder = _Decoder(response.headers.get("Content-Encoding", ""), status)
         body = bytearray()
-        for chunk in response.iter_bytes():
-            if len(body) + len(chunk) > self._max_bytes:
+        received = 0
+        for chunk in _raw_chunks(response):
+            received += len(chunk)
+            if received > self._max_bytes:
                 raise ResponseTooLarge(f"body over the cap of {self._max_bytes} bytes", status)
-            if self._clock() > deadline:
-                raise ApiTimeout("response slower than the timeout", status)
-            body += chunk
+            for piece in decoder.feed(chunk):
+                if len(body) + len(piece) > self._max_bytes:
+                    raise ResponseTooLarge(
+                        f"decoded body over the cap of {self._max_bytes} bytes", status
+                    )
+                if self._clock() > deadline:
+                    raise ApiTimeout("response slower than the timeout", status)
+                body += piece
+        decoder.finish()
         return body
+
+
+def _raw_chunks(response: httpx.Response) -> Iterator[bytes]:
+    """The body as sent (still encoded), as it arrives."""
+    if response.is_stream_consumed:
+        # Built in memory (httpx.MockTransport) and read already; its stream replays.
+        yield from cast(httpx.SyncByteStream, response.stream)
+        return
+    yield from response.iter_raw()
 
 
 def credentials_from(settings: Settings) -> Credentials:
@@ -478,6 +673,11 @@ def credentials_from(settings: Settings) -> Credentials:
         )
     if settings.api_key_file is not None:
         key_file = KeyFile(settings.api_key_file)
+        if key_file.problem is not None:
+            raise ConfigError(
+                f"{describe_setting('api_key_file')}: {settings.api_key_file} {key_file.problem}:"
+                " it must hold exactly one API secret key"
+            )
         if not key_file.loaded:
             raise ConfigError(
                 f"{describe_setting('api_key_file')}: {settings.api_key_file} is empty or"
@@ -494,6 +694,8 @@ def _secret(value: SecretStr | None, path: Path | None, field: str) -> Callable[
         secret = value.get_secret_value().strip()
         return lambda: secret
     source = SecretFile(path)
+    if source.problem is not None:
+        raise ConfigError(f"{describe_setting(field)}: {path} {source.problem}")
     if not source.value():
         raise ConfigError(f"{describe_setting(field)}: {path} is empty or unreadable")
     return source.value

@@ -16,8 +16,16 @@ from . import metrics as m
 from .api import credentials_from, tls_verify
 from .logs import configure_logging
 from .poller import initial_published
+from .process_metrics import ProcessMetrics
 from .server import Latest, MetricsServer, make_server
-from .settings import DEFAULT_PORT, ConfigError, Settings, describe_setting, load_settings
+from .settings import (
+    DEFAULT_PORT,
+    ConfigError,
+    ListenAddress,
+    Settings,
+    describe_setting,
+    load_settings,
+)
 from .simulator import DEMO_KEY, FLAKY_SHARE, SCENARIOS, Simulator, Tenant
 from .webconfig import load_web_config, wrap_server
 from .worker import PollerProcess, PollerSpec
@@ -65,10 +73,10 @@ _FLAGS: tuple[tuple[str, str, str | None, str], ...] = (
         "largest API response accepted (default 256 MiB)",
     ),
     (
-        "--web.listen-address",
-        "listen_address",
-        "[HOST]:PORT",
-        f"where /metrics is served (default :{DEFAULT_PORT})",
+        "--max-label-length",
+        "max_label_length",
+        "BYTES",
+        "longest label value exported; longer ones are cut and end with ... (default 1024)",
     ),
     (
         "--web.config.file",
@@ -76,8 +84,26 @@ _FLAGS: tuple[tuple[str, str, str | None, str], ...] = (
         "PATH",
         "YAML file enabling TLS and/or basic auth on all endpoints (exporter-toolkit format)",
     ),
-    ("--log.level", "log_level", "LEVEL", "debug, info, warning or error (default info)"),
-    ("--log.format", "log_format", "FORMAT", "json or console (default json)"),
+    (
+        "--web.telemetry-path",
+        "web_telemetry_path",
+        "PATH",
+        "path of the metrics (default /metrics)",
+    ),
+    (
+        "--web.max-connections",
+        "web_max_connections",
+        "N",
+        "connections served at once; more are answered 503 (default 64)",
+    ),
+    (
+        "--web.read-header-timeout",
+        "web_read_header_timeout",
+        "SECONDS",
+        "deadline for a client to send its request headers (default 10)",
+    ),
+    ("--log.level", "log_level", "LEVEL", "debug, info, warn or error (default info)"),
+    ("--log.format", "log_format", "FORMAT", "json, logfmt or console (default json)"),
     (
         "--demo.scenario",
         "demo_scenario",
@@ -106,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for flag, dest, metavar, help_text in _FLAGS:
         parser.add_argument(flag, dest=dest, metavar=metavar, help=help_text)
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        metavar="[HOST]:PORT",
+        action="append",
+        help=f"where the endpoints are served; repeat for several (default :{DEFAULT_PORT})",
+    )
     for flag, dest, help_text in _SWITCHES:
         parser.add_argument(flag, dest=dest, action="store_const", const=True, help=help_text)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -118,20 +151,23 @@ class Exporter:
 
     settings: Settings
     base_url: str
-    server: MetricsServer
+    servers: list[MetricsServer]
+    latest: Latest
     poller: PollerProcess
     simulator: Simulator | None
 
     def start(self) -> None:
-        self.poller.start()
-        threading.Thread(
-            target=self.server.serve_forever, args=(0.1,), name="http", daemon=True
-        ).start()
+        self.latest.watch(self.poller.start())
+        for server in self.servers:
+            threading.Thread(
+                target=server.serve_forever, args=(0.1,), name="http", daemon=True
+            ).start()
 
     def stop(self) -> None:
         self.poller.stop()
-        self.server.shutdown()
-        self.server.server_close()
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
         if self.simulator is not None:
             self.simulator.stop()
 
@@ -154,25 +190,50 @@ def build(settings: Settings) -> Exporter:
     tls_verify(settings)
     web = load_web_config(settings.web_config_file) if settings.web_config_file else None
     tenant = settings.tenant_label
-    latest = Latest(initial_published(tenant, dict.fromkeys(m.DOCUMENTED_FAILURES, 0)))
-    try:
-        server = make_server(settings.listen, latest)
-    except OSError as exc:
-        raise ConfigError(
-            f"{describe_setting('listen_address')}: cannot listen on"
-            f" {settings.listen}: {exc.strerror or exc}"
-        ) from None
-    if web is not None:
-        wrap_server(server, web)
+    latest = Latest(
+        initial_published(tenant, dict.fromkeys(m.DOCUMENTED_FAILURES, 0)),
+        stall_after=settings.stall_after,
+    )
     simulator = _demo_tenant(settings) if settings.demo else None
     base_url = simulator.base_url if simulator else settings.base_url
     assert base_url is not None
     poller = PollerProcess(PollerSpec(settings, base_url), latest)
-    return Exporter(settings, base_url, server, poller, simulator)
+    processes = ProcessMetrics(lambda: poller.pid)
+    try:
+        servers = [_serve(settings, address, latest, processes) for address in settings.listen]
+    except ConfigError:
+        if simulator is not None:
+            simulator.stop()
+        raise
+    if web is not None:
+        for server in servers:
+            wrap_server(server, web)
+    return Exporter(settings, base_url, servers, latest, poller, simulator)
+
+
+def _serve(
+    settings: Settings, address: ListenAddress, latest: Latest, processes: ProcessMetrics
+) -> MetricsServer:
+    try:
+        return make_server(
+            address,
+            latest,
+            max_connections=settings.web_max_connections,
+            read_header_timeout=settings.web_read_header_timeout,
+            telemetry_path=settings.web_telemetry_path,
+            process_metrics=processes,
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"{describe_setting('listen_address')}: cannot listen on"
+            f" {address}: {exc.strerror or exc}"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
+    if "listen_address" in args:  # repeated flag -> the variable's list form
+        args["listen_address"] = ",".join(args["listen_address"])
     try:
         settings = load_settings(**args)
         exporter = build(settings)
@@ -192,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "exporter_started",
         version=__version__,
         tenant=settings.tenant_label,
-        listen_address=str(settings.listen),
+        listen_address=[str(address) for address in settings.listen],
         base_url=exporter.base_url,
         poll_interval_s=settings.poll_interval,
         stale_after_s=settings.effective_stale_after,

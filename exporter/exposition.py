@@ -12,6 +12,7 @@ are flushed to byte boundaries, so they concatenate into one gzip member.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import sys
 import zlib
@@ -53,11 +54,6 @@ def escape(value: str) -> str:
     if "\\" in value or '"' in value or "\n" in value:
         return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return value
-
-
-def label(value: str | None) -> str:
-    """A record's text field as an escaped label value."""
-    return escape(text(value))
 
 
 def format_value(value: float) -> str:
@@ -128,23 +124,70 @@ class GroupBlock:
     size: int
     """Uncompressed bytes."""
     groups: int
+    truncated: int = 0
+    """Label values cut to the length cap."""
 
 
-def _group_label_sets(tenant: str, samples: Sequence[GroupSample]) -> list[str]:
+DEFAULT_MAX_LABEL_LENGTH = 1024
+_CUT_MARK = "…"  # what a cut value ends with, before the hash that keeps it unique
+
+
+def cut_label(value: str, limit: int) -> str | None:
+    """`value` cut to at most `limit` UTF-8 bytes, or None when it fits.
+
+    A cut value keeps its start, then `…` and 8 hex digits of a hash of the
+    whole value, so two long values that start alike stay two series.
+    """
+    if len(value) * 4 <= limit:  # no UTF-8 character takes more than 4 bytes
+        return None
+    encoded = value.encode("utf-8", "surrogatepass")
+    if len(encoded) <= limit:
+        return None
+    digest = hashlib.blake2b(encoded, digest_size=4).hexdigest()
+    room = limit - len(_CUT_MARK.encode()) - len(digest)
+    return encoded[:room].decode("utf-8", "ignore") + _CUT_MARK + digest
+
+
+class _Cutter:
+    """Cuts label values to the length cap, and counts the values it cut."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.quick = limit // 4  # below this many characters, nothing needs a look
+        self.cut = 0
+
+    def __call__(self, value: str) -> str:
+        shorter = cut_label(value, self.limit)
+        if shorter is None:
+            return value
+        self.cut += 1
+        return shorter
+
+
+def _group_label_sets(tenant: str, samples: Sequence[GroupSample], cutter: _Cutter) -> list[str]:
     prefix = f'tenant="{escape(tenant)}",id="'
-    return [
-        f'{prefix}{escape(s.group.id)}",name="{label(s.group.name)}",'
-        f'behaviour="{label(s.group.behaviour)}"'
-        for s in samples
-    ]
+    quick = cutter.quick
+    label_sets = []
+    for s in samples:
+        group = s.group
+        id_, name, behaviour = group.id, text(group.name), text(group.behaviour)
+        if len(id_) > quick or len(name) > quick or len(behaviour) > quick:
+            id_, name, behaviour = cutter(id_), cutter(name), cutter(behaviour)
+        label_sets.append(
+            f'{prefix}{escape(id_)}",name="{escape(name)}",behaviour="{escape(behaviour)}"'
+        )
+    return label_sets
 
 
-def _info_suffix(group: TargetGroup) -> str:
+def _info_suffix(group: TargetGroup, cutter: _Cutter) -> str:
+    def value(field: str | None) -> str:
+        return escape(cutter(text(field)))
+
     return (
-        f',status="{label(group.status_value)}",user_group="{label(group.user_group)}",'
-        f'load_type="{label(group.load_type)}",source="{label(group.source)}",'
-        f'target_group_type="{label(group.target_group_type)}",'
-        f'channels="{escape(group.channels)}"'
+        f',status="{value(group.status_value)}",user_group="{value(group.user_group)}",'
+        f'load_type="{value(group.load_type)}",source="{value(group.source)}",'
+        f'target_group_type="{value(group.target_group_type)}",'
+        f'channels="{value(group.channels)}"'
     )
 
 
@@ -162,6 +205,10 @@ def _lines(name: str, labels: list[str], values: Iterable[float | None]) -> byte
 _HEADERS = tuple(_Segment.of(_header(metric).encode()) for metric in m.PER_GROUP)
 
 
+# A chunk's deflated families, and how many label values it cut.
+_Chunk = tuple[tuple[_Segment, ...], int]
+
+
 class BlockRenderer:
     """Renders the per-group families, reusing what did not change since the last poll.
 
@@ -176,10 +223,11 @@ class BlockRenderer:
     CHUNK = 1024
     CHUNK_MAX = 4096
 
-    def __init__(self, tenant: str) -> None:
+    def __init__(self, tenant: str, max_label_length: int = DEFAULT_MAX_LABEL_LENGTH) -> None:
         self._tenant = tenant
-        self._cache: dict[int, tuple[_Segment, ...]] = {}
-        self._suffixes: dict[tuple[object, ...], str] = {}
+        self._max_label_length = max_label_length
+        self._cache: dict[int, _Chunk] = {}
+        self._suffixes: dict[tuple[object, ...], tuple[str, int]] = {}
         self._last: tuple[list[int], GroupBlock] | None = None
 
     def render(self, samples: Sequence[GroupSample]) -> GroupBlock:
@@ -187,12 +235,14 @@ class BlockRenderer:
         keys = [hash(tuple(chunk)) for chunk in chunks]
         if self._last is not None and self._last[0] == keys:
             return self._last[1]  # nothing changed: not even the CRC to combine again
-        cache: dict[int, tuple[_Segment, ...]] = {}
+        cache: dict[int, _Chunk] = {}
         rendered: list[tuple[_Segment, ...]] = []
+        truncated = 0
         for key, chunk in zip(keys, chunks, strict=True):
-            segments = cache.get(key) or self._cache.get(key) or self._render(chunk)
-            cache[key] = segments
-            rendered.append(segments)
+            done = cache.get(key) or self._cache.get(key) or self._render(chunk)
+            cache[key] = done
+            rendered.append(done[0])
+            truncated += done[1]
         self._cache = cache
         if len(self._suffixes) > 10_000:
             self._suffixes.clear()
@@ -203,7 +253,7 @@ class BlockRenderer:
         ]
         crc, size = _combine(ordered)
         parts = tuple(segment.data for segment in ordered if segment.size)
-        block = GroupBlock(parts, crc, size, len(samples))
+        block = GroupBlock(parts, crc, size, len(samples), truncated)
         self._last = (keys, block)
         return block
 
@@ -218,7 +268,7 @@ class BlockRenderer:
             chunks.append(samples[start:])
         return chunks
 
-    def _info(self, group: TargetGroup) -> str:
+    def _info(self, group: TargetGroup, cutter: _Cutter) -> str:
         channels = group.supported_channels
         key = (
             group.status_value,
@@ -228,14 +278,19 @@ class BlockRenderer:
             group.target_group_type,
             channels,
         )
-        suffix = self._suffixes.get(key)
-        if suffix is None:
-            suffix = self._suffixes[key] = _info_suffix(group)
-        return suffix
+        known = self._suffixes.get(key)
+        if known is None:
+            before = cutter.cut
+            suffix = _info_suffix(group, cutter)
+            self._suffixes[key] = (suffix, cutter.cut - before)
+            return suffix
+        cutter.cut += known[1]
+        return known[0]
 
-    def _render(self, chunk: Sequence[GroupSample]) -> tuple[_Segment, ...]:
-        labels = _group_label_sets(self._tenant, chunk)
-        info = [ls + self._info(s.group) for ls, s in zip(labels, chunk, strict=True)]
+    def _render(self, chunk: Sequence[GroupSample]) -> _Chunk:
+        cutter = _Cutter(self._max_label_length)
+        labels = _group_label_sets(self._tenant, chunk, cutter)
+        info = [ls + self._info(s.group, cutter) for ls, s in zip(labels, chunk, strict=True)]
         texts = (
             _lines(m.TOTAL_RECORDS.name, labels, (s.group.total_count for s in chunk)),
             _lines(m.VALID_RECORDS.name, labels, (s.group.valid_count for s in chunk)),
@@ -246,12 +301,16 @@ class BlockRenderer:
             _lines(m.LAST_UPDATED.name, labels, (s.last_updated for s in chunk)),
             _lines(m.STATE_SINCE.name, labels, (s.state_since for s in chunk)),
         )
-        return tuple(_Segment.of(text) for text in texts)
+        return tuple(_Segment.of(text) for text in texts), cutter.cut
 
 
-def render_groups(tenant: str, samples: Sequence[GroupSample]) -> GroupBlock:
+def render_groups(
+    tenant: str,
+    samples: Sequence[GroupSample],
+    max_label_length: int = DEFAULT_MAX_LABEL_LENGTH,
+) -> GroupBlock:
     """Render from scratch (no earlier poll to reuse)."""
-    return BlockRenderer(tenant).render(samples)
+    return BlockRenderer(tenant, max_label_length).render(samples)
 
 
 def empty_group_block() -> GroupBlock:
@@ -271,9 +330,12 @@ class Health:
     invalid: int
     group_counts: Mapping[str, int] = field(default_factory=dict)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    truncated: int = 0
+    """Label values of the served group block cut to the length cap."""
 
 
 def _tail(health: Health, openmetrics: bool) -> bytes:
+    """The health series (OpenMetrics' `# EOF` is added later, after any per-scrape series)."""
     tenant = f'tenant="{escape(health.tenant)}"'
     out: list[str] = []
 
@@ -290,6 +352,7 @@ def _tail(health: Health, openmetrics: bool) -> bytes:
     gauge(m.LAST_POLL_SUCCESS, health.last_success)
     gauge(m.POLL_DURATION, health.poll_duration)
     gauge(m.INVALID_GROUPS, float(health.invalid))
+    gauge(m.TRUNCATED_LABELS, float(health.truncated))
     python = ".".join(str(part) for part in sys.version_info[:3])
     gauge(
         m.BUILD_INFO,
@@ -304,8 +367,6 @@ def _tail(health: Health, openmetrics: bool) -> bytes:
             f" {count}\n"
         )
     out.extend(_lifecycle_lines(tenant, health.lifecycle, openmetrics))
-    if openmetrics:
-        out.append("# EOF\n")
     return "".join(out).encode()
 
 
@@ -320,21 +381,31 @@ def _lifecycle_lines(tenant: str, lifecycle: Lifecycle, openmetrics: bool) -> li
 
     A few dozen series, so they are rendered with the tail on every poll attempt.
     """
+
+    def label_of(behaviour: str) -> str:
+        # The API's text: bounded like every other label (the default cap; the
+        # behaviours the API documents are one letter).
+        return escape(cut_label(behaviour, DEFAULT_MAX_LABEL_LENGTH) or behaviour)
+
     out = [_header(m.TRANSITIONS, openmetrics)]
     for (behaviour, before, after), count in sorted(lifecycle.transitions.items()):
         out.append(
-            f'{m.TRANSITIONS.name}{{{tenant},behaviour="{escape(behaviour)}",'
+            f'{m.TRANSITIONS.name}{{{tenant},behaviour="{label_of(behaviour)}",'
             f'from="{before}",to="{after}"}} {count}\n'
         )
     out.append(_header(m.IMPORT_DURATION, openmetrics))
     name = m.IMPORT_DURATION.name
     for behaviour, durations in sorted(lifecycle.durations.items()):
-        labels = f'{tenant},behaviour="{escape(behaviour)}"'
+        labels = f'{tenant},behaviour="{label_of(behaviour)}"'
         for le, count in zip(_LE, durations.cumulative(), strict=True):
             out.append(f'{name}_bucket{{{labels},le="{le}"}} {count}\n')
         out.append(f"{name}_sum{{{labels}}} {format_value(durations.sum)}\n")
         out.append(f"{name}_count{{{labels}}} {durations.count}\n")
     return out
+    return "".join(out).encode()
+
+
+_INFLATE_INPUT = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -360,14 +431,22 @@ class Body:
         return b"".join(self.gzip_parts)
 
     def plain_pieces(self, piece: int = 1 << 20) -> Iterator[bytes]:
+        """The text in pieces of at most `piece` bytes, inflated as they are asked for.
+
+        The input is fed in slices too: `unconsumed_tail` is a copy of what is
+        left of the input, and a part can be the whole deflated group block, so
+        a scrape that stalls would otherwise hold a copy of it.
+        """
         inflater = zlib.decompressobj(wbits=31)
         for part in self.gzip_parts:
-            data = part
-            while data:
-                out = inflater.decompress(data, piece)
-                if out:
-                    yield out
-                data = inflater.unconsumed_tail
+            view = memoryview(part)
+            for start in range(0, len(view), _INFLATE_INPUT):
+                data: bytes | memoryview = view[start : start + _INFLATE_INPUT]
+                while data:
+                    out = inflater.decompress(data, piece)
+                    if out:
+                        yield out
+                    data = inflater.unconsumed_tail
         rest = inflater.flush()
         if rest:
             yield rest
@@ -377,11 +456,40 @@ class Body:
 
 
 @dataclass(frozen=True)
+class _OpenBody:
+    """A body whose gzip stream is still open after the tail: per-scrape series can follow."""
+
+    content_type: str
+    parts: tuple[bytes | bytearray, ...]
+    crc: int
+    size: int
+    openmetrics: bool
+
+    def finish(self, extra: bytes) -> Body:
+        if self.openmetrics:
+            extra += b"# EOF\n"
+        end = _Segment.of(extra, final=True)
+        crc = _crc_shift(self.crc, end.size) ^ end.crc
+        length = self.size + end.size
+        trailer = struct.pack("<II", crc & 0xFFFFFFFF, length & 0xFFFFFFFF)
+        return Body(self.content_type, (*self.parts, end.data, trailer), length)
+
+
+@dataclass(frozen=True)
 class Exposition:
+    """Both formats of one poll's exposition.
+
+    `text` and `openmetrics` are complete; `select(..., extra)` appends series
+    read at scrape time (the process metrics) to the same gzip stream.
+    """
+
     text: Body
     openmetrics: Body
+    _open: tuple[_OpenBody, _OpenBody]
 
-    def select(self, openmetrics: bool) -> Body:
+    def select(self, openmetrics: bool, extra: bytes = b"") -> Body:
+        if extra:
+            return self._open[openmetrics].finish(extra)
         return self.openmetrics if openmetrics else self.text
 
 
@@ -391,13 +499,16 @@ def render(block: GroupBlock, health: Health) -> Exposition:
     Only the small tail is compressed here; the block's deflate data is reused
     as is, and the gzip CRC continues from the block's.
     """
-    bodies = []
+    complete: list[Body] = []
+    opened: list[_OpenBody] = []
     for openmetrics, content_type in ((False, TEXT_CONTENT_TYPE), (True, OPENMETRICS_CONTENT_TYPE)):
         tail = _tail(health, openmetrics)
-        end = _Segment.of(tail, final=True)
-        crc = _crc_shift(block.crc, end.size) ^ end.crc
-        length = block.size + end.size
-        trailer = struct.pack("<II", crc & 0xFFFFFFFF, length & 0xFFFFFFFF)
-        parts = (_GZIP_HEADER, *block.parts, end.data, trailer)
-        bodies.append(Body(content_type, parts, length))
-    return Exposition(*bodies)
+        middle = _Segment.of(tail)
+        crc = _crc_shift(block.crc, middle.size) ^ middle.crc
+        parts = (_GZIP_HEADER, *block.parts, middle.data)
+        opened.append(_OpenBody(content_type, parts, crc, block.size + middle.size, openmetrics))
+        head = (_GZIP_HEADER, *block.parts)
+        complete.append(
+            _OpenBody(content_type, head, block.crc, block.size, openmetrics).finish(tail)
+        )
+    return Exposition(complete[0], complete[1], (opened[0], opened[1]))

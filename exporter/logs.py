@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterable, MutableMapping
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -32,12 +33,47 @@ def _redact(secrets: Callable[[], Iterable[str]]) -> structlog.types.Processor:
     return processor
 
 
-def configure_logging(level: str, fmt: str, secrets: Callable[[], Iterable[str]] = tuple) -> None:
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+class UnbreakableStream:
+    """A log stream whose failures are dropped: logging must never stop polling or serving.
+
+    When the reader of stderr goes away (`exporter 2>&1 | head -1`, a log
+    shipper that exits), every write raises BrokenPipeError; raised inside
+    the poll loop or the thread that receives its results, it would stop them.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):  # a closed pipe, a closed file
+            return 0
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+    def isatty(self) -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            return self._stream.isatty()
+        return False
+
+
+def configure_logging(
+    level: str,
+    fmt: str,
+    secrets: Callable[[], Iterable[str]] = tuple,
+    stream: TextIO | None = None,
+) -> None:
+    out = UnbreakableStream(stream or sys.stderr)
+    renderer: structlog.types.Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+    elif fmt == "logfmt":
+        renderer = structlog.processors.LogfmtRenderer(key_order=["timestamp", "level", "event"])
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
@@ -47,7 +83,7 @@ def configure_logging(level: str, fmt: str, secrets: Callable[[], Iterable[str]]
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )
     # httpx logs every request at INFO; our own events say what matters.

@@ -130,14 +130,22 @@ API_REQUESTS = Metric(
 API_FAILURES = Metric(
     PREFIX + "api_failures_total",
     "counter",
-    "Failed API requests by HTTP status (or none) and code (from the body, else the"
-    " status, else timeout, connection, tls, invalid_response, too_large).",
+    "Failed API requests by HTTP status (or none) and code (from the body when it is a"
+    " number of up to 6 digits, other for any other code; else the status; else timeout,"
+    " connection, tls, invalid_response, too_large).",
     ("tenant", "status", "code"),
 )
 INVALID_GROUPS = Metric(
     PREFIX + "invalid_target_groups",
     "gauge",
     "Records in the last API response that were skipped as malformed.",
+    ("tenant",),
+)
+TRUNCATED_LABELS = Metric(
+    PREFIX + "truncated_label_values",
+    "gauge",
+    "Label values in the served per-group series that were longer than the cap"
+    " (WEBEX_CAMPAIGN_MAX_LABEL_LENGTH) and were cut to it.",
     ("tenant",),
 )
 BUILD_INFO = Metric(
@@ -196,6 +204,29 @@ IMPORT_DURATION = Metric(
     IMPORT_DURATION_BUCKETS,
 )
 
+# Read at scrape time from /proc for both processes (exporter.process_metrics):
+# the names prometheus_client's ProcessCollector writes, with the label `process`.
+PROCESS: tuple[Metric, ...] = (
+    Metric(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        ("process",),
+    ),
+    Metric(
+        "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", ("process",)
+    ),
+    Metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", ("process",)),
+    Metric(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        ("process",),
+    ),
+    Metric("process_open_fds", "gauge", "Number of open file descriptors.", ("process",)),
+    Metric("process_max_fds", "gauge", "Maximum number of open file descriptors.", ("process",)),
+)
+
 PER_GROUP: tuple[Metric, ...] = (
     TOTAL_RECORDS,
     VALID_RECORDS,
@@ -216,6 +247,7 @@ ALL: tuple[Metric, ...] = (
     API_REQUESTS,
     API_FAILURES,
     INVALID_GROUPS,
+    TRUNCATED_LABELS,
     BUILD_INFO,
     TRANSITIONS,
     IMPORT_DURATION,

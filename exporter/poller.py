@@ -16,7 +16,15 @@ from typing import Protocol
 import structlog
 
 from .api import ApiClient, ApiError, Fetched
-from .exposition import BlockRenderer, Exposition, GroupBlock, Health, empty_group_block, render
+from .exposition import (
+    DEFAULT_MAX_LABEL_LENGTH,
+    BlockRenderer,
+    Exposition,
+    GroupBlock,
+    Health,
+    empty_group_block,
+    render,
+)
 from .records import DateParser
 from .snapshot import StateTracker, count_by_state
 
@@ -132,6 +140,7 @@ class Poller:
         publish: Publish,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        max_label_length: int = DEFAULT_MAX_LABEL_LENGTH,
     ) -> None:
         self._client = client
         self._tenant = tenant
@@ -142,7 +151,7 @@ class Poller:
         self._rng = rng or random.Random()
         self.policy = RetryPolicy(interval)
         self._tracker = StateTracker()
-        self._renderer = BlockRenderer(tenant)
+        self._renderer = BlockRenderer(tenant, max_label_length)
         self._block: GroupBlock = empty_group_block()
         self._counts: dict[str, int] = {}
         self._last_success: float | None = None
@@ -239,6 +248,7 @@ class Poller:
             invalid=self._invalid,
             group_counts=self._counts,
             lifecycle=self._tracker.lifecycle,
+            truncated=self._block.truncated,
         )
         self._publish(self._block, health, timing)
 

@@ -24,13 +24,25 @@ def text(value: str | None) -> str:
     return "" if value is None or value == "null" else value
 
 
+OTHER_CODE = "other"
+_NUMERIC_CODE = re.compile(r"[0-9]{1,6}")
+
+
 def error_code(value: object) -> str | None:
-    """The `code` of an error object as a label value: `1001`, not `1001.0`."""
+    """The `code` of an error object as a label value: `1001`, not `1001.0`.
+
+    A label must come from a bounded vocabulary whatever the API sends (a
+    misbehaving API could echo the request's key as its code): a number of up
+    to six digits is kept, anything else becomes `other`.
+    """
     if value is None or isinstance(value, dict | list):
         return None
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e7:
         value = int(value)
-    return str(value).strip()[:40] or None
+    code = str(value).strip()
+    if not code:
+        return None
+    return code if _NUMERIC_CODE.fullmatch(code) else OTHER_CODE
 
 
 Count = Annotated[float, Field(ge=0, allow_inf_nan=False)]

@@ -6,10 +6,14 @@ no API call, no rendering, no lock shared with the poller.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import html
+import io
+import math
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -20,19 +24,49 @@ import structlog
 
 from . import __version__
 from .poller import Published
+from .process_metrics import ProcessMetrics
 from .settings import ListenAddress
 
 log = structlog.get_logger("exporter.server")
 
 
 class Latest:
-    """Holds the last Published; a plain attribute swap is atomic under the GIL."""
+    """Holds the last Published; a plain attribute swap is atomic under the GIL.
 
-    def __init__(self, initial: Published) -> None:
+    It also tells whether polling still makes progress, for `/-/healthy`: every
+    poll attempt publishes (success or failure), so a result older than
+    `stall_after` seconds, or a dead thread that delivers results, means the
+    poller is stuck and the process is worth restarting.
+    """
+
+    def __init__(
+        self,
+        initial: Published,
+        stall_after: float = math.inf,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.value = initial
+        self.stall_after = stall_after
+        self._clock = clock
+        self._progress = clock()
+        self._workers: list[threading.Thread] = []
 
     def set(self, value: Published) -> None:
         self.value = value
+        self._progress = self._clock()
+
+    def watch(self, worker: threading.Thread) -> None:
+        """Count `worker` dying as polling stopped."""
+        self._workers.append(worker)
+
+    def stalled(self) -> str | None:
+        """Why polling is not making progress, or None while it is."""
+        if any(not worker.is_alive() for worker in self._workers):
+            return "the thread receiving poll results has stopped"
+        idle = self._clock() - self._progress
+        if idle > self.stall_after:
+            return f"no poll result for {idle:.0f} s"
+        return None
 
 
 def _q(params: str) -> float:
@@ -86,13 +120,13 @@ td{{padding:.2em 1em .2em 0}}</style></head>
 <tr><td>Target groups</td><td>{groups}</td></tr>
 <tr><td>Snapshot age</td><td>{age}</td></tr>
 </table>
-<p><a href="/metrics">Metrics</a> &middot; <a href="/-/healthy">Health</a>
+<p><a href="{metrics}">Metrics</a> &middot; <a href="/-/healthy">Health</a>
 &middot; <a href="/-/ready">Readiness</a></p>
 </body></html>
 """
 
 
-def landing_page(published: Published, now: float) -> bytes:
+def landing_page(published: Published, now: float, telemetry_path: str = "/metrics") -> bytes:
     if published.last_success is None:
         age = "no successful poll yet"
     else:
@@ -107,7 +141,42 @@ def landing_page(published: Published, now: float) -> bytes:
         up=up,
         groups=published.groups,
         age=age,
+        metrics=html.escape(telemetry_path, quote=True),
     ).encode()
+
+
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_READ_HEADER_TIMEOUT = 10.0
+# What one plain-text scrape holds at a time, whatever the size of the exposition.
+PLAIN_PIECE_BYTES = 64 * 1024
+
+
+class _HeaderDeadlineReader(io.RawIOBase):
+    """The connection's reading side, under one deadline for the whole request head.
+
+    A socket timeout applies to each read, so a client sending its request a
+    byte at a time would hold a thread for ever; here every read gets only what
+    is left of the deadline that `handle_one_request` sets for each request
+    (which also bounds how long an idle keep-alive connection is kept).
+    """
+
+    def __init__(self, sock: socket.socket, write_timeout: float | None) -> None:
+        self._sock = sock
+        self._write_timeout = write_timeout
+        self.deadline = math.inf
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request headers slower than the deadline")
+        self._sock.settimeout(left)
+        try:
+            return self._sock.recv_into(buffer)
+        finally:
+            self._sock.settimeout(self._write_timeout)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -116,9 +185,22 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = f"webex-campaign-exporter/{__version__}"
     protocol_version = "HTTP/1.1"
-    timeout = 60  # a stalled client frees its thread
+    timeout = 60  # a client that stops reading frees its thread
+    read_header_timeout: ClassVar[float] = DEFAULT_READ_HEADER_TIMEOUT
+    telemetry_path: ClassVar[str] = "/metrics"
+    process_metrics: ClassVar[ProcessMetrics | None] = None
     latest: ClassVar[Latest]
     authorize: ClassVar[Callable[[BaseHTTPRequestHandler], bool]] = staticmethod(lambda _h: True)
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the plain reader is replaced before anything was read
+        self._reader = _HeaderDeadlineReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        self._reader.deadline = time.monotonic() + self.read_header_timeout
+        super().handle_one_request()
 
     def do_GET(self) -> None:
         self._respond(head=False)
@@ -136,20 +218,25 @@ class Handler(BaseHTTPRequestHandler):
             extra={"Allow": "GET, HEAD"},
         )
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _other
 
     def _respond(self, head: bool) -> None:
         if not type(self).authorize(self):
             return
         path = self.path.split("?", 1)[0]
         published = self.latest.value
-        if path == "/metrics":
+        if path == self.telemetry_path:
             self._metrics(published, head)
         elif path == "/":
-            page = landing_page(published, time.time())
+            page = landing_page(published, time.time(), self.telemetry_path)
             self._send(HTTPStatus.OK, page, head, content_type="text/html; charset=utf-8")
         elif path == "/-/healthy":
-            self._send(HTTPStatus.OK, b"Healthy\n", head)
+            stalled = self.latest.stalled()
+            if stalled is None:
+                self._send(HTTPStatus.OK, b"Healthy\n", head)
+            else:
+                message = f"Unhealthy: polling has stopped ({stalled})\n".encode()
+                self._send(HTTPStatus.SERVICE_UNAVAILABLE, message, head)
         elif path == "/-/ready":
             if published.ready:
                 self._send(HTTPStatus.OK, b"Ready\n", head)
@@ -159,7 +246,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.NOT_FOUND, b"Not found\n", head)
 
     def _metrics(self, published: Published, head: bool) -> None:
-        body = published.exposition.select(wants_openmetrics(self.headers.get("Accept")))
+        openmetrics = wants_openmetrics(self.headers.get("Accept"))
+        extra = b"" if self.process_metrics is None else self.process_metrics.render(openmetrics)
+        body = published.exposition.select(openmetrics, extra)
         gzip = accepts_gzip(self.headers.get("Accept-Encoding"))
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", body.content_type)
@@ -173,7 +262,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
-        for piece in body.gzip_parts if gzip else body.plain_pieces():
+        for piece in body.gzip_parts if gzip else body.plain_pieces(PLAIN_PIECE_BYTES):
             self.wfile.write(piece)
 
     def _send(
@@ -197,11 +286,28 @@ class Handler(BaseHTTPRequestHandler):
         """Access logs are off: scrapes are frequent and carry nothing an operator needs."""
 
 
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 25\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+    b"Too many connections now\n"
+)
+
+
 class MetricsServer(ThreadingHTTPServer):
+    """One thread per connection, at most `max_connections` at once; beyond it, 503."""
+
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, address: ListenAddress, handler: type[Handler]) -> None:
+    def __init__(
+        self,
+        address: ListenAddress,
+        handler: type[Handler],
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        self.max_connections = max_connections
+        self._active = 0
+        self._active_lock = threading.Lock()
         host = address.host
         self.address_family = socket.AF_INET6 if ":" in host or host == "" else socket.AF_INET
         if host == "" and not socket.has_ipv6:
@@ -214,18 +320,60 @@ class MetricsServer(ThreadingHTTPServer):
         """A scraper that hangs up mid-answer is its business: note it, never print a traceback."""
         log.debug("scrape_aborted", client=str(client_address), error=str(sys.exc_info()[1]))
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            busy = self._active >= self.max_connections
+            if not busy:
+                self._active += 1
+        if busy:
+            self._refuse(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    def _refuse(self, request: socket.socket) -> None:
+        """Answer 503 from the accepting thread, never waiting on the client."""
+        with contextlib.suppress(OSError):
+            request.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                request.recv(65536)  # what the client sent: unread, closing would reset
+            request.send(_BUSY)
+        self.shutdown_request(request)
+
     def server_bind(self) -> None:
         if self._dual_stack:
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
 
 
-def make_server(address: ListenAddress, latest: Latest) -> MetricsServer:
-    handler = type("BoundHandler", (Handler,), {"latest": latest})
+def make_server(
+    address: ListenAddress,
+    latest: Latest,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    read_header_timeout: float = DEFAULT_READ_HEADER_TIMEOUT,
+    telemetry_path: str = "/metrics",
+    process_metrics: ProcessMetrics | None = None,
+) -> MetricsServer:
+    handler = type(
+        "BoundHandler",
+        (Handler,),
+        {
+            "latest": latest,
+            "read_header_timeout": read_header_timeout,
+            "telemetry_path": telemetry_path,
+            "process_metrics": process_metrics,
+        },
+    )
     try:
-        return MetricsServer(address, handler)
+        return MetricsServer(address, handler, max_connections)
     except OSError as exc:
         # All interfaces on a host (or container) without IPv6: IPv4 only.
         if address.host or exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
             raise
-        return MetricsServer(ListenAddress("0.0.0.0", address.port), handler)
+        return MetricsServer(ListenAddress("0.0.0.0", address.port), handler, max_connections)

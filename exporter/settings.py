@@ -82,10 +82,14 @@ class Settings(BaseSettings):
     stale_after: PositiveSeconds | None = None
     listen_address: str = f":{DEFAULT_PORT}"
     web_config_file: Path | None = None
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
+    web_telemetry_path: str = "/metrics"
+    web_max_connections: Annotated[int, Field(gt=0, le=100_000)] = 64
+    web_read_header_timeout: PositiveSeconds = 10.0
+    log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
+    log_format: Literal["json", "logfmt", "console"] = "json"
     allow_insecure_http: bool = False
     max_response_bytes: Annotated[int, Field(gt=0)] = 256 * 1024 * 1024
+    max_label_length: Annotated[int, Field(ge=16, le=1 << 20)] = 1024
     demo: bool = False
     demo_scenario: str = "healthy"
 
@@ -97,7 +101,20 @@ class Settings(BaseSettings):
     @field_validator("listen_address")
     @classmethod
     def _listen_address(cls, value: str) -> str:
-        parse_listen_address(value)
+        addresses = [parse_listen_address(part) for part in value.split(",")]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("lists the same address twice")
+        return value
+
+    @field_validator("web_telemetry_path")
+    @classmethod
+    def _telemetry_path(cls, value: str) -> str:
+        if not value.startswith("/") or value in ("/", "/-/healthy", "/-/ready") or "?" in value:
+            raise ValueError(
+                "must be a path such as /metrics, other than /, /-/healthy and /-/ready"
+            )
+        if not value.isprintable() or any(char.isspace() for char in value):
+            raise ValueError("must not contain blanks or control characters")
         return value
 
     @field_validator("timezone")
@@ -213,13 +230,26 @@ class Settings(BaseSettings):
         return self.token_url or f"{self.base_url}/oauth/token"
 
     @property
-    def listen(self) -> ListenAddress:
-        return parse_listen_address(self.listen_address)
+    def listen(self) -> list[ListenAddress]:
+        """Every address to serve on (the flag may be repeated; the variable takes a list
+        separated by commas)."""
+        return [parse_listen_address(part) for part in self.listen_address.split(",")]
 
     @property
     def effective_stale_after(self) -> float:
         """Seconds the last good per-group values outlive failing polls."""
         return self.stale_after if self.stale_after is not None else 5 * self.poll_interval
+
+    @property
+    def stall_after(self) -> float:
+        """Seconds without a poll result after which `/-/healthy` fails.
+
+        The longest a healthy poller goes without publishing: the wait before
+        a poll (at most an interval), the poll itself (a token request, the
+        request and its retry after a 401, each up to the timeout), processing
+        a large tenant, and the backoff before a dead poller process restarts.
+        """
+        return self.poll_interval + 3 * self.timeout + 120.0
 
     @property
     def tenant_label(self) -> str:
@@ -259,6 +289,10 @@ FLAGS: dict[str, str] = {
     "stale_after": "--stale-after",
     "listen_address": "--web.listen-address",
     "web_config_file": "--web.config.file",
+    "web_telemetry_path": "--web.telemetry-path",
+    "web_max_connections": "--web.max-connections",
+    "web_read_header_timeout": "--web.read-header-timeout",
+    "max_label_length": "--max-label-length",
     "log_level": "--log.level",
     "log_format": "--log.format",
     "allow_insecure_http": "--allow-insecure-http",

@@ -164,6 +164,7 @@ def run_poller(spec: PollerSpec, conn: Pipe) -> None:
         settings.poll_interval,
         settings.effective_stale_after,
         publish,
+        max_label_length=settings.max_label_length,
     ).run(after_poll=release_memory)
 
 
@@ -181,6 +182,12 @@ class PollerProcess:
         self._stopping = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Pipe | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The poller process's id, None before the first start."""
+        process = self._process
+        return None if process is None else process.pid
 
     def start(self) -> threading.Thread:
         self._spawn()

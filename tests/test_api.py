@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import socket
 import ssl
+import threading
+import time
+import tracemalloc
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +24,10 @@ from exporter.api import (
     KeyFile,
     RequestStats,
     classify_transport_error,
+    credentials_from,
 )
-from exporter.simulator import Fault, Simulator, error_fault
+from exporter.settings import ConfigError, load_settings
+from exporter.simulator import DEMO_KEY, Fault, Simulator, error_fault
 
 MakeClient = Callable[..., ApiClient]
 
@@ -149,3 +157,173 @@ def test_rotated_key_file_retries_once_after_401(simulator: Simulator, tmp_path:
     assert requests == 2
     assert failures == {("401", "498"): 1}
     client.close()
+
+
+def gzipped(data: bytes, layers: int = 1) -> bytes:
+    for _ in range(layers):
+        data = gzip.compress(data, compresslevel=1)
+    return data
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "gzip, gzip", "gzip,identity, gzip"])
+def test_compressed_bodies_are_decoded(make_client: MakeClient, encoding: str) -> None:
+    layers = encoding.count("gzip")
+    body = gzipped(b'[{"id": "1", "totalCount": 2, "validcount": 1, "errorcount": 1}]', layers)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Accept-Encoding"] == "gzip, deflate"
+        return httpx.Response(200, content=body, headers={"Content-Encoding": encoding})
+
+    fetched = make_client(transport=httpx.MockTransport(handler)).fetch()
+    assert [group.id for group in fetched.payload.groups] == ["1"]
+
+
+def test_deflate_and_several_gzip_members_are_decoded(make_client: MakeClient) -> None:
+    bodies = {
+        "deflate": zlib.compress(b"[]"),
+        "gzip": gzip.compress(b"[ ") + gzip.compress(b" ]"),
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        encoding = request.headers["X-Encoding"]
+        return httpx.Response(200, content=bodies[encoding], headers={"Content-Encoding": encoding})
+
+    client = make_client(transport=httpx.MockTransport(handler))
+    for encoding in bodies:
+        client._client.headers["X-Encoding"] = encoding
+        assert client.fetch().payload.groups == []
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_gzip_bomb_is_refused_by_its_decoded_size(make_client: MakeClient, layers: int) -> None:
+    bomb = gzipped(bytes(64 << 20), layers)
+    headers = {"Content-Encoding": ", ".join(["gzip"] * layers)}
+    chunks = [bomb[i : i + 65536] for i in range(0, len(bomb), 65536)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=iter(chunks), headers=headers)
+
+    tracemalloc.start()
+    try:
+        failure = failure_of(
+            make_client(max_response_bytes=1 << 20, transport=httpx.MockTransport(handler))
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert failure.labels == ("200", "too_large")
+    assert peak < (1 << 20) + (4 << 20), f"decoding peaked at {peak} bytes"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("br", b"\x0b\x01\x80[]\x03"),
+        ("zstd", b"whatever"),
+        ("compress", b"whatever"),
+        ("gzip", b"not gzip at all"),
+        ("gzip", gzip.compress(b"[]")[:-12]),
+    ],
+)
+def test_unbounded_or_broken_encodings_are_refused(
+    make_client: MakeClient, encoding: str, body: bytes
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        # A streamed body: httpx would decode one given as bytes at once.
+        return httpx.Response(200, content=iter([body]), headers={"Content-Encoding": encoding})
+
+    client = make_client(transport=httpx.MockTransport(handler))
+    assert failure_of(client).labels == ("200", "invalid_response")
+
+
+KEY = "sk-live-0123456789abcdefABCDEF"
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (401, KEY, "other"),
+        (401, "498", "498"),
+        (500, 1001.0, "1001"),
+        (500, "<html>" * 1000, "other"),
+        (500, "1234567", "other"),
+        (500, True, "other"),
+        (500, "١٢٣", "other"),  # digits, but not ASCII ones
+        (200, KEY, "other"),
+    ],
+)
+def test_failure_code_label_comes_from_a_bounded_vocabulary(
+    make_client: MakeClient, status: int, code: object, expected: str
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"code": code, "description": KEY})
+
+    client = make_client(key=KEY, transport=httpx.MockTransport(handler))
+    failure = failure_of(client)
+    assert failure.labels == (str(status), expected)
+    assert KEY not in str(failure)
+
+
+def test_newline_inside_a_key_file_is_a_bad_key_file(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_text("key-one\nkey-two\n")
+    settings = load_settings(base_url="https://acme.example/v3", api_key_file=str(path))
+    with pytest.raises(ConfigError, match=r"WEBEX_CAMPAIGN_API_KEY_FILE \(--api-key-file\).*line"):
+        credentials_from(settings)
+
+
+def test_rotation_to_a_key_file_with_a_newline_keeps_the_last_good_key(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "key"
+    path.write_text(DEMO_KEY)
+    key_file = KeyFile(path)
+    client = ApiClient(simulator.base_url, key_file, 5.0, 10_000_000, RequestStats())
+    replacement = tmp_path / "key.new"
+    replacement.write_text("new key\nwith a line break")
+    replacement.replace(path)
+    assert client.fetch().payload.groups  # still authorised with the last good key
+    assert key_file.problem is not None and "line break" in key_file.problem
+    assert client.stats.read() == (1, {})
+    client.close()
+
+
+class DripServer:
+    """A loopback server that sends its status line, then headers a byte at a time."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.gone = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                for _ in range(600):  # a minute at 0.1 s a byte
+                    conn.sendall(b"X")
+                    time.sleep(self._interval)
+            except OSError:
+                pass  # the client gave up: the point of the test
+            self.gone.set()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_headers_dripped_slowly_hit_the_total_deadline(make_client: MakeClient) -> None:
+    server = DripServer(interval=0.1)  # every read succeeds well within the timeout
+    try:
+        client = make_client(base_url=f"http://127.0.0.1:{server.port}", timeout=1.0)
+        started = time.monotonic()
+        failure = failure_of(client)
+        elapsed = time.monotonic() - started
+        assert failure.labels == ("none", "timeout")
+        assert elapsed < 30, f"the request ran {elapsed:.1f} s against a 1 s timeout"
+        assert server.gone.wait(30)
+    finally:
+        server.close()

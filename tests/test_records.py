@@ -6,10 +6,16 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from helpers import text_of
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from exporter import records
+from exporter.exposition import Health, render, render_groups
 from exporter.records import DateParser, PayloadError, parse_payload, text
 from exporter.simulator import SEED_RECORDS
+from exporter.snapshot import StateTracker
 
 
 def body(records: object) -> bytes:
@@ -202,3 +208,35 @@ def test_cuts_inside_a_record_fall_back_to_the_whole_body(trap: dict[str, object
 def test_truncated_large_body_still_fails_the_poll() -> None:
     with pytest.raises(PayloadError):
         parse_payload(body(many(300))[:-500])
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=8,
+)
+FIELDS = [*records.Record.__annotations__, "unknownField"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=st.dictionaries(st.sampled_from(FIELDS), JSON, min_size=1, max_size=4))
+def test_any_json_in_any_field_is_accepted_or_counted_invalid(changes: dict[str, object]) -> None:
+    record = {**SEED_RECORDS[0], **changes}
+    parsed = parse_payload(body([record, SEED_RECORDS[1]]))
+    assert len(parsed.groups) + parsed.invalid == 2
+    assert parsed.groups[-1].id == SEED_RECORDS[1]["id"]
+    # Whatever was accepted goes through the rest of the pipeline and parses back.
+    samples = StateTracker().observe(parsed.groups, 1_800_000_000.0, DateParser("Europe/Berlin"))
+    exposition = render(render_groups("acme", samples), health_of(parsed.invalid))
+    families = list(parse_text(text_of(exposition)))
+    assert any(family.name == "webex_campaign_target_group_total_records" for family in families)
+
+
+def health_of(invalid: int) -> Health:
+    return Health("acme", True, 1.0, 0.1, 1, {}, invalid)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from helpers import FakeClock
 
 from exporter import metrics as m
 from exporter.exposition import Health, render_groups
@@ -133,3 +137,119 @@ def test_unknown_paths_are_404(base: str, path: str) -> None:
 
 def test_other_methods_are_405(base: str) -> None:
     assert httpx.post(f"{base}/metrics").status_code == 405
+
+
+def test_healthy_fails_when_polling_stops_making_progress(clock: FakeClock) -> None:
+    latest = Latest(
+        initial_published("acme", dict.fromkeys(m.DOCUMENTED_FAILURES, 0)),
+        stall_after=300.0,
+        clock=clock,
+    )
+    server = make_server(ListenAddress("127.0.0.1", 0), latest)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/-/healthy"
+    try:
+        clock.advance(299)
+        assert httpx.get(url).status_code == 200
+        ready(latest)  # a poll result: progress
+        clock.advance(299)
+        assert httpx.get(url).status_code == 200
+        clock.advance(2)
+        response = httpx.get(url)
+        assert response.status_code == 503
+        assert "no poll result for 301 s" in response.text
+        ready(latest)
+        assert httpx.get(url).status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_healthy_fails_when_the_thread_receiving_results_dies(base: str, latest: Latest) -> None:
+    worker = threading.Thread(target=lambda: None)
+    worker.start()
+    latest.watch(worker)
+    worker.join()
+    response = httpx.get(f"{base}/-/healthy")
+    assert response.status_code == 503
+    assert "stopped" in response.text
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
+def test_other_methods_are_405_with_allow(base: str, method: str) -> None:
+    response = httpx.request(method, f"{base}/metrics")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, HEAD"
+
+
+@pytest.fixture
+def small_server(latest: Latest) -> Iterator[tuple[str, int]]:
+    """A server that takes 2 connections at once and 1 s to read request headers."""
+    server = make_server(
+        ListenAddress("127.0.0.1", 0), latest, max_connections=2, read_header_timeout=1.0
+    )
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield "127.0.0.1", server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    sock.settimeout(30)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+        if b"\r\n\r\n" in data:
+            break
+    return data
+
+
+def test_connections_beyond_the_cap_get_503(small_server: tuple[str, int]) -> None:
+    held = [socket.create_connection(small_server) for _ in range(2)]
+    try:
+        for sock in held:  # each has its thread: a request that never ends
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+        with socket.create_connection(small_server) as extra:
+            extra.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_answer(extra).startswith(b"HTTP/1.1 503 ")
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_request_headers_sent_slowly_hit_the_header_deadline(
+    small_server: tuple[str, int],
+) -> None:
+    with socket.create_connection(small_server) as sock:
+        started = time.monotonic()
+        try:
+            for byte in b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 600:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.05)  # each byte well within any per-read timeout
+        except OSError:
+            pass  # disconnected mid-drip: what the deadline is for
+        sock.settimeout(30)
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(65536) == b""  # closed without an answer
+        elapsed = time.monotonic() - started
+    assert elapsed < 25, f"a 1 s header deadline held the connection {elapsed:.1f} s"
+
+
+def test_telemetry_path_and_several_listen_addresses(latest: Latest) -> None:
+    servers = [
+        make_server(ListenAddress("127.0.0.1", 0), latest, telemetry_path="/probe/metrics")
+        for _ in range(2)
+    ]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        ready(latest)
+        for server in servers:
+            base = f"http://127.0.0.1:{server.server_address[1]}"
+            assert "webex_campaign_up" in httpx.get(f"{base}/probe/metrics").text
+            assert httpx.get(f"{base}/metrics").status_code == 404
+            assert 'href="/probe/metrics"' in httpx.get(f"{base}/").text
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()

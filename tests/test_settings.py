@@ -30,7 +30,11 @@ def test_defaults_follow_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.timezone == "UTC"
     assert settings.log_level == "info"
     assert settings.log_format == "json"
-    assert settings.listen == ListenAddress("", DEFAULT_PORT)
+    assert settings.listen == [ListenAddress("", DEFAULT_PORT)]
+    assert settings.web_telemetry_path == "/metrics"
+    assert settings.web_max_connections == 64
+    assert settings.web_read_header_timeout == 10
+    assert settings.max_label_length == 1024
     assert settings.effective_stale_after == 300
     assert settings.tenant_label == "acme"
     assert not 9100 <= DEFAULT_PORT <= 9999  # the fully allocated exporter range
@@ -100,9 +104,52 @@ def test_api_key_never_echoed_in_errors() -> None:
 
 
 def test_listen_address_forms() -> None:
-    assert load_settings(demo=True, listen_address="[::1]:9").listen == ListenAddress("::1", 9)
+    assert load_settings(demo=True, listen_address="[::1]:9").listen == [ListenAddress("::1", 9)]
     assert str(ListenAddress("::1", 9)) == "[::1]:9"
-    assert load_settings(demo=True, listen_address="0.0.0.0:1").listen.port == 1
+    assert load_settings(demo=True, listen_address="0.0.0.0:1").listen[0].port == 1
+    several = load_settings(demo=True, listen_address="127.0.0.1:1,[::1]:2")
+    assert several.listen == [ListenAddress("127.0.0.1", 1), ListenAddress("::1", 2)]
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (
+            ["--web.max-connections", "0"],
+            "WEBEX_CAMPAIGN_WEB_MAX_CONNECTIONS (--web.max-connections)",
+        ),
+        (["--web.max-connections", "many"], "WEBEX_CAMPAIGN_WEB_MAX_CONNECTIONS"),
+        (
+            ["--web.read-header-timeout", "0"],
+            "WEBEX_CAMPAIGN_WEB_READ_HEADER_TIMEOUT (--web.read-header-timeout)",
+        ),
+        (["--max-label-length", "8"], "WEBEX_CAMPAIGN_MAX_LABEL_LENGTH (--max-label-length)"),
+        (
+            ["--web.telemetry-path", "metrics"],
+            "WEBEX_CAMPAIGN_WEB_TELEMETRY_PATH (--web.telemetry-path)",
+        ),
+        (["--web.telemetry-path", "/-/ready"], "WEBEX_CAMPAIGN_WEB_TELEMETRY_PATH"),
+        (["--web.telemetry-path", "/a b"], "WEBEX_CAMPAIGN_WEB_TELEMETRY_PATH"),
+        (
+            ["--web.listen-address", "127.0.0.1:1", "--web.listen-address", "127.0.0.1:1"],
+            "WEBEX_CAMPAIGN_LISTEN_ADDRESS (--web.listen-address)",
+        ),
+        (["--web.listen-address", "127.0.0.1:x"], "WEBEX_CAMPAIGN_LISTEN_ADDRESS"),
+        (["--log.level", "warn", "--log.format", "yaml"], "WEBEX_CAMPAIGN_LOG_FORMAT"),
+    ],
+)
+def test_new_settings_exit_2_naming_the_setting(
+    args: list[str], names: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--demo", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert names in err[0]
+
+
+def test_exporter_toolkit_log_settings_are_accepted() -> None:
+    settings = load_settings(demo=True, log_level="warn", log_format="logfmt")
+    assert (settings.log_level, settings.log_format) == ("warn", "logfmt")
 
 
 def test_cli_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
