@@ -1,14 +1,14 @@
-"""`python -m benchmarks`: the exporter as it ships vs the obvious implementation vs the limit.
+"""`python -m benchmarks`: the exporter as it ships vs the obvious exporter vs the limit.
 
-For each size N it generates a payload, serves it from a fake API process, runs
-the `webex-campaign-exporter` console script against it and measures poll
-processing (from the exporter's `poll_completed` log lines), scrape latency from
-a separate client process (idle and while polls run back to back), and RSS
-(summed over the exporter's processes, should it run its poller in a child).
-Then the same gzip body from a plain threaded server (the limit) and the obvious
-prometheus_client implementation on the same payload. Finally, RSS after many
-polls of a churning tenant. Timings are reported, never asserted: the exit code
-is 0 unless the harness itself breaks.
+For each size and churn level (the share of groups the fake API changes, at
+random, before every answer) the exporter and the obvious exporter in two
+variants poll the same pre-built bodies back to back; each is measured for CPU
+per poll (from /proc, no scrapes), poll wall time (first poll and median, from
+the `poll_completed` log lines), scrape latency from a separate client process
+while polls run, and RSS (peak summed over processes, sum of VmHWM, at rest).
+Then the limit server, issue 13's several-tenants row and issue 4's
+RSS-under-churn check. Timings are reported, never asserted: the exit code is 0
+unless the harness itself breaks.
 """
 
 from __future__ import annotations

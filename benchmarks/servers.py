@@ -47,14 +47,11 @@ class Feed:
         self.on_demand = 0
         self.served = 0
         self._lock = threading.Lock()
-        while len(self.bodies) < max(1, prebuilt):
+        # Unchanged: the one body serves every request.
+        while tenant.changed_per_step and len(self.bodies) < prebuilt:
             self._grow()
 
     def _grow(self) -> None:
-        if self.tenant.changed_per_step == 0:  # unchanged: one body serves every request
-            self.bodies.append(self.bodies[-1])
-            self.changed.append(0)
-            return
         self.changed.append(len(self.tenant.step()))
         self.bodies.append(self.tenant.body())
 
@@ -62,6 +59,8 @@ class Feed:
         with self._lock:
             index = self.served
             self.served += 1
+            if self.tenant.changed_per_step == 0:
+                return self.bodies[0]
             while index >= len(self.bodies):
                 self.on_demand += 1
                 self._grow()
