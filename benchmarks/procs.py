@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = "webex-campaign-exporter"
@@ -201,7 +201,7 @@ class Server:
     def stop(self) -> None:
         _stop(self.process, grace=3)
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -389,7 +389,7 @@ class Measured:
         self._reader.join(5)
         self._log.close()
 
-    def __enter__(self) -> Measured:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
