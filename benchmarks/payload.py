@@ -140,3 +140,75 @@ class Churner:
                 record["totalCount"] += 100.0
                 record["validcount"] += 100.0
                 record["lastUpdatedOn"] = stamp
+
+
+# The fields a poll-to-poll change touches. They are serialised last, from a template,
+# so a changed group costs one string format instead of a json.dumps of the record.
+MUTABLE = ("totalCount", "validcount", "errorcount", "targetState", "statusValue", "lastUpdatedOn")
+_TAIL = (
+    ',"totalCount":%r,"validcount":%r,"errorcount":%r,"targetState":%d,'
+    '"statusValue":"%s","lastUpdatedOn":"%s"}'
+)
+
+
+class ChurningTenant:
+    """One tenant whose bodies change a fixed share of groups, picked at random, per step.
+
+    Each group is kept as its immutable JSON prefix (serialised once) plus the mutable
+    values; a body is the prefixes joined with freshly formatted tails. A changed group
+    gets new counts and/or a new state and always a new `lastUpdatedOn` (tenant time
+    advances a minute per step), so every one of them has new sample values.
+    """
+
+    def __init__(self, groups: int, fraction: float, seed: int = 4) -> None:
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"churn fraction {fraction} is not within [0, 1]")
+        records = generate(groups, seed)
+        self.prefixes = [
+            json.dumps(
+                {k: v for k, v in record.items() if k not in MUTABLE},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )[:-1]
+            for record in records
+        ]
+        self.values: list[list[Any]] = [[record[k] for k in MUTABLE] for record in records]
+        self.tails = [_TAIL % tuple(values) for values in self.values]
+        self.changed_per_step = round(groups * fraction)
+        if fraction > 0:
+            self.changed_per_step = max(1, self.changed_per_step)
+        self._rng = random.Random(seed + 1)
+        self._now = _EPOCH + timedelta(days=1)
+        self.steps = 0
+
+    @property
+    def groups(self) -> int:
+        return len(self.prefixes)
+
+    def step(self) -> list[int]:
+        """Change `changed_per_step` groups chosen at random; returns their indexes."""
+        self.steps += 1
+        self._now += timedelta(minutes=1)
+        stamp = format_date(self._now, _UTC)
+        rng = self._rng
+        chosen = rng.sample(range(self.groups), self.changed_per_step)
+        for index in chosen:
+            total, valid, errors, state, status, _ = values = self.values[index]
+            if state == 0:  # an import progresses, and now and then completes
+                total += 100.0
+                valid += 100.0
+                if rng.random() < 0.3:
+                    state, status = 1, "Ready"
+            elif rng.random() < 0.1:  # a re-import starts
+                state, status = 0, "Inprogress"
+                total = valid = errors = 0.0
+            else:  # records appended, some rejected
+                added = float(rng.randrange(1, 50))
+                bad = float(rng.randrange(0, 3))
+                total, valid, errors = total + added, valid + added - bad, errors + bad
+            values[:] = (total, valid, errors, state, status, stamp)
+            self.tails[index] = _TAIL % (total, valid, errors, state, status, stamp)
+        return chosen
+
+    def body(self) -> bytes:
+        return ("[" + ",".join(map(str.__add__, self.prefixes, self.tails)) + "]").encode()

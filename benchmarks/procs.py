@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = "webex-campaign-exporter"
@@ -73,6 +73,23 @@ def proc_status(pid: int) -> dict[str, float]:
     except (FileNotFoundError, ProcessLookupError):
         return {}
     return values
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU of these processes and of their reaped children, from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # fields[0] is field 3 (state): utime, stime, cutime, cstime are fields 14-17.
+        total += sum(int(value) for value in fields[11:15])
+    return total / _TICK
 
 
 def descendants(pid: int) -> list[int]:
@@ -138,6 +155,10 @@ class TreeMemory:
             "hwm_sum_mb": sum(self._hwm.values()),
         }
 
+    def cpu(self) -> float:
+        """CPU seconds used so far by the whole tree, children looked up again."""
+        return cpu_seconds(descendants(self.pid))
+
     def now(self) -> dict[str, float]:
         """A fresh reading, children looked up again."""
         self._pids = descendants(self.pid)
@@ -180,7 +201,7 @@ class Server:
     def stop(self) -> None:
         _stop(self.process, grace=3)
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -188,13 +209,41 @@ class Server:
 
 
 class FakeApi(Server):
-    def __init__(self, payload: Path, churn_every: int = 0, hold_at: Sequence[int] = ()) -> None:
-        args = ["fake-api", "--payload", str(payload)]
+    """The fake tenant(s) of `benchmarks.servers fake-api`; see there for the options."""
+
+    def __init__(
+        self,
+        payload: Path | None = None,
+        churn_every: int = 0,
+        hold_at: Sequence[int] = (),
+        *,
+        groups: int = 0,
+        churn: float = 0.0,
+        bodies: int = 1,
+        tenants: int = 0,
+        tenant_groups: int = 1_000,
+        hang: str | None = None,
+    ) -> None:
+        args = ["fake-api"]
+        if payload is not None:
+            args += ["--payload", str(payload)]
         if churn_every:
             args += ["--churn-every", str(churn_every)]
         if hold_at:
             args += ["--hold-at", ",".join(map(str, hold_at))]
+        if groups:
+            args += ["--groups", str(groups), "--bodies", str(bodies)]
+        args += ["--churn", repr(churn)]
+        if tenants:
+            args += ["--tenants", str(tenants), "--tenant-groups", str(tenant_groups)]
+            args += ["--bodies", str(bodies)]
+        if hang:
+            args += ["--hang", hang]
         super().__init__(*args)
+
+    def rewind(self) -> None:
+        """The next client gets the same bodies, in the same order, as the first one."""
+        get(self.port, "/-/rewind")
 
     @property
     def base_url(self) -> str:
@@ -209,7 +258,7 @@ class FakeApi(Server):
     def release(self) -> None:
         get(self.port, "/-/release")
 
-    def wait_held(self, timeout: float, alive: Exporter | None = None) -> dict[str, Any]:
+    def wait_held(self, timeout: float, alive: Measured | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             state = self.state()
@@ -255,33 +304,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Exporter:
-    """The exporter as it ships, polling `api`; its JSON log lines parsed from stderr."""
+class Measured:
+    """A process under measurement whose JSON log lines on stderr report each poll.
 
-    def __init__(self, api: FakeApi, poll_interval: float, log_path: Path) -> None:
-        self.port = free_port()
-        self.command = [
-            *exporter_command(),
-            "--base-url",
-            api.base_url,
-            "--tenant",
-            "bench",
-            "--web.listen-address",
-            f"127.0.0.1:{self.port}",
-            "--log.level",
-            "debug",
-            "--log.format",
-            "json",
-            "--poll-interval",
-            str(poll_interval),
-            "--stale-after",
-            "86400",
-            "--timeout",
-            "900",
-            "--max-response-bytes",
-            str(1 << 30),
-        ]
+    Each `poll_completed` event gets `_at` (monotonic time the line was read) and,
+    unless `cpu_per_event` is off, `_cpu_s` (CPU seconds of the process tree then).
+    """
+
+    name = "process"
+
+    def __init__(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        port: int,
+        log_path: Path,
+        cpu_per_event: bool = True,
+    ) -> None:
+        self.command = command
+        self.port = port
         self.polls: list[dict[str, Any]] = []
+        self._cpu_per_event = cpu_per_event
         self._cond = threading.Condition()
         self._log = log_path.open("w", encoding="utf-8")
         self.process = subprocess.Popen(
@@ -289,13 +332,14 @@ class Exporter:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
-            env=_env({"WEBEX_CAMPAIGN_API_KEY": "bench"}),
+            env=env,
+            cwd=ROOT,
         )
         self.pid = self.process.pid
+        self.tree = TreeMemory(self.pid)
         assert self.process.stderr is not None
         self._reader = threading.Thread(target=self._read, args=(self.process.stderr,), daemon=True)
         self._reader.start()
-        self.tree = TreeMemory(self.pid)
         self.log_path = log_path
 
     def _read(self, stream: IO[str]) -> None:
@@ -306,6 +350,9 @@ class Exporter:
             except ValueError:
                 continue
             if isinstance(event, dict) and event.get("event") == "poll_completed":
+                event["_at"] = time.monotonic()
+                if self._cpu_per_event:
+                    event["_cpu_s"] = self.tree.cpu()
                 with self._cond:
                     self.polls.append(event)
                     self._cond.notify_all()
@@ -316,7 +363,7 @@ class Exporter:
             self._reader.join(2)
             self._log.flush()
             tail = self.log_path.read_text(encoding="utf-8")[-3000:]
-            raise HarnessError(f"the exporter exited {self.process.returncode}:\n{tail}")
+            raise HarnessError(f"{self.name} exited {self.process.returncode}:\n{tail}")
 
     def wait_polls(self, count: int, timeout: float) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -342,8 +389,103 @@ class Exporter:
         self._reader.join(5)
         self._log.close()
 
-    def __enter__(self) -> Exporter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Exporter(Measured):
+    """The exporter as it ships (its console script), polling `api` back to back."""
+
+    name = "the exporter"
+
+    def __init__(self, api: FakeApi, poll_interval: float, log_path: Path) -> None:
+        port = free_port()
+        command = [
+            *exporter_command(),
+            "--base-url",
+            api.base_url,
+            "--tenant",
+            "bench",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--log.level",
+            "debug",
+            "--log.format",
+            "json",
+            "--poll-interval",
+            str(poll_interval),
+            "--stale-after",
+            "86400",
+            "--timeout",
+            "900",
+            "--max-response-bytes",
+            str(1 << 30),
+        ]
+        super().__init__(command, _env({"WEBEX_CAMPAIGN_API_KEY": "bench"}), port, log_path)
+
+
+class Obvious(Measured):
+    """`benchmarks.obvious` (one of its variants), polling `api` back to back."""
+
+    def __init__(self, api: FakeApi, variant: str, log_path: Path) -> None:
+        port = free_port()
+        self.name = f"the obvious exporter ({variant})"
+        command = [sys.executable, "-m", "benchmarks.obvious", "--variant", variant]
+        command += ["--base-url", api.base_url, "--port", str(port)]
+        super().__init__(command, _env(), port, log_path)
+
+
+def exporter_help() -> str:
+    """The console script's `--help`: what this exporter build can be asked to do."""
+    result = subprocess.run(
+        [*exporter_command(), "--help"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+        check=False,
+    )
+    return result.stdout
+
+
+class MultiTenantExporter(Measured):
+    """The exporter with SPEC's `--config.file`: one YAML file naming every tenant."""
+
+    name = "the exporter (several tenants)"
+
+    def __init__(
+        self,
+        api: FakeApi,
+        names: Sequence[str],
+        defaults: dict[str, float],
+        config_path: Path,
+        log_path: Path,
+    ) -> None:
+        port = free_port()
+        lines = ["defaults:"]
+        lines += [f"  {key}: {value}" for key, value in defaults.items()]
+        lines.append("tenants:")
+        for name in names:
+            lines += [
+                f"  - name: {name}",
+                f"    base_url: {api.base_url}/t/{name}",
+                "    api_key_env: BENCH_API_KEY",
+            ]
+        config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        command = [
+            *exporter_command(),
+            "--config.file",
+            str(config_path),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--log.level",
+            "debug",
+            "--log.format",
+            "json",
+        ]
+        env = _env({"BENCH_API_KEY": "bench"})
+        # Per-event CPU readings would cost the harness a /proc walk per tenant poll.
+        super().__init__(command, env, port, log_path, cpu_per_event=False)

@@ -26,7 +26,13 @@ def _get(conn: http.client.HTTPConnection, path: str) -> tuple[int, str | None, 
 
 
 def scrape(
-    host: str, port: int, path: str, count: int, min_seconds: float, pause: float
+    host: str,
+    port: int,
+    path: str,
+    count: int,
+    min_seconds: float,
+    pause: float,
+    max_seconds: float = float("inf"),
 ) -> tuple[list[float], bytes, str | None]:
     conn = http.client.HTTPConnection(host, port, timeout=120)
     status, encoding, body = _get(conn, path)  # warm-up: connection set-up is not a scrape
@@ -35,6 +41,8 @@ def scrape(
     samples: list[float] = []
     started = time.perf_counter()
     while len(samples) < count or time.perf_counter() - started < min_seconds:
+        if samples and time.perf_counter() - started >= max(max_seconds, min_seconds):
+            break  # a slow server: fewer samples rather than an endless run
         begin = time.perf_counter()
         try:
             status, encoding, body = _get(conn, path)
@@ -59,11 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", default="/metrics")
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--min-seconds", type=float, default=0.0)
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=float("inf"),
+        help="stop after this long even if fewer than --count scrapes were taken",
+    )
     parser.add_argument("--pause", type=float, default=0.005, help="seconds between scrapes")
     parser.add_argument("--save-body", type=Path, help="write the last (gzip) body here")
     args = parser.parse_args(argv)
     samples, body, encoding = scrape(
-        args.host, args.port, args.path, args.count, args.min_seconds, args.pause
+        args.host, args.port, args.path, args.count, args.min_seconds, args.pause, args.max_seconds
     )
     if encoding != "gzip":
         raise SystemExit(f"expected a gzip body, got Content-Encoding {encoding!r}")

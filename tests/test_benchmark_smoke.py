@@ -1,23 +1,30 @@
 """The benchmark harness runs end to end in --quick mode and reports every row and column.
 
-Timings are the benchmark's output, never assertions here (issue 4).
+Timings are the benchmark's output, never assertions here (issues 4 and 14).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks.run import CHURN_COLUMNS, COLUMNS
+from benchmarks import procs
+from benchmarks.payload import MUTABLE, ChurningTenant
+from benchmarks.run import COLUMNS, CONFIG_FILE_FLAG, HEADLINE_COLUMNS, LEAK_COLUMNS, OBVIOUS
+from benchmarks.servers import FakeApi, Feed
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK_SIZES = [200, 2_000]
+QUICK_CHURNS = [1.0, 0.01, 0.0]
+IMPLEMENTATIONS = ["exporter", *OBVIOUS.values()]
 TARGET_STATUSES = {"PASS", "FAIL", "SKIP"}
 
 
@@ -31,7 +38,7 @@ def quick_run(
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=280,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -42,48 +49,125 @@ def _finite_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-@pytest.mark.timeout(120)
-def test_every_size_reports_every_column(
+def test_churning_tenant_changes_exactly_its_share_of_groups() -> None:
+    tenant = ChurningTenant(500, 0.1, seed=7)
+    before = json.loads(tenant.body())
+    chosen = tenant.step()
+    after = json.loads(tenant.body())
+    changed = [i for i, (old, new) in enumerate(zip(before, after, strict=True)) if old != new]
+    assert sorted(chosen) == changed and len(changed) == 50
+    for index in changed:
+        # Only the mutable fields move, and the date always does.
+        assert {k for k in before[index] if before[index][k] != after[index][k]} <= set(MUTABLE)
+        assert before[index]["lastUpdatedOn"] != after[index]["lastUpdatedOn"]
+    # Spread at random: not one block of neighbouring groups.
+    assert max(changed) - min(changed) > 250
+
+
+def test_unchanged_feed_serves_one_body_and_rewinds() -> None:
+    feed = Feed(ChurningTenant(50, 0.0), prebuilt=3)
+    first = [feed.next_body() for _ in range(4)]
+    assert len(set(first)) == 1 and feed.on_demand == 0
+    churning = Feed(ChurningTenant(50, 1.0), prebuilt=2)
+    sequence = [churning.next_body() for _ in range(3)]
+    assert len(set(sequence)) == 3 and churning.on_demand == 1
+    churning.rewind()
+    assert [churning.next_body() for _ in range(3)] == sequence
+
+
+def test_fake_api_serves_tenants_by_path_and_one_hangs() -> None:
+    from http.server import ThreadingHTTPServer
+
+    from benchmarks.servers import _api_handler, _QuietServer
+
+    api = FakeApi(
+        None,
+        {name: Feed(ChurningTenant(20, 0.5, seed=i), 1) for i, name in enumerate(("a", "b"))},
+        hang="b",
+    )
+    server: ThreadingHTTPServer = _QuietServer(("127.0.0.1", 0), _api_handler(api))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        status, body = procs.get(port, "/t/a/target-groups")
+        assert status == 200 and len(json.loads(body)) == 20
+        assert procs.get(port, "/t/nobody/target-groups")[0] == 404
+        with pytest.raises(TimeoutError):
+            procs.get(port, "/t/b/target-groups", timeout=0.5)
+        assert api.state()["hung"] == 1
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.timeout(300)
+def test_every_size_churn_and_implementation_reports_every_column(
     quick_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
 ) -> None:
     _, report = quick_run
-    assert [row["groups"] for row in report["rows"]] == QUICK_SIZES
-    for row in report["rows"]:
-        missing = [key for key, _, _ in COLUMNS if not _finite_number(row.get(key))]
-        assert not missing, f"{row['groups']} groups: no value for {missing}"
-        assert row["processing_s"] > 0 and row["peak_rss_mb"] >= row["steady_rss_mb"] > 0
-    for size in report["sizes"]:
-        # The exporter served every generated group: it measured the payload it was given.
-        assert size["exporter"]["groups_reported"] == size["groups"]
-        assert size["scrape_idle"]["gzip_bytes"] > 0
-        assert size["scrape_idle"]["count"] >= 30 and size["scrape_busy"]["count"] >= 30
+    expected = [(n, c, i) for n in QUICK_SIZES for c in QUICK_CHURNS for i in IMPLEMENTATIONS]
+    rows = report["rows"]
+    assert [(r["groups"], r["churn"], r["implementation"]) for r in rows] == expected
+    for row in rows:
+        missing = [key for key, _, _ in COLUMNS if key not in row or row[key] is None]
+        assert not missing, f"{row}: no value for {missing}"
+        assert row["poll_s"] > 0 and row["first_poll_s"] > 0 and row["cpu_per_poll_s"] >= 0
+        assert row["peak_rss_mb"] >= row["steady_rss_mb"] > 0 and row["hwm_sum_mb"] > 0
+    for run in report["runs"]:
+        # Every implementation measured the payload it was given, changed as asked.
+        assert run["groups_reported"] == run["groups"]
+        assert run["changed_per_poll"] == round(run["groups"] * run["churn"])
+        assert run["scrape_busy"]["count"] >= 1 and run["scrape_busy"]["gzip_bytes"] > 0
+    for row in report["headline"]:
+        assert all(_finite_number(row[key]) for key, _, _ in HEADLINE_COLUMNS)
 
 
-@pytest.mark.timeout(120)
-def test_churn_row_and_targets_are_reported(
+@pytest.mark.timeout(300)
+def test_targets_tenants_and_gc_are_reported(
     quick_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
 ) -> None:
-    _, report = quick_run
-    churn = report["churn"]
-    assert all(_finite_number(churn[key]) for key, _, _ in CHURN_COLUMNS)
-    assert (churn["polls_first"], churn["polls_last"]) == (50, 500)
+    result, report = quick_run
+    leak = report["leak"]
+    assert all(_finite_number(leak[key]) for key, _, _ in LEAK_COLUMNS)
+    assert (leak["polls_first"], leak["polls_last"]) == (50, 500)
     targets = report["targets"]
-    assert len(targets) == 7
+    assert len(targets) == 12
     assert {t["status"] for t in targets} <= TARGET_STATUSES
-    # Only the churn target can be evaluated at the quick sizes.
-    assert [t["status"] for t in targets].count("SKIP") == 6
+    # Issue 14's targets need sizes the quick run does not have.
+    assert [t["status"] for t in targets[:8]] == ["SKIP"] * 8
+    # The several-tenants row runs exactly when the exporter has --config.file.
+    supported = bool(CONFIG_FILE_FLAG.search(procs.exporter_help()))
+    assert report["tenants"]["supported"] is supported
+    tenant_targets = targets[8:11]
+    if supported:
+        assert report["tenants"]["hung_requests"] > 0
+        assert all(t["status"] != "SKIP" for t in tenant_targets)
+    else:
+        assert "not supported by this exporter build" in result.stdout
+        assert [t["status"] for t in tenant_targets] == ["SKIP"] * 3
+    assert (
+        "Exporter GC: " in result.stdout
+        and "Obvious exporters GC: Python defaults" in result.stdout
+    )
 
 
-@pytest.mark.timeout(120)
-def test_stdout_holds_the_table_and_machine_info(
+def test_config_file_capability_check_ignores_web_config_file() -> None:
+    assert not CONFIG_FILE_FLAG.search("  --web.config.file PATH  YAML file")
+    assert CONFIG_FILE_FLAG.search("  --config.file PATH  tenants")
+
+
+@pytest.mark.timeout(300)
+def test_stdout_holds_the_tables_and_machine_info(
     quick_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
 ) -> None:
     result, report = quick_run
     machine = report["machine"]
     assert machine["cpu"] and machine["cores"] and machine["python"]
     assert machine["cpu"] in result.stdout and f"Python {machine['python']}" in result.stdout
-    for _, title, _ in (*COLUMNS, *CHURN_COLUMNS):
+    assert re.search(r"load average [\d.]+ [\d.]+ [\d.]+ before", result.stdout)
+    for _, title, _ in (*COLUMNS, *HEADLINE_COLUMNS, *LEAK_COLUMNS):
         assert title in result.stdout
     for groups in QUICK_SIZES:
-        assert f"\n| {groups:,} |" in result.stdout
+        for churn in ("100%", "1%", "0%"):
+            for implementation in IMPLEMENTATIONS:
+                assert f"\n| {groups:,} | {churn} | {implementation} |" in result.stdout
     assert result.stdout.strip() == report["table"].strip()
