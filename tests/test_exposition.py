@@ -166,6 +166,42 @@ def test_hostile_names_round_trip(openmetrics: bool) -> None:
     assert tenants == {'ten"ant\\'}
 
 
+INFO_LABELS = {
+    "status": "statusValue",
+    "user_group": "userGroup",
+    "load_type": "loadType",
+    "source": "source",
+    "target_group_type": "targetGroupType",
+    "channels": "supportedChannels",
+}
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+@pytest.mark.parametrize("info_label", list(INFO_LABELS))
+def test_hostile_info_labels_round_trip(openmetrics: bool, info_label: str) -> None:
+    """Each label of the info series is escaped on its own (one forgotten `escape` breaks
+    the whole scrape for Prometheus)."""
+    field = INFO_LABELS[info_label]
+    records = [
+        {**SEED_RECORDS[0], "id": f"id-{i}", field: value} for i, value in enumerate(HOSTILE)
+    ]
+    exposition = render(render_groups("acme", samples_for(records)), health())
+    text = text_of(exposition, openmetrics)
+    served = {
+        s.labels["id"]: s.labels[info_label]
+        for s in samples(text, openmetrics)
+        if s.name == m.INFO.name
+    }
+    assert served == {f"id-{i}": value for i, value in enumerate(HOSTILE)}
+
+
+def test_channels_as_a_list_are_joined() -> None:
+    record = {**SEED_RECORDS[0], "supportedChannels": ["A", 'E"', "S"]}
+    text = text_of(render(render_groups("acme", samples_for([record])), health()))
+    (labels,) = series(text, m.INFO.name)
+    assert dict(labels)["channels"] == 'A,E",S'
+
+
 def test_gzip_is_one_valid_member_for_every_decoder() -> None:
     exposition = render(render_groups("acme", samples_for(list(SEED_RECORDS) * 1)), health())
     for body in (exposition.text, exposition.openmetrics):
