@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import ssl
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+import time_machine
+import trustme
 
 from exporter.api import (
     USER_AGENT,
     ApiClient,
     ApiError,
     ApiTimeout,
+    ApiTlsError,
     KeyFile,
     RequestStats,
+    StaticKey,
     classify_transport_error,
 )
 from exporter.simulator import Fault, Simulator, error_fault
@@ -149,3 +156,114 @@ def test_rotated_key_file_retries_once_after_401(simulator: Simulator, tmp_path:
     assert requests == 2
     assert failures == {("401", "498"): 1}
     client.close()
+
+
+def test_key_file_replaced_with_the_same_size_and_mtime_is_reread(tmp_path: Path) -> None:
+    """A rename over the file (a Secret volume's symlink swap) changes only the inode."""
+    path = tmp_path / "key"
+    path.write_text("key-aaaa")
+    key_file = KeyFile(path)
+    assert key_file.authorization() == "Bearer key-aaaa"
+    before = os.stat(path)
+    replacement = tmp_path / "key.new"
+    replacement.write_text("key-bbbb")
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    replacement.replace(path)
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert after.st_ino != before.st_ino
+    assert key_file.authorization() == "Bearer key-bbbb"
+
+
+def test_key_file_unchanged_is_not_reread(tmp_path: Path) -> None:
+    """Same inode, size and mtime: the file is taken as unchanged (no read per request)."""
+    path = tmp_path / "key"
+    path.write_text("key-aaaa")
+    key_file = KeyFile(path)
+    before = os.stat(path)
+    with path.open("r+") as handle:  # rewritten in place: same inode
+        handle.write("key-bbbb")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert key_file.authorization() == "Bearer key-aaaa"
+
+
+def throttled_with(retry_after: str) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            429, json={"code": 429, "description": "slow down"}, headers={"Retry-After": retry_after}
+        )
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("42", 42.0),
+        (" 7 ", 7.0),
+        ("Wed, 02 Dec 2026 12:02:00 GMT", 120.0),  # an HTTP date, two minutes ahead
+        ("Wed, 02 Dec 2026 11:00:00 GMT", 0.0),  # a date already past: retry now
+        ("soon", None),
+        ("", None),
+    ],
+)
+def test_retry_after_seconds_or_http_date(
+    make_client: MakeClient, header: str, expected: float | None
+) -> None:
+    client = make_client(transport=throttled_with(header))
+    with time_machine.travel(datetime(2026, 12, 2, 12, 0, tzinfo=UTC), tick=False):
+        failure = failure_of(client)
+    assert failure.labels == ("429", "429")
+    assert failure.retry_after == expected
+
+
+@pytest.fixture
+def untrusted_https_url() -> Iterator[tuple[str, trustme.CA]]:
+    """A real HTTPS server on loopback whose certificate comes from a CA nobody trusts."""
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", ca
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_untrusted_certificate_on_loopback_is_a_tls_failure(
+    untrusted_https_url: tuple[str, trustme.CA],
+) -> None:
+    url, ca = untrusted_https_url
+    stats = RequestStats()
+    client = ApiClient(url, StaticKey("k"), 30.0, 10_000_000, stats)
+    try:
+        failure = failure_of(client)
+    finally:
+        client.close()
+    assert isinstance(failure, ApiTlsError)
+    assert failure.labels == ("none", "tls")
+    assert stats.read() == (1, {("none", "tls"): 1})
+    # The same server with its CA trusted answers: the failure was the certificate.
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+    client = ApiClient(url, StaticKey("k"), 30.0, 10_000_000, RequestStats(), verify=trusted)
+    try:
+        assert client.fetch().payload.groups == []
+    finally:
+        client.close()
