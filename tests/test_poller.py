@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 from conftest import Recorder
 from helpers import FakeClock, by_id, series, text_of
 
 from exporter import metrics as m
-from exporter.api import HttpStatusError
+from exporter.api import ApiClient, HttpStatusError
 from exporter.poller import Poller, RetryPolicy
 from exporter.simulator import Fault, Simulator, error_fault
 
@@ -147,6 +148,32 @@ class TestRetryPolicy:
     def test_short_interval_starts_backoff_at_the_interval(self) -> None:
         assert RetryPolicy(interval=2).backoff(1, random.Random(0)) <= 2
 
+    @pytest.mark.parametrize(
+        ("interval", "failures", "base"),
+        [
+            (60, 1, 5.0),
+            (60, 2, 10.0),
+            (60, 4, 40.0),
+            (60, 5, 60.0),
+            (30, 1, 5.0),
+            (2, 1, 2.0),
+            (2, 3, 2.0),
+            (0.5, 1, 0.5),
+        ],
+    )
+    def test_backoff_is_exactly_the_base_times_the_jitter(
+        self, interval: float, failures: int, base: float
+    ) -> None:
+        for seed in range(20):
+            jitter = random.Random(seed).uniform(0.5, 1.0)
+            delay = RetryPolicy(interval=interval).backoff(failures, random.Random(seed))
+            assert delay == pytest.approx(base * jitter)
+
+    def test_first_backoff_spans_half_to_full_five_seconds(self) -> None:
+        delays = [RetryPolicy(interval=60).backoff(1, self.rng) for _ in range(500)]
+        assert all(2.5 <= d <= 5.0 for d in delays)
+        assert min(delays) < 2.6 and max(delays) > 4.9
+
     def test_jitter_stays_within_half_to_full(self) -> None:
         delays = {RetryPolicy(interval=60).backoff(2, self.rng) for _ in range(200)}
         assert min(delays) >= 5 and max(delays) <= 10 and len(delays) > 100
@@ -161,3 +188,24 @@ class TestRetryPolicy:
     def test_key_not_allowed_waits_for_the_next_interval(self) -> None:
         denied = HttpStatusError("HTTP 401", "401", "430")
         assert RetryPolicy(interval=60).delay_after(denied, 1, self.rng) == 60
+
+
+def test_poller_backs_off_from_five_seconds_after_a_failure(
+    make_client: Callable[..., ApiClient], recorder: Recorder, simulator: Simulator
+) -> None:
+    """The poller's own policy, with its jitter drawn from the rng it was given."""
+    poller = Poller(
+        make_client(),
+        tenant="acme",
+        timezone="UTC",
+        interval=60.0,
+        stale_after=300.0,
+        publish=recorder,
+        clock=FakeClock(),
+        rng=random.Random(7),
+    )
+    expected = random.Random(7)
+    simulator.tenant.inject(error_fault(500, 500), error_fault(500, 500))
+    assert poller.poll_once() == pytest.approx(5.0 * expected.uniform(0.5, 1.0))
+    assert poller.poll_once() == pytest.approx(10.0 * expected.uniform(0.5, 1.0))
+    assert poller.poll_once() == 60.0
