@@ -154,6 +154,32 @@ def test_tls_defaults_to_tls12_minimum(pki: Pki, tls_url: str) -> None:
     assert get(f"{tls_url}/metrics", verify=tls12).status_code == 200
 
 
+def test_server_context_defaults_to_tls12_through_tls13(pki: Pki) -> None:
+    cert, key = pki.server_files()
+    path = write_config(pki.folder, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    context = load_web_config(path).ssl_context()
+    assert context is not None
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert context.maximum_version == ssl.TLSVersion.TLSv1_3
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
+def test_a_tls11_client_is_refused_for_its_version(pki: Pki, tls_url: str) -> None:
+    """The client can speak TLS 1.0/1.1 (security level 0), so the server's refusal must be
+    about the protocol version, not about ciphers: a server that allowed TLS 1.0 would fail
+    this handshake with a cipher or handshake alert instead, or complete it."""
+    old = pki.client_context()
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    host, port = tls_url.removeprefix("https://").rsplit(":", 1)
+    with (
+        socket.create_connection((host, int(port)), timeout=30) as raw,
+        pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"),
+    ):
+        old.wrap_socket(raw, server_hostname=host)
+
+
 def test_min_version_tls13_rejects_tls12_clients(pki: Pki, serve: Serve) -> None:
     cert, key = pki.server_files()
     path = write_config(
