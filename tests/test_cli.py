@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from helpers import free_port
 
 from exporter import __version__, settings
@@ -21,6 +22,14 @@ from exporter.settings import Settings, load_settings
 
 # Generous: the run starts a real poller process; the suite must stay green on busy cores.
 PATIENCE = 60.0
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """main() configures structlog to write to this test's stderr, which is gone after it."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def test_every_flag_sets_the_setting_it_names() -> None:
