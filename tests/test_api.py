@@ -21,12 +21,17 @@ from exporter.api import (
     ApiError,
     ApiTimeout,
     ApiTlsError,
+    ClientCredentials,
+    HttpStatusError,
     KeyFile,
     RequestStats,
     StaticKey,
     classify_transport_error,
+    credentials_from,
+    tls_verify,
 )
-from exporter.simulator import Fault, Simulator, error_fault
+from exporter.settings import ConfigError, load_settings
+from exporter.simulator import DEMO_KEY, Fault, Simulator, error_fault
 
 MakeClient = Callable[..., ApiClient]
 
@@ -190,7 +195,9 @@ def test_key_file_unchanged_is_not_reread(tmp_path: Path) -> None:
 def throttled_with(retry_after: str) -> httpx.MockTransport:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(
-            429, json={"code": 429, "description": "slow down"}, headers={"Retry-After": retry_after}
+            429,
+            json={"code": 429, "description": "slow down"},
+            headers={"Retry-After": retry_after},
         )
 
     return httpx.MockTransport(handler)
@@ -267,3 +274,103 @@ def test_untrusted_certificate_on_loopback_is_a_tls_failure(
         assert client.fetch().payload.groups == []
     finally:
         client.close()
+
+
+# --- credentials and CA trust from the settings ------------------------------------------
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("WEBEX_CAMPAIGN_"):
+            monkeypatch.delenv(name)
+
+
+BASE = "https://acme.webexcampaign.io/campaignapi/resources/v3"
+
+
+def test_demo_uses_the_demo_key(no_env: None) -> None:
+    credentials = credentials_from(load_settings(demo=True))
+    assert isinstance(credentials, StaticKey)
+    assert credentials.authorization() == f"Bearer {DEMO_KEY}"
+
+
+def test_static_key_is_stripped(no_env: None) -> None:
+    credentials = credentials_from(load_settings(base_url=BASE, api_key=" k-1 \n"))
+    assert isinstance(credentials, StaticKey)
+    assert credentials.authorization() == "Bearer k-1"
+    assert credentials.secrets() == ["k-1"]
+    assert not credentials.rejected(HttpStatusError("HTTP 401", "401", "498"))
+
+
+def test_key_file_mode(no_env: None, tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_text("from-file\n")
+    credentials = credentials_from(load_settings(base_url=BASE, api_key_file=path))
+    assert isinstance(credentials, KeyFile)
+    assert credentials.authorization() == "Bearer from-file"
+
+
+def test_empty_key_file_is_a_config_error(no_env: None, tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_text(" \n")
+    with pytest.raises(ConfigError) as caught:
+        credentials_from(load_settings(base_url=BASE, api_key_file=path))
+    assert str(caught.value) == (
+        f"WEBEX_CAMPAIGN_API_KEY_FILE (--api-key-file): {path} is empty or unreadable:"
+        " it must hold the API secret key"
+    )
+
+
+def test_token_flow_mode_reads_secrets_from_files_and_values(no_env: None, tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("secret-from-file\n")
+    credentials = credentials_from(
+        load_settings(
+            base_url=BASE, client_id="cid", client_secret_file=secret_file, auth_key=" ak \n"
+        )
+    )
+    assert isinstance(credentials, ClientCredentials)
+    assert credentials.token_url == f"{BASE}/oauth/token"
+    assert credentials.secrets() == ["secret-from-file", "ak"]
+    secret_file.write_text("rotated")
+    assert credentials.secrets()[0] == "rotated"  # files are re-read when they change
+
+
+@pytest.mark.parametrize(
+    ("field", "setting"),
+    [
+        ("client_secret_file", "WEBEX_CAMPAIGN_CLIENT_SECRET_FILE (--client-secret-file)"),
+        ("auth_key_file", "WEBEX_CAMPAIGN_AUTH_KEY_FILE (--auth-key-file)"),
+    ],
+)
+def test_token_flow_empty_secret_file_is_a_config_error(
+    no_env: None, tmp_path: Path, field: str, setting: str
+) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    values: dict[str, object] = {"client_secret": "s", "auth_key": "a", field: empty}
+    values.pop(field.removesuffix("_file"))
+    with pytest.raises(ConfigError) as caught:
+        credentials_from(load_settings(base_url=BASE, client_id="cid", **values))
+    assert str(caught.value) == f"{setting}: {empty} is empty or unreadable"
+
+
+def test_tls_verify_uses_the_system_cas_or_the_ca_file(no_env: None, tmp_path: Path) -> None:
+    assert tls_verify(load_settings(demo=True)) is True
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = tls_verify(load_settings(demo=True, ca_file=ca_file))
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert len(context.get_ca_certs()) == 1
+
+
+def test_tls_verify_refuses_a_file_that_is_no_ca_bundle(no_env: None, tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(
+        ConfigError, match=r"^WEBEX_CAMPAIGN_CA_FILE \(--ca-file\): .* is not a PEM"
+    ):
+        tls_verify(load_settings(demo=True, ca_file=bad))
