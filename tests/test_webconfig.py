@@ -18,6 +18,7 @@ import pytest
 import structlog
 import structlog.testing
 import trustme
+from cryptography.hazmat.primitives import serialization
 
 from exporter import metrics as m
 from exporter import webconfig
@@ -574,3 +575,157 @@ def test_unsupported_rate_limit_is_refused(tmp_path: Path) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(WebConfigError, match="cannot read"):
         load_web_config(tmp_path / "absent.yml")
+
+
+def _encrypted_key_file(pki: Pki) -> None:
+    cert = pki.ca.issue_cert("127.0.0.1")
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+    (pki.folder / "encrypted.key").write_bytes(encrypted)
+
+
+# Exactly what the operator reads (<dir> is the config file's folder).
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "tls_config:\n  cert_file: x\n",
+            "<dir>/web.yml: unknown key tls_config",
+        ),
+        (
+            "tls_server_config:\n  cert_fiel: x\n",
+            "<dir>/web.yml: unknown key tls_server_config.cert_fiel",
+        ),
+        (
+            "tls_config: 1\nrate_limits: 2\n",
+            "<dir>/web.yml: unknown key tls_config (and 1 more error)",
+        ),
+        (
+            "tls_config: 1\nrate_limits: 2\nhttp2: 3\n",
+            "<dir>/web.yml: unknown key tls_config (and 2 more errors)",
+        ),
+        (
+            "- a\n- b\n",
+            "<dir>/web.yml: the top level must be a mapping of keys",
+        ),
+        (
+            "basic_auth_users:\n  prometheus: [unclosed\n",
+            "<dir>/web.yml: invalid YAML at line 3, column 1: expected ',' or ']',"
+            " but got '<stream end>'",
+        ),
+        (
+            "basic_auth_users:\n  a: x\n  a: y\n",
+            "<dir>/web.yml: invalid YAML at line 3, column 3: duplicate key 'a'",
+        ),
+        (
+            "tls_server_config:\n  cert_file: <dir>/server.crt\n",
+            "<dir>/web.yml: tls_server_config.key_file is required when TLS is on",
+        ),
+        (
+            "tls_server_config:\n  key_file: <dir>/server.key\n",
+            "<dir>/web.yml: tls_server_config.cert_file is required when TLS is on",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  client_ca_file: <dir>/CA\n"
+            "  client_ca: x\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n",
+            "<dir>/web.yml: tls_server_config: set client_ca_file or client_ca, not both",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  min_version: TLS14\n",
+            "<dir>/web.yml: tls_server_config.min_version: Input should be 'TLS10',"
+            " 'TLS11', 'TLS12' or 'TLS13'",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  min_version: TLS13\n"
+            "  max_version: TLS12\n",
+            "<dir>/web.yml: tls_server_config.min_version TLS13 is above max_version TLS12",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n",
+            "<dir>/web.yml: tls_server_config.client_ca_file is required with"
+            " client_auth_type RequireAndVerifyClientCert (client certificates are"
+            " verified against it)",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  client_ca_file: <dir>/CA\n",
+            "<dir>/web.yml: tls_server_config.client_auth_type: a client CA is"
+            " configured but client_auth_type is NoClientCert; use"
+            " RequireAndVerifyClientCert",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n"
+            "  client_ca_file: <dir>/server.key\n",
+            "<dir>/web.yml: tls_server_config.client_ca_file: no usable CA"
+            " certificate (NO_CERTIFICATE_OR_CRL_FOUND)",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n"
+            "  client_ca_file: <dir>/absent-ca\n",
+            "<dir>/web.yml: tls_server_config.client_ca_file: cannot read"
+            " <dir>/absent-ca: No such file or directory",
+        ),
+        (
+            "tls_server_config:\n  cert_file: <dir>/server.crt\n  key_file: <dir>/encrypted.key\n",
+            "<dir>/web.yml: tls_server_config.key_file: <dir>/encrypted.key is"
+            " encrypted; give an unencrypted key",
+        ),
+        (
+            "tls_server_config:\n  cert_file: <dir>/absent.crt\n  key_file: <dir>/server.key\n",
+            "<dir>/web.yml: tls_server_config.cert_file: cannot read"
+            " <dir>/absent.crt: No such file or directory",
+        ),
+        (
+            "tls_server_config:\n  cert_file: <dir>/server.crt\n  key_file: <dir>/absent.key\n",
+            "<dir>/web.yml: tls_server_config.key_file: cannot read"
+            " <dir>/absent.key: No such file or directory",
+        ),
+        (
+            "basic_auth_users:\n  prometheus: plaintext-secret\n",
+            "<dir>/web.yml: basic_auth_users: user 'prometheus': password must be a"
+            " bcrypt hash ($2y$10$...)",
+        ),
+        (
+            "http_server_config:\n  headers:\n    X-Powered-By: me\n",
+            "<dir>/web.yml: http_server_config.headers: header 'X-Powered-By' cannot"
+            " be configured (allowed: Strict-Transport-Security,"
+            " X-Content-Type-Options, X-Frame-Options, X-XSS-Protection,"
+            " Content-Security-Policy)",
+        ),
+        (
+            "rate_limit:\n  interval: 1s\n",
+            "<dir>/web.yml: rate_limit: not supported by this exporter",
+        ),
+    ],
+)
+def test_config_error_messages_exactly(pki: Pki, text: str, message: str) -> None:
+    pki.server_files()
+    pki.ca_file("CA")
+    _encrypted_key_file(pki)
+    folder = str(pki.folder)
+    assert load_error(pki.folder, text.replace("<dir>", folder)) == message.replace("<dir>", folder)
