@@ -729,3 +729,91 @@ def test_config_error_messages_exactly(pki: Pki, text: str, message: str) -> Non
     _encrypted_key_file(pki)
     folder = str(pki.folder)
     assert load_error(pki.folder, text.replace("<dir>", folder)) == message.replace("<dir>", folder)
+
+
+# --- log events: stable names and keys -----------------------------------------------------
+
+
+def test_rejections_log_the_reason_and_the_remote(auth_url: str) -> None:
+    with structlog.testing.capture_logs() as logs:
+        get(f"{auth_url}/metrics")
+        get(f"{auth_url}/metrics", headers=basic("nobody", "guess"))
+    rejected = [
+        {key: entry[key] for key in ("event", "remote", "reason", "log_level")}
+        for entry in logs
+        if entry["event"] == "web_auth_rejected"
+    ]
+    assert rejected == [
+        {
+            "event": "web_auth_rejected",
+            "remote": "127.0.0.1",
+            "reason": reason,
+            "log_level": "debug",
+        }
+        for reason in ("no_credentials", "bad_credentials")
+    ]
+
+
+def test_reloads_are_logged(tmp_path: Path) -> None:
+    path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    live = webconfig.LiveWebConfig(load_web_config(path), check_interval=0.0)
+    first = live.current()
+    with structlog.testing.capture_logs() as logs:
+        rewrite(path, "basic_auth_users: [oops\n")
+        assert live.current() is first
+        assert live.current() is first  # a broken file is reported once, not per request
+        rewrite(path, f"basic_auth_users:\n  grafana: '{HASH_2Y}'\n")
+        second = live.current()
+    assert second is not first
+    assert [entry["event"] for entry in logs] == ["web_config_reload_failed", "web_config_reloaded"]
+    failed, reloaded = logs
+    assert failed["error"].startswith(f"{path}: invalid YAML at line 2")
+    assert failed["keeping"] == "previous config"
+    assert failed["log_level"] == "error"
+    assert reloaded == {
+        "event": "web_config_reloaded",
+        "path": str(path),
+        "tls": False,
+        "basic_auth": True,
+        "log_level": "info",
+    }
+
+
+def test_switching_tls_on_needs_a_restart(pki: Pki) -> None:
+    path = write_config(pki.folder, "")
+    live = webconfig.LiveWebConfig(load_web_config(path), check_interval=0.0)
+    first = live.current()
+    cert, key = pki.server_files()
+    with structlog.testing.capture_logs() as logs:
+        rewrite(path, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+        assert live.current() is first
+    assert logs == [
+        {
+            "event": "web_config_reload_failed",
+            "error": f"{path}: switching TLS on or off needs a restart",
+            "keeping": "previous config",
+            "log_level": "error",
+        }
+    ]
+
+
+def test_an_unchanged_file_is_not_reloaded(tmp_path: Path) -> None:
+    path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    live = webconfig.LiveWebConfig(load_web_config(path), check_interval=0.0)
+    first = live.current()
+    with structlog.testing.capture_logs() as logs:
+        assert live.current() is first
+    assert logs == []
+
+
+def test_failed_handshakes_are_logged_with_the_remote(tls_url: str) -> None:
+    with structlog.testing.capture_logs() as logs:
+        with pytest.raises(httpx.ConnectError):
+            get(f"{tls_url}/metrics")  # the client does not trust the server's CA
+        deadline = time.monotonic() + 60
+        while not any(entry["event"] == "tls_handshake_failed" for entry in logs):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    (failed,) = [entry for entry in logs if entry["event"] == "tls_handshake_failed"]
+    assert failed["remote"] == "127.0.0.1"
+    assert "ALERT_UNKNOWN_CA" in failed["error"]
