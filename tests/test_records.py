@@ -202,3 +202,18 @@ def test_cuts_inside_a_record_fall_back_to_the_whole_body(trap: dict[str, object
 def test_truncated_large_body_still_fails_the_poll() -> None:
     with pytest.raises(PayloadError):
         parse_payload(body(many(300))[:-500])
+
+
+def test_problems_name_the_record_the_field_and_what_is_wrong() -> None:
+    """The examples the `invalid_records` log line shows an operator."""
+    good = {"id": "a", "totalCount": 1, "validcount": 1, "errorcount": 0}
+    parsed = parse_payload(
+        body([good, {**good, "id": "b", "totalCount": "x"}, {"id": "c"}, 5, good])
+    )
+    assert parsed.invalid == 4
+    assert parsed.problems == (
+        "record 1: totalCount: Input should be a valid number, unable to parse string as a number",
+        "record 2: totalCount: Field required",
+        "record 3: record: Input should be a valid dictionary",
+        "duplicate id a",
+    )
