@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 
 import pytest
+import structlog.testing
 from conftest import Recorder
 from helpers import FakeClock, by_id, series, text_of
 
 from exporter import metrics as m
 from exporter.api import ApiClient, HttpStatusError
-from exporter.poller import Poller, RetryPolicy
+from exporter.exposition import GroupBlock, Health
+from exporter.poller import Poller, PollTiming, RetryPolicy
 from exporter.simulator import Fault, Simulator, error_fault
 
 
@@ -209,3 +212,60 @@ def test_poller_backs_off_from_five_seconds_after_a_failure(
     assert poller.poll_once() == pytest.approx(5.0 * expected.uniform(0.5, 1.0))
     assert poller.poll_once() == pytest.approx(10.0 * expected.uniform(0.5, 1.0))
     assert poller.poll_once() == 60.0
+
+
+class OnePublishAtATime(Recorder):
+    """A recorder the test can wait on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = threading.Semaphore(0)
+
+    def __call__(self, block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
+        super().__call__(block, health, timing)
+        self.arrived.release()
+
+
+def test_run_polls_at_once_then_waits_for_the_interval_until_stopped(
+    make_client: Callable[..., ApiClient],
+) -> None:
+    published = OnePublishAtATime()
+    after: list[int] = []
+    poller = Poller(
+        make_client(), "acme", "UTC", interval=3600.0, stale_after=300.0, publish=published
+    )
+    thread = threading.Thread(target=poller.run, args=(lambda: after.append(1),), daemon=True)
+    thread.start()
+    assert published.arrived.acquire(timeout=60)  # the first poll comes at once
+    poller.stop()  # and the hour-long wait ends now
+    thread.join(60)
+    assert not thread.is_alive()
+    assert len(published.published) == 1
+    assert after == [1]
+    assert published.last.up
+
+
+def test_a_crashing_poll_is_logged_and_the_loop_goes_on(
+    make_client: Callable[..., ApiClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poller = Poller(make_client(), "acme", "UTC", 3600.0, 300.0, publish=Recorder())
+    crashed = threading.Event()
+
+    def crash() -> float:
+        crashed.set()
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(poller, "poll_once", crash)
+    after = threading.Event()
+    with structlog.testing.capture_logs() as logs:
+        thread = threading.Thread(target=poller.run, args=(after.set,), daemon=True)
+        thread.start()
+        assert after.wait(60)  # the loop survived the crash
+        poller.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert crashed.is_set()
+    (entry,) = [e for e in logs if e["event"] == "poll_crashed"]
+    assert entry["tenant"] == "acme"
+    assert entry["log_level"] == "error"
+    assert entry["exc_info"] is True
