@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
+import platform
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -221,3 +222,11 @@ def test_a_killed_child_is_replaced_and_the_last_values_served_as_down(
         process.stop()
         thread.join(PATIENCE)
     assert not thread.is_alive()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_malloc_trim_is_found_on_glibc_and_callable() -> None:
+    trim = worker._malloc_trim()
+    assert trim is not None
+    assert trim(0) in (0, 1)  # 1: memory was released, 0: there was none to release
+    worker.release_memory()  # a collection and a trim, without error
