@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import sys
 import zlib
 
 import pytest
 from helpers import by_id, samples, series, text_of
 
+from exporter import __version__
 from exporter import metrics as m
 from exporter.exposition import (
     BlockRenderer,
@@ -70,6 +72,22 @@ def test_escape() -> None:
     ],
 )
 def test_format_value(value: float, text: str) -> None:
+    assert format_value(value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (2.0**53 - 1, "9007199254740991"),  # the largest float every integer below is exact
+        (2.0**53, "9.007199254740992e+15"),  # from here on, as the Go clients write it
+        (7, "7"),
+        (float("nan"), "NaN"),
+        (float("inf"), "+Inf"),
+        (float("-inf"), "-Inf"),
+        (-0.0, "0"),
+    ],
+)
+def test_format_value_edges(value: float, text: str) -> None:
     assert format_value(value) == text
 
 
@@ -291,3 +309,65 @@ def test_unparseable_dates_leave_out_only_the_timestamp_series() -> None:
     assert m.LAST_UPDATED.name not in names
     assert m.TOTAL_RECORDS.name in names
     assert m.STATE_SINCE.name in names
+
+
+def test_health_series_exactly() -> None:
+    """The series outside the group block, byte for byte, in both formats."""
+    failures = {("429", "429"): 2, ("none", "timeout"): 1, ("200", 'a"b'): 0}
+    state = health(
+        tenant='ac"me',
+        up=False,
+        last_success=1_800_000_000.5,
+        failures=failures,
+        requests=7,
+        invalid=3,
+        group_counts={"ready": 2},
+    )
+    exposition = render(render_groups('ac"me', ()), state)
+    python = ".".join(str(part) for part in sys.version_info[:3])
+    t = 'tenant="ac\\"me"'
+    samples_text = [
+        f'webex_campaign_target_groups{{{t},state="in_progress"}} 0',
+        f'webex_campaign_target_groups{{{t},state="ready"}} 2',
+        f'webex_campaign_target_groups{{{t},state="unknown"}} 0',
+        f"webex_campaign_up{{{t}}} 0",
+        f"webex_campaign_last_poll_success_timestamp_seconds{{{t}}} 1.8000000005e+09",
+        f"webex_campaign_poll_duration_seconds{{{t}}} 0.25",
+        f"webex_campaign_invalid_target_groups{{{t}}} 3",
+        f'webex_campaign_exporter_build_info{{{t},version="{__version__}",'
+        f'python_version="{python}"}} 1',
+        f"webex_campaign_api_requests_total{{{t}}} 7",
+        f'webex_campaign_api_failures_total{{{t},status="200",code="a\\"b"}} 0',
+        f'webex_campaign_api_failures_total{{{t},status="429",code="429"}} 2',
+        f'webex_campaign_api_failures_total{{{t},status="none",code="timeout"}} 1',
+    ]
+    families = [
+        m.GROUPS,
+        m.UP,
+        m.LAST_POLL_SUCCESS,
+        m.POLL_DURATION,
+        m.INVALID_GROUPS,
+        m.BUILD_INFO,
+        m.API_REQUESTS,
+        m.API_FAILURES,
+    ]
+    for openmetrics in (False, True):
+        text = text_of(exposition, openmetrics)
+        tail = text[text.index(f"# HELP {m.GROUPS.name} ") :].splitlines()
+        assert [line for line in tail if not line.startswith("#")] == samples_text
+        names = [metric.family if openmetrics else metric.name for metric in families]
+        assert [line for line in tail if line.startswith("# HELP")] == [
+            f"# HELP {name} {metric.help}" for name, metric in zip(names, families, strict=True)
+        ]
+        assert [line for line in tail if line.startswith("# TYPE")] == [
+            f"# TYPE {name} {metric.type}" for name, metric in zip(names, families, strict=True)
+        ]
+        assert (tail[-1] == "# EOF") is openmetrics
+
+
+def test_a_health_without_timings_leaves_their_series_out() -> None:
+    text = text_of(render(render_groups("acme", ()), health(last_success=None, poll_duration=None)))
+    names = {s.name for s in samples(text)}
+    assert m.LAST_POLL_SUCCESS.name not in names
+    assert m.POLL_DURATION.name not in names
+    assert f"# TYPE {m.POLL_DURATION.name} gauge" in text  # the family is still declared
