@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -269,3 +270,115 @@ def test_a_crashing_poll_is_logged_and_the_loop_goes_on(
     assert entry["tenant"] == "acme"
     assert entry["log_level"] == "error"
     assert entry["exc_info"] is True
+
+
+# --- log events: one line per state change, stable keys ------------------------------------
+
+
+def events(logs: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [entry for entry in logs if entry["log_level"] != "debug"]
+
+
+def test_state_changes_are_logged_once_each(
+    poller: Poller, simulator: Simulator, clock: FakeClock
+) -> None:
+    simulator.tenant.inject(
+        error_fault(500, 500), error_fault(500, 500), error_fault(401, 498), error_fault(401, 498)
+    )
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):
+            poller.poll_once()
+            clock.advance(1)
+    down, changed, up = events(logs)
+    assert {k: down[k] for k in ("event", "tenant", "status", "code", "fix", "log_level")} == {
+        "event": "api_down",
+        "tenant": "acme",
+        "status": "500",
+        "code": "500",
+        "fix": None,
+        "log_level": "error",
+    }
+    assert down["detail"] == "HTTP 500"
+    assert {k: changed[k] for k in ("event", "status", "code", "fix")} == {
+        "event": "api_failure_changed",
+        "status": "401",
+        "code": "498",
+        "fix": "the key or token is invalid or expired: rotate the key file or check it",
+    }
+    groups = len(simulator.tenant.records())
+    assert up == {
+        "event": "api_up",
+        "tenant": "acme",
+        "groups": groups,
+        "failed_polls": 4,
+        "log_level": "info",
+    }
+
+
+def test_going_down_after_being_up_is_api_down(poller: Poller, simulator: Simulator) -> None:
+    poller.poll_once()
+    simulator.tenant.inject(error_fault(404, 404))
+    with structlog.testing.capture_logs() as logs:
+        poller.poll_once()
+    (entry,) = events(logs)
+    assert (entry["event"], entry["status"], entry["code"]) == ("api_down", "404", "404")
+
+
+def test_invalid_records_are_logged_when_their_count_changes(
+    poller: Poller, simulator: Simulator
+) -> None:
+    for index in range(7):
+        simulator.tenant.put({"id": f"broken-{index}", "name": "no counts"})
+    with structlog.testing.capture_logs() as logs:
+        poller.poll_once()
+        poller.poll_once()  # same count: not again
+        simulator.tenant.delete("broken-0")
+        poller.poll_once()
+    warnings = [entry for entry in events(logs) if entry["event"] == "invalid_records"]
+    assert [entry["count"] for entry in warnings] == [7, 6]
+    first = warnings[0]
+    assert first["tenant"] == "acme"
+    assert first["log_level"] == "warning"
+    examples = first["examples"]
+    assert isinstance(examples, list)
+    assert len(examples) == 5
+    assert all(str(example).startswith("record ") for example in examples)
+
+
+def test_dropping_stale_series_is_logged(
+    poller: Poller, simulator: Simulator, clock: FakeClock
+) -> None:
+    poller.poll_once()
+    groups = len(simulator.tenant.records())
+    simulator.tenant.inject(error_fault(500, 500), error_fault(500, 500))
+    clock.advance(301)
+    with structlog.testing.capture_logs() as logs:
+        poller.poll_once()
+        poller.poll_once()  # nothing left to drop: not again
+    dropped = [entry for entry in logs if entry["event"] == "stale_series_dropped"]
+    assert dropped == [
+        {
+            "event": "stale_series_dropped",
+            "tenant": "acme",
+            "groups": groups,
+            "stale_after_s": 300.0,
+            "log_level": "warning",
+        }
+    ]
+
+
+def test_poll_timing_logs_where_the_time_went() -> None:
+    now = time.monotonic()
+    timing = PollTiming(groups=3, fetch_s=0.5, started=now - 2.0, received=now - 1.0)
+    with structlog.testing.capture_logs() as logs:
+        timing.log_published("acme")
+    (entry,) = logs
+    assert (entry["event"], entry["tenant"], entry["groups"], entry["fetch_s"]) == (
+        "poll_completed",
+        "acme",
+        3,
+        0.5,
+    )
+    assert entry["log_level"] == "debug"
+    assert 1.0 <= entry["processing_s"] < entry["duration_s"]
+    assert entry["duration_s"] - entry["processing_s"] == pytest.approx(1.0, abs=1e-3)
