@@ -18,11 +18,13 @@ import trustme
 from exporter.api import (
     USER_AGENT,
     ApiClient,
+    ApiConnectionError,
     ApiError,
     ApiTimeout,
     ApiTlsError,
     ClientCredentials,
     HttpStatusError,
+    InvalidResponse,
     KeyFile,
     RequestStats,
     StaticKey,
@@ -374,3 +376,105 @@ def test_tls_verify_refuses_a_file_that_is_no_ca_bundle(no_env: None, tmp_path: 
         ConfigError, match=r"^WEBEX_CAMPAIGN_CA_FILE \(--ca-file\): .* is not a PEM"
     ):
         tls_verify(load_settings(demo=True, ca_file=bad))
+
+
+def with_cause(error: httpx.TransportError, cause: BaseException, explicit: bool) -> Exception:
+    if explicit:
+        error.__cause__ = cause
+    else:
+        error.__context__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind", "labels", "detail"),
+    [
+        (
+            httpx.ReadTimeout("slow"),
+            "200",
+            ApiTimeout,
+            ("200", "timeout"),
+            "request timed out (ReadTimeout)",
+        ),
+        (
+            httpx.ConnectTimeout("slow"),
+            "none",
+            ApiTimeout,
+            ("none", "timeout"),
+            "request timed out (ConnectTimeout)",
+        ),
+        (
+            with_cause(httpx.ConnectError("x"), ssl.SSLError(1, "bad record mac"), True),
+            "none",
+            ApiTlsError,
+            ("none", "tls"),
+            "TLS handshake or certificate verification failed",
+        ),
+        (
+            with_cause(httpx.ConnectError("x"), OSError("wrapped"), False),
+            "none",
+            ApiConnectionError,
+            ("none", "connection"),
+            "could not connect or connection lost (ConnectError)",
+        ),
+        (
+            httpx.ConnectError("[SSL: WRONG_VERSION_NUMBER] wrong version number"),
+            "none",
+            ApiTlsError,
+            ("none", "tls"),
+            "TLS handshake or certificate verification failed",
+        ),
+        (
+            httpx.ConnectError("Hostname mismatch, Certificate is not valid"),
+            "none",
+            ApiTlsError,
+            ("none", "tls"),
+            "TLS handshake or certificate verification failed",
+        ),
+        (
+            httpx.RemoteProtocolError("Server disconnected without sending a response."),
+            "none",
+            ApiConnectionError,
+            ("none", "connection"),
+            "connection closed without an answer",
+        ),
+        (
+            httpx.RemoteProtocolError("peer closed connection; disconnected"),
+            "200",
+            InvalidResponse,
+            ("200", "invalid_response"),
+            "malformed HTTP response (RemoteProtocolError)",
+        ),
+        (
+            httpx.DecodingError("bad gzip"),
+            "200",
+            InvalidResponse,
+            ("200", "invalid_response"),
+            "malformed HTTP response (DecodingError)",
+        ),
+        (
+            httpx.ReadError("reset"),
+            "200",
+            ApiConnectionError,
+            ("200", "connection"),
+            "could not connect or connection lost (ReadError)",
+        ),
+    ],
+)
+def test_transport_errors_are_classified_exactly(
+    error: httpx.TransportError,
+    status: str,
+    kind: type[ApiError],
+    labels: tuple[str, str],
+    detail: str,
+) -> None:
+    failure = classify_transport_error(error, status)
+    assert type(failure) is kind
+    assert failure.labels == labels
+    assert failure.detail == detail
+    assert str(failure) == detail
+    assert failure.retry_after is None
+
+
+def test_classification_defaults_to_no_status() -> None:
+    assert classify_transport_error(httpx.ConnectError("refused")).labels == ("none", "connection")
