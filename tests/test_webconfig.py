@@ -817,3 +817,60 @@ def test_failed_handshakes_are_logged_with_the_remote(tls_url: str) -> None:
     (failed,) = [entry for entry in logs if entry["event"] == "tls_handshake_failed"]
     assert failed["remote"] == "127.0.0.1"
     assert "ALERT_UNKNOWN_CA" in failed["error"]
+
+
+def test_a_401_says_so_in_plain_text(auth_url: str) -> None:
+    response = get(f"{auth_url}/metrics")
+    assert_unauthorized(response)
+    assert response.content == b"Unauthorized\n"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.headers["Content-Length"] == "13"
+
+
+def test_a_401_to_head_has_no_body_on_the_wire(auth_url: str) -> None:
+    """Read the raw bytes: a body after a HEAD answer would be taken for the next response."""
+    host, port = auth_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.0 401") or raw.startswith(b"HTTP/1.1 401")
+    assert raw.endswith(b"\r\n\r\n")
+
+
+def test_header_forms_that_are_still_basic_auth(tmp_path: Path, serve: Serve) -> None:
+    with_colon = "pass:word"
+    hashed = bcrypt.hashpw(with_colon.encode(), bcrypt.gensalt(rounds=4)).decode()
+    url = serve(write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{hashed}'\n"))
+    token = base64.b64encode(f"prometheus:{with_colon}".encode()).decode()
+    for header in (f"Basic {token}", f"basic  {token}", f"BASIC {token}"):
+        response = get(f"{url}/metrics", headers={"Authorization": header})
+        assert response.status_code == 200, header
+
+
+def test_a_token_with_stray_characters_is_refused(auth_url: str) -> None:
+    token = base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()
+    for bad in (f"Basic {token[:4]}*{token[4:]}", f"Basic {token}!"):
+        assert_unauthorized(get(f"{auth_url}/metrics", headers={"Authorization": bad}))
+
+
+def test_a_token_without_colon_counts_as_no_credentials(auth_url: str) -> None:
+    no_colon = "Basic " + base64.b64encode(b"prometheus").decode()
+    with structlog.testing.capture_logs() as logs:
+        get(f"{auth_url}/metrics", headers={"Authorization": no_colon})
+    (entry,) = [e for e in logs if e["event"] == "web_auth_rejected"]
+    assert entry["reason"] == "no_credentials"
+
+
+def test_verified_cache_is_bounded() -> None:
+    cache = webconfig._VerifiedCache()
+    keys = [cache.key(b"user", b"hash", str(n).encode()) for n in range(cache.MAX_ENTRIES + 1)]
+    for key in keys[: cache.MAX_ENTRIES]:
+        cache.add(key)
+    assert all(key in cache for key in keys[: cache.MAX_ENTRIES])
+    cache.add(keys[-1])  # one too many: start over
+    assert keys[-1] in cache
+    assert keys[0] not in cache
+    # Keys tell their parts apart (length-prefixed): no collision by shifting bytes.
+    assert cache.key(b"ab", b"c", b"") != cache.key(b"a", b"bc", b"")
