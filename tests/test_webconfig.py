@@ -104,8 +104,13 @@ def serve() -> Iterator[Serve]:
         thread.join(5)
 
 
+# Generous: a request on loopback takes milliseconds, but the suite must stay green while
+# other processes keep every core busy.
+PATIENCE = 60.0
+
+
 def get(url: str, verify: ssl.SSLContext | bool = True, **kwargs: object) -> httpx.Response:
-    with httpx.Client(verify=verify, timeout=5) as client:
+    with httpx.Client(verify=verify, timeout=PATIENCE) as client:
         return client.get(url, **kwargs)  # type: ignore[arg-type]
 
 
@@ -197,12 +202,13 @@ def test_min_version_tls13_rejects_tls12_clients(pki: Pki, serve: Serve) -> None
 
 def test_a_silent_client_does_not_block_others(pki: Pki, tls_url: str) -> None:
     port = int(tls_url.rsplit(":", 1)[1])
-    # Connects and never starts the handshake: must not hold up accept().
+    # Connects and never starts the handshake: must not hold up accept(). Had it, the
+    # answer would come only once the silent client's handshake timed out.
     with socket.create_connection(("127.0.0.1", port)):
         started = time.monotonic()
         response = get(f"{tls_url}/-/healthy", verify=pki.client_context())
         assert response.status_code == 200
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < webconfig.HANDSHAKE_TIMEOUT
 
 
 def test_relative_paths_resolve_against_the_config_folder(
@@ -350,7 +356,7 @@ def test_every_path_is_protected(auth_url: str, path: str) -> None:
 
 
 def test_head_request_gets_401_without_body(auth_url: str) -> None:
-    with httpx.Client(timeout=5) as client:
+    with httpx.Client(timeout=PATIENCE) as client:
         response = client.head(f"{auth_url}/metrics")
     assert response.status_code == 401
     assert response.content == b""
@@ -366,7 +372,7 @@ def test_extra_headers_on_every_response(auth_url: str) -> None:
 
 
 def test_keep_alive_connection_survives_a_401(auth_url: str) -> None:
-    with httpx.Client(timeout=5) as client:
+    with httpx.Client(timeout=PATIENCE) as client:
         assert client.get(f"{auth_url}/metrics").status_code == 401
         response = client.get(f"{auth_url}/metrics", headers=basic("prometheus", PASSWORD))
         assert response.status_code == 200
