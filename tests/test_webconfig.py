@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import bcrypt
 import httpx
@@ -19,6 +20,7 @@ import structlog
 import structlog.testing
 import trustme
 from cryptography.hazmat.primitives import serialization
+from helpers import FakeClock
 
 from exporter import metrics as m
 from exporter import webconfig
@@ -880,3 +882,25 @@ def test_verified_cache_is_bounded() -> None:
     assert keys[0] not in cache
     # Keys tell their parts apart (length-prefixed): no collision by shifting bytes.
     assert cache.key(b"ab", b"c", b"") != cache.key(b"a", b"bc", b"")
+
+
+def test_files_are_checked_once_per_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(start=1000.0)
+    monkeypatch.setattr(webconfig, "time", SimpleNamespace(monotonic=clock))
+    path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    live = webconfig.LiveWebConfig(load_web_config(path), check_interval=10.0)
+    first = live.current()
+    rewrite(path, f"basic_auth_users:\n  grafana: '{HASH_2Y}'\n")
+    clock.advance(9.0)
+    assert live.current() is first  # not yet: the check is due at 1010
+    clock.advance(1.0)
+    second = live.current()
+    assert second is not first
+    assert second.model.basic_auth_users == {"grafana": HASH_2Y}
+    rewrite(path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    clock.advance(9.0)
+    assert live.current() is second  # the next check is due 10 s after the last one
+    clock.advance(1.0)
+    assert live.current() is not second
