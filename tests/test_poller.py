@@ -6,6 +6,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 import structlog.testing
@@ -13,6 +14,7 @@ from conftest import Recorder
 from helpers import FakeClock, by_id, series, text_of
 
 from exporter import metrics as m
+from exporter import poller as poller_module
 from exporter.api import ApiClient, HttpStatusError
 from exporter.exposition import GroupBlock, Health
 from exporter.poller import Poller, PollTiming, RetryPolicy
@@ -382,3 +384,74 @@ def test_poll_timing_logs_where_the_time_went() -> None:
     assert entry["log_level"] == "debug"
     assert 1.0 <= entry["processing_s"] < entry["duration_s"]
     assert entry["duration_s"] - entry["processing_s"] == pytest.approx(1.0, abs=1e-3)
+
+
+class RecordedWaits(threading.Event):
+    """The poller's waits, recorded and returned at once; set after `polls` of them."""
+
+    def __init__(self, polls: int) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+        self._polls = polls
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        self.waits.append(timeout)
+        if len(self.waits) >= self._polls:
+            self.set()
+        return self.is_set()
+
+
+def test_the_schedule_runs_start_to_start(
+    make_client: Callable[..., ApiClient],
+    simulator: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each wait is the poll's delay less the time the poll took (never below zero)."""
+    monotonic = FakeClock(start=500.0)
+    monkeypatch.setattr(poller_module, "time", SimpleNamespace(monotonic=monotonic))
+
+    def publish(block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
+        monotonic.advance(2.0)  # each poll takes 2 s
+
+    poller = Poller(make_client(), "acme", "UTC", 60.0, 300.0, publish, rng=random.Random(7))
+    waits = RecordedWaits(polls=3)
+    poller._stop = waits
+    simulator.tenant.inject(error_fault(500, 500), error_fault(500, 500))
+    jitter = random.Random(7)
+    first, second = 5.0 * jitter.uniform(0.5, 1.0), 10.0 * jitter.uniform(0.5, 1.0)
+    poller.run()
+    assert waits.waits == pytest.approx([first - 2.0, second - 2.0, 58.0])
+
+
+def test_a_poll_longer_than_its_delay_is_followed_at_once(
+    make_client: Callable[..., ApiClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monotonic = FakeClock(start=500.0)
+    monkeypatch.setattr(poller_module, "time", SimpleNamespace(monotonic=monotonic))
+
+    def slow_publish(block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
+        monotonic.advance(90.0)  # longer than the 60 s interval
+
+    poller = Poller(make_client(), "acme", "UTC", 60.0, 300.0, slow_publish)
+    waits = RecordedWaits(polls=1)
+    poller._stop = waits
+    poller.run()
+    assert waits.waits == [0.0]
+
+
+def test_after_a_crash_the_next_poll_comes_one_interval_later(
+    make_client: Callable[..., ApiClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monotonic = FakeClock(start=500.0)
+    monkeypatch.setattr(poller_module, "time", SimpleNamespace(monotonic=monotonic))
+    poller = Poller(make_client(), "acme", "UTC", 60.0, 300.0, Recorder())
+
+    def crash() -> float:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(poller, "poll_once", crash)
+    waits = RecordedWaits(polls=2)
+    poller._stop = waits
+    poller.run()
+    assert waits.waits == [60.0, 60.0]
