@@ -27,6 +27,7 @@ from exporter.api import (
     InvalidResponse,
     KeyFile,
     RequestStats,
+    SecretFile,
     StaticKey,
     classify_transport_error,
     credentials_from,
@@ -478,3 +479,24 @@ def test_transport_errors_are_classified_exactly(
 
 def test_classification_defaults_to_no_status() -> None:
     assert classify_transport_error(httpx.ConnectError("refused")).labels == ("none", "connection")
+
+
+def test_a_401_with_an_unchanged_key_file_is_not_retried(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "key"
+    path.write_text("not-the-key")
+    client = ApiClient(simulator.base_url, KeyFile(path), 30.0, 10_000_000, RequestStats())
+    try:
+        assert failure_of(client).labels == ("401", "498")
+    finally:
+        client.close()
+    assert client.stats.read() == (1, {("401", "498"): 1})
+
+
+def test_a_secret_file_missing_at_start_reads_as_empty_until_it_appears(tmp_path: Path) -> None:
+    path = tmp_path / "later"
+    secret = SecretFile(path)
+    assert secret.value() == ""
+    path.write_text("arrived\n")
+    assert secret.value() == "arrived"

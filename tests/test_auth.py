@@ -15,6 +15,7 @@ from exporter.api import (
     ApiError,
     ClientCredentials,
     HttpStatusError,
+    InvalidResponse,
     KeyFile,
     RequestStats,
 )
@@ -285,3 +286,61 @@ def test_secrets_hold_the_last_five_tokens() -> None:
         AUTH_KEY,
         *(f"tok-{n}" for n in range(3, 8)),
     ]
+
+
+def test_bad_token_answers_say_what_was_wrong() -> None:
+    for answer, detail in (
+        (httpx.Response(200, content=b"not json"), "token answer is not JSON"),
+        (httpx.Response(200, json=[1]), "token answer is not a JSON object"),
+        (httpx.Response(200, json={"code": 498}), "error object from the token endpoint"),
+        (httpx.Response(200, json={"expires_in": 60}), "token answer without access_token"),
+    ):
+        client, _, _ = mock_token_client(lambda r, answer=answer: answer)
+        with pytest.raises(ApiError) as caught:
+            client.fetch()
+        assert caught.value.detail == detail
+
+
+@pytest.mark.parametrize("field", ["access_token", "accessToken"])
+def test_a_code_next_to_a_token_is_not_an_error(field: str) -> None:
+    client, credentials, _ = mock_token_client(
+        lambda r: httpx.Response(200, json={"code": 0, field: "tok"})
+    )
+    client.fetch()
+    assert credentials.authorization() == "Bearer tok"
+
+
+def test_a_one_second_token_is_renewed_after_half_of_it() -> None:
+    counter = iter(range(1, 100))
+    clock = Clock()
+    _client, credentials, _ = mock_token_client(
+        lambda r: httpx.Response(200, json={"access_token": f"t{next(counter)}", "expires_in": 1}),
+        clock,
+    )
+    start = clock.now
+    assert credentials.authorization() == "Bearer t1"
+    clock.now = start + 0.499
+    assert credentials.authorization() == "Bearer t1"
+    clock.now = start + 0.5
+    assert credentials.authorization() == "Bearer t2"
+
+
+class AnswerOnly:
+    """A TokenSender that hands back a fixed answer (another transport than ApiClient)."""
+
+    def __init__(self, answer: dict[str, object]) -> None:
+        self.answer = answer
+
+    def request_token(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, object]:
+        return self.answer
+
+
+def test_credentials_check_the_answer_of_any_sender() -> None:
+    credentials = ClientCredentials("https://hub/t", "c", lambda: "s", lambda: "a")
+    with pytest.raises(AssertionError, match=r"bind\(\) the client first"):
+        credentials.authorization()
+    credentials.bind(AnswerOnly({"expires_in": 60}))
+    with pytest.raises(InvalidResponse) as caught:
+        credentials.authorization()
+    assert caught.value.labels == ("200", "invalid_response")
+    assert caught.value.detail == "token answer without access_token"

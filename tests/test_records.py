@@ -217,3 +217,21 @@ def test_problems_name_the_record_the_field_and_what_is_wrong() -> None:
         "record 3: record: Input should be a valid dictionary",
         "duplicate id a",
     )
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "code"),
+    [
+        (b'{"items": []}', "JSON object in place of the list", None),
+        (b"<html>", "body is not valid JSON", None),
+        (
+            b'{"code": 1001, "description": "Invalid JSON"}',
+            "error object in place of the list",
+            "1001",
+        ),
+    ],
+)
+def test_payload_errors_say_why(payload: bytes, reason: str, code: str | None) -> None:
+    with pytest.raises(PayloadError) as caught:
+        parse_payload(payload)
+    assert (str(caught.value), caught.value.reason, caught.value.code) == (reason, reason, code)

@@ -359,3 +359,11 @@ def test_derived_settings() -> None:
     assert given.effective_stale_after == 9.0
     assert given.effective_token_url == "https://hub.example/token"
     assert given.uses_token_flow
+
+
+@pytest.mark.parametrize("secret", ["client_secret", "auth_key"])
+def test_a_bad_secret_is_never_echoed(secret: str) -> None:
+    values: dict[str, object] = {"client_secret": "s", "auth_key": "a", secret: 98765}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(base_url=BASE, client_id="c", **values)
+    assert str(caught.value) == f"WEBEX_CAMPAIGN_{secret.upper()}: Input should be a valid string"
