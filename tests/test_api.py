@@ -14,6 +14,7 @@ import httpx
 import pytest
 import time_machine
 import trustme
+from helpers import FakeClock
 
 from exporter.api import (
     USER_AGENT,
@@ -500,3 +501,64 @@ def test_a_secret_file_missing_at_start_reads_as_empty_until_it_appears(tmp_path
     assert secret.value() == ""
     path.write_text("arrived\n")
     assert secret.value() == "arrived"
+
+
+# --- the body's deadline and size cap, on a clock the test moves --------------------------
+
+
+def trickle(clock: FakeClock, pause: float) -> httpx.MockTransport:
+    """Answers `[]` in two chunks, `pause` seconds apart on the client's clock."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b"["
+        clock.advance(pause)
+        yield b"]"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=chunks())
+
+    return httpx.MockTransport(handler)
+
+
+def clocked_client(transport: httpx.MockTransport, clock: FakeClock, cap: int = 100) -> ApiClient:
+    return ApiClient(
+        "https://x.example/v1", StaticKey("k"), 30.0, cap, RequestStats(), transport, clock=clock
+    )
+
+
+def test_a_body_arriving_within_the_timeout_is_taken() -> None:
+    clock = FakeClock(start=100.0)
+    fetched = clocked_client(trickle(clock, pause=30.0), clock).fetch()
+    assert fetched.payload.groups == []
+    assert fetched.fetch_seconds == 30.0
+
+
+def test_a_body_trickling_past_the_timeout_is_a_timeout() -> None:
+    clock = FakeClock(start=100.0)
+    client = clocked_client(trickle(clock, pause=30.5), clock)
+    failure = failure_of(client)
+    assert isinstance(failure, ApiTimeout)
+    assert failure.labels == ("200", "timeout")
+    assert failure.detail == "response slower than the timeout"
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_body_exactly_at_the_cap_is_taken(declared: bool) -> None:
+    body = b"[" + b" " * 98 + b"]"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if declared:
+            return httpx.Response(200, content=body)
+        return httpx.Response(200, content=iter([body[:50], body[50:]]))
+
+    client = clocked_client(httpx.MockTransport(handler), FakeClock(), cap=len(body))
+    assert client.fetch().payload.groups == []
+    over = clocked_client(httpx.MockTransport(handler), FakeClock(), cap=len(body) - 1)
+    failure = failure_of(over)
+    assert failure.labels == ("200", "too_large")
+    expected = (
+        f"Content-Length {len(body)} over the cap"
+        if declared
+        else f"body over the cap of {len(body) - 1} bytes"
+    )
+    assert failure.detail == expected

@@ -371,3 +371,10 @@ def test_a_health_without_timings_leaves_their_series_out() -> None:
     assert m.LAST_POLL_SUCCESS.name not in names
     assert m.POLL_DURATION.name not in names
     assert f"# TYPE {m.POLL_DURATION.name} gauge" in text  # the family is still declared
+
+
+def test_gzip_length_is_the_bytes_sent() -> None:
+    exposition = render(render_groups("acme", samples_for(list(SEED_RECORDS))), health())
+    for body in (exposition.text, exposition.openmetrics):
+        assert body.gzip_length == len(body.gzipped)
+        assert body.gzip_length < body.length  # and it is compressed
