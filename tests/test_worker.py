@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import gc
+import io
 import itertools
 import os
 import pickle
 import platform
 import queue
+import signal
+import sys
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import structlog
 import structlog.testing
 from helpers import series, text_of
 
@@ -230,3 +237,60 @@ def test_malloc_trim_is_found_on_glibc_and_callable() -> None:
     assert trim is not None
     assert trim(0) in (0, 1)  # 1: memory was released, 0: there was none to release
     worker.release_memory()  # a collection and a trim, without error
+
+
+@pytest.fixture
+def child_state() -> Iterator[None]:
+    """What the child's entry point changes for its whole process, put back afterwards."""
+    sigint = signal.getsignal(signal.SIGINT)
+    config = structlog.get_config()
+    yield
+    signal.signal(signal.SIGINT, sigint)
+    structlog.configure(**config)
+    gc.unfreeze()
+    gc.enable()
+
+
+def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
+    simulator: Simulator, monkeypatch: pytest.MonkeyPatch, child_state: None
+) -> None:
+    """`python -m exporter.worker FD`, run in this process: the spec arrives on stdin, the
+    first poll's result comes through the pipe, and once the parent's end is closed the
+    child exits 0 instead of polling for nobody."""
+    settings = load_settings(
+        base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=0.01, log_level="error"
+    )
+    spec = PollerSpec(settings, simulator.base_url)
+    read_fd, write_fd = os.pipe()
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(pickle.dumps(spec))))
+    monkeypatch.setattr(sys, "argv", ["exporter.worker", str(write_fd)])
+
+    def exit_(code: int) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(worker.os, "_exit", exit_)
+    received: list[tuple[object, bytearray]] = []
+
+    def parent() -> None:
+        reader = Pipe(read_fd)
+        received.append(reader.receive())
+        reader.close()  # the exporter is gone
+
+    thread = threading.Thread(target=parent, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            worker.main()
+    finally:
+        os.close(write_fd)
+    thread.join(PATIENCE)
+    assert exited.value.code == 0
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # Ctrl-C is the parent's call
+    ((meta, data),) = received
+    block, health, timing = meta  # type: ignore[misc]
+    assert block.parts == ()  # the block's bytes travel raw, after the pickled header
+    assert health.up and health.tenant == "127.0.0.1"
+    assert timing.groups == len(simulator.tenant.records())
+    assert data  # the deflated group block
+    text = zlib.decompressobj(wbits=-zlib.MAX_WBITS).decompress(bytes(data)).decode()
+    assert text.count(f"{m.TOTAL_RECORDS.name}{{") == len(simulator.tenant.records())
