@@ -904,3 +904,17 @@ def test_files_are_checked_once_per_interval(
     assert live.current() is second  # the next check is due 10 s after the last one
     clock.advance(1.0)
     assert live.current() is not second
+
+
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_a_401_is_the_only_answer_on_the_wire(auth_url: str, method: bytes) -> None:
+    """After the 401 nothing else is sent: no page for a client that did not authenticate."""
+    host, port = auth_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=PATIENCE) as sock:
+        sock.sendall(method + b" /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert raw.count(b"HTTP/1.") == 1
+    assert m.PREFIX.encode() not in raw
+    assert raw.endswith(b"\r\n\r\nUnauthorized\n" if method == b"GET" else b"\r\n\r\n")
