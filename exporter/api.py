@@ -267,8 +267,8 @@ class ClientCredentials:
             "Content-Type": "application/json",
         }
         answer = self._sender.request_token(self.token_url, headers, body)
-        token = answer.get("access_token") or answer.get("accessToken") or answer.get("token")
-        if not isinstance(token, str) or not token:
+        token = token_of(answer)
+        if token is None:
             raise InvalidResponse("token answer without access_token", "200")
         self._tokens = [*self._tokens[-4:], token]
         expires_in = answer.get("expires_in") or answer.get("expiresIn")
@@ -279,6 +279,12 @@ class ClientCredentials:
         else:
             self._expires_at = now + max(lifetime - self.EXPIRY_MARGIN, lifetime / 2)
         self._token = token
+
+
+def token_of(answer: dict[str, object]) -> str | None:
+    """The access token of a token endpoint's answer, if it holds one."""
+    token = answer.get("access_token") or answer.get("accessToken") or answer.get("token")
+    return token if isinstance(token, str) and token else None
 
 
 class RequestStats:
@@ -614,6 +620,8 @@ class ApiClient:
             if "code" in data and not any(k in data for k in ("access_token", "accessToken")):
                 code = error_code(data["code"]) or "invalid_response"
                 raise HttpStatusError("error object from the token endpoint", "200", code)
+            if token_of(data) is None:  # here, so that it is counted as this request's failure
+                raise InvalidResponse("token answer without access_token", "200")
             return data
 
         return self._counted(send)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+import zlib
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families as parse_text
@@ -32,10 +33,22 @@ def by_id(text: str, name: str) -> dict[str, float]:
 
 
 def text_of(exposition: Exposition, openmetrics: bool = False) -> str:
+    """The body as a client decodes it, checked against what a scrape without gzip gets.
+
+    Decoded here with a single-member gzip reader (as curl and Prometheus read it), not
+    with the exporter's own inflater: one complete member, nothing after it, the CRC and
+    length trailer right, `length` right, and `plain()` the same bytes.
+    """
     body = exposition.select(openmetrics)
-    plain = body.plain().decode()
-    assert gzip.decompress(body.gzipped).decode() == plain
-    return plain
+    gzipped = body.gzipped
+    reader = zlib.decompressobj(wbits=31)
+    decoded = reader.decompress(gzipped)
+    assert reader.eof, "the gzip member is incomplete"
+    assert reader.unused_data == b"", "bytes after the gzip member"
+    assert gzip.decompress(gzipped) == decoded
+    assert len(decoded) == body.length
+    assert body.plain() == decoded
+    return decoded.decode()
 
 
 class FakeClock:

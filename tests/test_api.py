@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import http.server
 import os
 import socket
 import ssl
@@ -10,21 +11,33 @@ import threading
 import time
 import tracemalloc
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+import time_machine
+import trustme
+from helpers import FakeClock
 
 from exporter.api import (
     USER_AGENT,
     ApiClient,
+    ApiConnectionError,
     ApiError,
     ApiTimeout,
+    ApiTlsError,
+    ClientCredentials,
+    HttpStatusError,
+    InvalidResponse,
     KeyFile,
     RequestStats,
+    SecretFile,
+    StaticKey,
     classify_transport_error,
     credentials_from,
+    tls_verify,
 )
 from exporter.settings import ConfigError, load_settings
 from exporter.simulator import DEMO_KEY, Fault, Simulator, error_fault
@@ -327,3 +340,400 @@ def test_headers_dripped_slowly_hit_the_total_deadline(make_client: MakeClient) 
         assert server.gone.wait(30)
     finally:
         server.close()
+
+
+def test_key_file_replaced_with_the_same_size_and_mtime_is_reread(tmp_path: Path) -> None:
+    """A rename over the file (a Secret volume's symlink swap) changes only the inode."""
+    path = tmp_path / "key"
+    path.write_text("key-aaaa")
+    key_file = KeyFile(path)
+    assert key_file.authorization() == "Bearer key-aaaa"
+    before = os.stat(path)
+    replacement = tmp_path / "key.new"
+    replacement.write_text("key-bbbb")
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    replacement.replace(path)
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert after.st_ino != before.st_ino
+    assert key_file.authorization() == "Bearer key-bbbb"
+
+
+def test_key_file_unchanged_is_not_reread(tmp_path: Path) -> None:
+    """Same inode, size and mtime: the file is taken as unchanged (no read per request)."""
+    path = tmp_path / "key"
+    path.write_text("key-aaaa")
+    key_file = KeyFile(path)
+    before = os.stat(path)
+    with path.open("r+") as handle:  # rewritten in place: same inode
+        handle.write("key-bbbb")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert key_file.authorization() == "Bearer key-aaaa"
+
+
+def throttled_with(retry_after: str) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            429,
+            json={"code": 429, "description": "slow down"},
+            headers={"Retry-After": retry_after},
+        )
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("42", 42.0),
+        (" 7 ", 7.0),
+        ("Wed, 02 Dec 2026 12:02:00 GMT", 120.0),  # an HTTP date, two minutes ahead
+        ("Wed, 02 Dec 2026 11:00:00 GMT", 0.0),  # a date already past: retry now
+        ("soon", None),
+        ("", None),
+    ],
+)
+def test_retry_after_seconds_or_http_date(
+    make_client: MakeClient, header: str, expected: float | None
+) -> None:
+    client = make_client(transport=throttled_with(header))
+    with time_machine.travel(datetime(2026, 12, 2, 12, 0, tzinfo=UTC), tick=False):
+        failure = failure_of(client)
+    assert failure.labels == ("429", "429")
+    assert failure.retry_after == expected
+
+
+@pytest.fixture
+def untrusted_https_url() -> Iterator[tuple[str, trustme.CA]]:
+    """A real HTTPS server on loopback whose certificate comes from a CA nobody trusts."""
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", ca
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_untrusted_certificate_on_loopback_is_a_tls_failure(
+    untrusted_https_url: tuple[str, trustme.CA],
+) -> None:
+    url, ca = untrusted_https_url
+    stats = RequestStats()
+    client = ApiClient(url, StaticKey("k"), 30.0, 10_000_000, stats)
+    try:
+        failure = failure_of(client)
+    finally:
+        client.close()
+    assert isinstance(failure, ApiTlsError)
+    assert failure.labels == ("none", "tls")
+    assert stats.read() == (1, {("none", "tls"): 1})
+    # The same server with its CA trusted answers: the failure was the certificate.
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+    client = ApiClient(url, StaticKey("k"), 30.0, 10_000_000, RequestStats(), verify=trusted)
+    try:
+        assert client.fetch().payload.groups == []
+    finally:
+        client.close()
+
+
+# --- credentials and CA trust from the settings ------------------------------------------
+
+
+@pytest.fixture
+def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("WEBEX_CAMPAIGN_"):
+            monkeypatch.delenv(name)
+
+
+BASE = "https://acme.webexcampaign.io/campaignapi/resources/v3"
+
+
+def test_demo_uses_the_demo_key(no_env: None) -> None:
+    credentials = credentials_from(load_settings(demo=True))
+    assert isinstance(credentials, StaticKey)
+    assert credentials.authorization() == f"Bearer {DEMO_KEY}"
+
+
+def test_static_key_is_stripped(no_env: None) -> None:
+    credentials = credentials_from(load_settings(base_url=BASE, api_key=" k-1 \n"))
+    assert isinstance(credentials, StaticKey)
+    assert credentials.authorization() == "Bearer k-1"
+    assert credentials.secrets() == ["k-1"]
+    assert not credentials.rejected(HttpStatusError("HTTP 401", "401", "498"))
+
+
+def test_key_file_mode(no_env: None, tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_text("from-file\n")
+    credentials = credentials_from(load_settings(base_url=BASE, api_key_file=path))
+    assert isinstance(credentials, KeyFile)
+    assert credentials.authorization() == "Bearer from-file"
+
+
+def test_empty_key_file_is_a_config_error(no_env: None, tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_text(" \n")
+    with pytest.raises(ConfigError) as caught:
+        credentials_from(load_settings(base_url=BASE, api_key_file=path))
+    assert str(caught.value) == (
+        f"WEBEX_CAMPAIGN_API_KEY_FILE (--api-key-file): {path} is empty or unreadable:"
+        " it must hold the API secret key"
+    )
+
+
+def test_token_flow_mode_reads_secrets_from_files_and_values(no_env: None, tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("secret-from-file\n")
+    credentials = credentials_from(
+        load_settings(
+            base_url=BASE, client_id="cid", client_secret_file=secret_file, auth_key=" ak \n"
+        )
+    )
+    assert isinstance(credentials, ClientCredentials)
+    assert credentials.token_url == f"{BASE}/oauth/token"
+    assert credentials.secrets() == ["secret-from-file", "ak"]
+    secret_file.write_text("rotated")
+    assert credentials.secrets()[0] == "rotated"  # files are re-read when they change
+
+
+@pytest.mark.parametrize(
+    ("field", "setting"),
+    [
+        ("client_secret_file", "WEBEX_CAMPAIGN_CLIENT_SECRET_FILE (--client-secret-file)"),
+        ("auth_key_file", "WEBEX_CAMPAIGN_AUTH_KEY_FILE (--auth-key-file)"),
+    ],
+)
+def test_token_flow_empty_secret_file_is_a_config_error(
+    no_env: None, tmp_path: Path, field: str, setting: str
+) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    values: dict[str, object] = {"client_secret": "s", "auth_key": "a", field: empty}
+    values.pop(field.removesuffix("_file"))
+    with pytest.raises(ConfigError) as caught:
+        credentials_from(load_settings(base_url=BASE, client_id="cid", **values))
+    assert str(caught.value) == f"{setting}: {empty} is empty or unreadable"
+
+
+def test_tls_verify_uses_the_system_cas_or_the_ca_file(no_env: None, tmp_path: Path) -> None:
+    assert tls_verify(load_settings(demo=True)) is True
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = tls_verify(load_settings(demo=True, ca_file=ca_file))
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert len(context.get_ca_certs()) == 1
+
+
+def test_tls_verify_refuses_a_file_that_is_no_ca_bundle(no_env: None, tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(
+        ConfigError, match=r"^WEBEX_CAMPAIGN_CA_FILE \(--ca-file\): .* is not a PEM"
+    ):
+        tls_verify(load_settings(demo=True, ca_file=bad))
+
+
+def with_cause(error: httpx.TransportError, cause: BaseException, explicit: bool) -> Exception:
+    if explicit:
+        error.__cause__ = cause
+    else:
+        error.__context__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind", "labels", "detail"),
+    [
+        (
+            httpx.ReadTimeout("slow"),
+            "200",
+            ApiTimeout,
+            ("200", "timeout"),
+            "request timed out (ReadTimeout)",
+        ),
+        (
+            httpx.ConnectTimeout("slow"),
+            "none",
+            ApiTimeout,
+            ("none", "timeout"),
+            "request timed out (ConnectTimeout)",
+        ),
+        (
+            with_cause(httpx.ConnectError("x"), ssl.SSLError(1, "bad record mac"), True),
+            "none",
+            ApiTlsError,
+            ("none", "tls"),
+            "TLS handshake or certificate verification failed",
+        ),
+        (
+            with_cause(httpx.ConnectError("x"), OSError("wrapped"), False),
+            "none",
+            ApiConnectionError,
+            ("none", "connection"),
+            "could not connect or connection lost (ConnectError)",
+        ),
+        (
+            httpx.ConnectError("[SSL: WRONG_VERSION_NUMBER] wrong version number"),
+            "none",
+            ApiTlsError,
+            ("none", "tls"),
+            "TLS handshake or certificate verification failed",
+        ),
+        (
+            httpx.ConnectError("Hostname mismatch, Certificate is not valid"),
+            "none",
+            ApiTlsError,
+            ("none", "tls"),
+            "TLS handshake or certificate verification failed",
+        ),
+        (
+            httpx.RemoteProtocolError("Server disconnected without sending a response."),
+            "none",
+            ApiConnectionError,
+            ("none", "connection"),
+            "connection closed without an answer",
+        ),
+        (
+            httpx.RemoteProtocolError("peer closed connection; disconnected"),
+            "200",
+            InvalidResponse,
+            ("200", "invalid_response"),
+            "malformed HTTP response (RemoteProtocolError)",
+        ),
+        (
+            httpx.DecodingError("bad gzip"),
+            "200",
+            InvalidResponse,
+            ("200", "invalid_response"),
+            "malformed HTTP response (DecodingError)",
+        ),
+        (
+            httpx.ReadError("reset"),
+            "200",
+            ApiConnectionError,
+            ("200", "connection"),
+            "could not connect or connection lost (ReadError)",
+        ),
+    ],
+)
+def test_transport_errors_are_classified_exactly(
+    error: httpx.TransportError,
+    status: str,
+    kind: type[ApiError],
+    labels: tuple[str, str],
+    detail: str,
+) -> None:
+    failure = classify_transport_error(error, status)
+    assert type(failure) is kind
+    assert failure.labels == labels
+    assert failure.detail == detail
+    assert str(failure) == detail
+    assert failure.retry_after is None
+
+
+def test_classification_defaults_to_no_status() -> None:
+    assert classify_transport_error(httpx.ConnectError("refused")).labels == ("none", "connection")
+
+
+def test_a_401_with_an_unchanged_key_file_is_not_retried(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "key"
+    path.write_text("not-the-key")
+    client = ApiClient(simulator.base_url, KeyFile(path), 30.0, 10_000_000, RequestStats())
+    try:
+        assert failure_of(client).labels == ("401", "498")
+    finally:
+        client.close()
+    assert client.stats.read() == (1, {("401", "498"): 1})
+
+
+def test_a_secret_file_missing_at_start_reads_as_empty_until_it_appears(tmp_path: Path) -> None:
+    path = tmp_path / "later"
+    secret = SecretFile(path)
+    assert secret.value() == ""
+    path.write_text("arrived\n")
+    assert secret.value() == "arrived"
+
+
+# --- the body's deadline and size cap, on a clock the test moves --------------------------
+
+
+def trickle(clock: FakeClock, pause: float) -> httpx.MockTransport:
+    """Answers `[]` in two chunks, `pause` seconds apart on the client's clock."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b"["
+        clock.advance(pause)
+        yield b"]"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=chunks())
+
+    return httpx.MockTransport(handler)
+
+
+def clocked_client(transport: httpx.MockTransport, clock: FakeClock, cap: int = 100) -> ApiClient:
+    return ApiClient(
+        "https://x.example/v1", StaticKey("k"), 30.0, cap, RequestStats(), transport, clock=clock
+    )
+
+
+def test_a_body_arriving_within_the_timeout_is_taken() -> None:
+    clock = FakeClock(start=100.0)
+    fetched = clocked_client(trickle(clock, pause=30.0), clock).fetch()
+    assert fetched.payload.groups == []
+    assert fetched.fetch_seconds == 30.0
+
+
+def test_a_body_trickling_past_the_timeout_is_a_timeout() -> None:
+    clock = FakeClock(start=100.0)
+    client = clocked_client(trickle(clock, pause=30.5), clock)
+    failure = failure_of(client)
+    assert isinstance(failure, ApiTimeout)
+    assert failure.labels == ("200", "timeout")
+    assert failure.detail == "response slower than the timeout"
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_body_exactly_at_the_cap_is_taken(declared: bool) -> None:
+    body = b"[" + b" " * 98 + b"]"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if declared:
+            return httpx.Response(200, content=body)
+        return httpx.Response(200, content=iter([body[:50], body[50:]]))
+
+    client = clocked_client(httpx.MockTransport(handler), FakeClock(), cap=len(body))
+    assert client.fetch().payload.groups == []
+    over = clocked_client(httpx.MockTransport(handler), FakeClock(), cap=len(body) - 1)
+    failure = failure_of(over)
+    assert failure.labels == ("200", "too_large")
+    expected = (
+        f"Content-Length {len(body)} over the cap"
+        if declared
+        else f"body over the cap of {len(body) - 1} bytes"
+    )
+    assert failure.detail == expected

@@ -31,6 +31,10 @@ from exporter.simulator import (
 
 KEY = "e2e-secret-key-0123456789"
 SCRIPT = exporter_script()
+# Ceilings for event-driven waits, not expectations: each wait ends as soon as its
+# condition holds; the ceiling only turns a hang into a failure. Generous, so that the
+# suite stays green when other processes keep every core busy.
+PATIENCE = 60.0
 
 
 @dataclass
@@ -40,9 +44,9 @@ class Running:
     simulator: Simulator
 
     def scrape(self) -> str:
-        return httpx.get(f"{self.url}/metrics", timeout=5).text
+        return httpx.get(f"{self.url}/metrics", timeout=PATIENCE).text
 
-    def wait_for(self, predicate, timeout: float = 10.0) -> str:  # type: ignore[no-untyped-def]
+    def wait_for(self, predicate, timeout: float = PATIENCE) -> str:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
         while True:
             text = self.scrape()
@@ -53,13 +57,13 @@ class Running:
             time.sleep(0.1)
 
 
-def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 15.0) -> None:
+def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = PATIENCE) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"exporter exited with {process.returncode}: {process.stderr.read()}")  # type: ignore[union-attr]
         try:
-            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/-/ready", timeout=PATIENCE).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -160,7 +164,7 @@ def test_promtool_check_metrics_passes_on_a_real_scrape(running: Running) -> Non
 
 def test_sigterm_exits_zero_and_logs_never_hold_the_key(running: Running) -> None:
     running.process.send_signal(signal.SIGTERM)
-    stdout, stderr = running.process.communicate(timeout=5)
+    stdout, stderr = running.process.communicate(timeout=PATIENCE)
     assert running.process.returncode == 0
     assert KEY not in stdout + stderr
     events = [line for line in stderr.splitlines() if line.startswith("{")]
@@ -171,12 +175,12 @@ def test_sigterm_exits_zero_and_logs_never_hold_the_key(running: Running) -> Non
 def test_demo_mode_runs_without_credentials() -> None:
     process, url = start(["--demo", "--poll-interval", "1"], {})
     try:
-        text = httpx.get(f"{url}/metrics").text
+        text = httpx.get(f"{url}/metrics", timeout=PATIENCE).text
         assert 'webex_campaign_up{tenant="demo"} 1' in text
         assert 'name="demo_stuck_import"' in text
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=5) == 0
+        assert process.wait(timeout=PATIENCE) == 0
 
 
 def test_python_dash_m_entry_point() -> None:
@@ -208,24 +212,27 @@ def test_web_config_protects_every_endpoint(tmp_path: Path) -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + PATIENCE
         while True:
             try:
-                response = httpx.get(f"{url}/-/ready", auth=("prometheus", "scrape-pass"))
+                response = httpx.get(
+                    f"{url}/-/ready", auth=("prometheus", "scrape-pass"), timeout=PATIENCE
+                )
                 if response.status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, "never ready"
             time.sleep(0.05)
-        assert httpx.get(f"{url}/metrics").status_code == 401
-        assert httpx.get(f"{url}/metrics", auth=("prometheus", "wrong")).status_code == 401
-        good = httpx.get(f"{url}/metrics", auth=("prometheus", "scrape-pass"))
+        assert httpx.get(f"{url}/metrics", timeout=PATIENCE).status_code == 401
+        wrong = httpx.get(f"{url}/metrics", auth=("prometheus", "wrong"), timeout=PATIENCE)
+        assert wrong.status_code == 401
+        good = httpx.get(f"{url}/metrics", auth=("prometheus", "scrape-pass"), timeout=PATIENCE)
         assert good.status_code == 200
         assert "webex_campaign_up" in good.text
     finally:
         process.terminate()
-        _, stderr = process.communicate(timeout=5)
+        _, stderr = process.communicate(timeout=PATIENCE)
     assert "scrape-pass" not in stderr
 
 
@@ -236,7 +243,7 @@ def test_bad_web_config_exits_2_naming_the_file(tmp_path: Path) -> None:
         [SCRIPT, "--demo", "--web.config.file", str(config)],
         capture_output=True,
         text=True,
-        timeout=10,
+        timeout=PATIENCE,
         check=False,
     )
     assert result.returncode == 2
@@ -245,25 +252,27 @@ def test_bad_web_config_exits_2_naming_the_file(tmp_path: Path) -> None:
     assert str(config) in lines[0] and "cert_fiel" in lines[0]
 
 
-def test_sigterm_ends_an_in_flight_poll_within_5_seconds() -> None:
+def test_sigterm_ends_an_in_flight_poll_without_waiting_for_it() -> None:
+    """The poll in flight would take 10 minutes (the API answers after 600 s, the
+    timeout is 900 s): SIGTERM must not wait for it. The bound only has to tell "at once"
+    from "after the poll", so it is far above a normal stop (well under a second)."""
     with Simulator(Tenant(), keys=frozenset({KEY})) as simulator:
         process, _ = start(
-            ["--base-url", simulator.base_url, "--poll-interval", "0.2", "--timeout", "60"],
+            ["--base-url", simulator.base_url, "--poll-interval", "0.2", "--timeout", "900"],
             {"WEBEX_CAMPAIGN_API_KEY": KEY},
         )
         tenant = simulator.tenant
-        tenant.slow_seconds = 30
+        tenant.slow_seconds = 600
         tenant.scenario = SCENARIOS["slow"]
         seen = tenant.requests
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + PATIENCE
         while tenant.requests == seen:  # the next poll is now waiting on the API
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        time.sleep(0.2)
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-        assert time.monotonic() - started < 5
+        assert process.wait(timeout=PATIENCE) == 0
+        assert time.monotonic() - started < PATIENCE
         tenant.scenario = None
 
 
@@ -272,13 +281,13 @@ def test_poller_process_death_is_survived(running: Running) -> None:
     children = child_pids(pid)
     assert len(children) == 1, "the poller runs in one child process"
     os.kill(children[0], signal.SIGKILL)
-    text = running.wait_for(lambda t: 'webex_campaign_up{tenant="e2e"} 0' in t, timeout=5)
+    text = running.wait_for(lambda t: 'webex_campaign_up{tenant="e2e"} 0' in t)
     assert 'id="16710111730000"' in text  # the last values are still served
-    running.wait_for(lambda t: 'webex_campaign_up{tenant="e2e"} 1' in t, timeout=15)
+    running.wait_for(lambda t: 'webex_campaign_up{tenant="e2e"} 1' in t)
     after = child_pids(pid)
     assert len(after) == 1 and after != children
     running.process.terminate()
-    _, stderr = running.process.communicate(timeout=5)
+    _, stderr = running.process.communicate(timeout=PATIENCE)
     assert '"event": "poller_died"' in stderr
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import subprocess
+import sys
 import zlib
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from tools import require_tool
 
+from exporter import __version__
 from exporter import metrics as m
 from exporter.exposition import (
     BlockRenderer,
@@ -76,6 +78,22 @@ def test_escape() -> None:
     ],
 )
 def test_format_value(value: float, text: str) -> None:
+    assert format_value(value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (2.0**53 - 1, "9007199254740991"),  # the largest float every integer below is exact
+        (2.0**53, "9.007199254740992e+15"),  # from here on, as the Go clients write it
+        (7, "7"),
+        (float("nan"), "NaN"),
+        (float("inf"), "+Inf"),
+        (float("-inf"), "-Inf"),
+        (-0.0, "0"),
+    ],
+)
+def test_format_value_edges(value: float, text: str) -> None:
     assert format_value(value) == text
 
 
@@ -172,6 +190,44 @@ def test_hostile_names_round_trip(openmetrics: bool) -> None:
     assert names == {f"id-{i}": name for i, name in enumerate(HOSTILE)}
     tenants = {s.labels["tenant"] for s in samples(text, openmetrics)}
     assert tenants == {'ten"ant\\'}
+
+
+INFO_LABELS = {
+    "status": "statusValue",
+    "user_group": "userGroup",
+    "load_type": "loadType",
+    "source": "source",
+    "target_group_type": "targetGroupType",
+    "channels": "supportedChannels",
+}
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+@pytest.mark.parametrize("info_label", list(INFO_LABELS))
+def test_hostile_info_labels_round_trip(openmetrics: bool, info_label: str) -> None:
+    """Each label of the info series is escaped on its own (one forgotten `escape` breaks
+    the whole scrape for Prometheus)."""
+    field = INFO_LABELS[info_label]
+    records = [
+        {**SEED_RECORDS[0], "id": f"id-{i}", field: value} for i, value in enumerate(HOSTILE)
+    ]
+    exposition = render(
+        render_groups("acme", samples_for(records), max_label_length=4096), health()
+    )
+    text = text_of(exposition, openmetrics)
+    served = {
+        s.labels["id"]: s.labels[info_label]
+        for s in samples(text, openmetrics)
+        if s.name == m.INFO.name
+    }
+    assert served == {f"id-{i}": value for i, value in enumerate(HOSTILE)}
+
+
+def test_channels_as_a_list_are_joined() -> None:
+    record = {**SEED_RECORDS[0], "supportedChannels": ["A", 'E"', "S"]}
+    text = text_of(render(render_groups("acme", samples_for([record])), health()))
+    (labels,) = series(text, m.INFO.name)
+    assert dict(labels)["channels"] == 'A,E",S'
 
 
 def test_gzip_is_one_valid_member_for_every_decoder() -> None:
@@ -379,3 +435,77 @@ def test_any_label_value_round_trips_through_the_official_parsers(
         expected_name = "" if name == "null" else name
         assert (labels["tenant"], labels["id"]) == (tenant, expected_id)
         assert (labels["name"], labels["user_group"]) == (expected_name, expected_name)
+
+
+def test_health_series_exactly() -> None:
+    """The series outside the group block, byte for byte, in both formats."""
+    failures = {("429", "429"): 2, ("none", "timeout"): 1, ("200", 'a"b'): 0}
+    state = health(
+        tenant='ac"me',
+        up=False,
+        last_success=1_800_000_000.5,
+        failures=failures,
+        requests=7,
+        invalid=3,
+        group_counts={"ready": 2},
+    )
+    exposition = render(render_groups('ac"me', ()), state)
+    python = ".".join(str(part) for part in sys.version_info[:3])
+    t = 'tenant="ac\\"me"'
+    samples_text = [
+        f'webex_campaign_target_groups{{{t},state="in_progress"}} 0',
+        f'webex_campaign_target_groups{{{t},state="ready"}} 2',
+        f'webex_campaign_target_groups{{{t},state="unknown"}} 0',
+        f"webex_campaign_up{{{t}}} 0",
+        f"webex_campaign_last_poll_success_timestamp_seconds{{{t}}} 1.8000000005e+09",
+        f"webex_campaign_poll_duration_seconds{{{t}}} 0.25",
+        f"webex_campaign_invalid_target_groups{{{t}}} 3",
+        f"webex_campaign_truncated_label_values{{{t}}} 0",
+        f'webex_campaign_exporter_build_info{{{t},version="{__version__}",'
+        f'python_version="{python}"}} 1',
+        f"webex_campaign_api_requests_total{{{t}}} 7",
+        f'webex_campaign_api_failures_total{{{t},status="200",code="a\\"b"}} 0',
+        f'webex_campaign_api_failures_total{{{t},status="429",code="429"}} 2',
+        f'webex_campaign_api_failures_total{{{t},status="none",code="timeout"}} 1',
+    ]
+    families = [
+        m.GROUPS,
+        m.UP,
+        m.LAST_POLL_SUCCESS,
+        m.POLL_DURATION,
+        m.INVALID_GROUPS,
+        m.TRUNCATED_LABELS,
+        m.BUILD_INFO,
+        m.API_REQUESTS,
+        m.API_FAILURES,
+    ]
+    for openmetrics in (False, True):
+        text = text_of(exposition, openmetrics)
+        start = text.index(f"# HELP {m.GROUPS.name} ")
+        # the lifecycle families (tested above) follow the health series
+        end = text.index(f"# HELP {m.TRANSITIONS.family if openmetrics else m.TRANSITIONS.name} ")
+        tail = text[start:end].splitlines()
+        assert [line for line in tail if not line.startswith("#")] == samples_text
+        names = [metric.family if openmetrics else metric.name for metric in families]
+        assert [line for line in tail if line.startswith("# HELP")] == [
+            f"# HELP {name} {metric.help}" for name, metric in zip(names, families, strict=True)
+        ]
+        assert [line for line in tail if line.startswith("# TYPE")] == [
+            f"# TYPE {name} {metric.type}" for name, metric in zip(names, families, strict=True)
+        ]
+        assert text.endswith("# EOF\n") is openmetrics
+
+
+def test_a_health_without_timings_leaves_their_series_out() -> None:
+    text = text_of(render(render_groups("acme", ()), health(last_success=None, poll_duration=None)))
+    names = {s.name for s in samples(text)}
+    assert m.LAST_POLL_SUCCESS.name not in names
+    assert m.POLL_DURATION.name not in names
+    assert f"# TYPE {m.POLL_DURATION.name} gauge" in text  # the family is still declared
+
+
+def test_gzip_length_is_the_bytes_sent() -> None:
+    exposition = render(render_groups("acme", samples_for(list(SEED_RECORDS))), health())
+    for body in (exposition.text, exposition.openmetrics):
+        assert body.gzip_length == len(body.gzipped)
+        assert body.gzip_length < body.length  # and it is compressed

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
+import structlog.testing
 from conftest import Recorder
 from helpers import FakeClock, by_id, series, text_of
 
 from exporter import metrics as m
+from exporter import poller as poller_module
 from exporter.api import ApiClient, HttpStatusError
-from exporter.poller import Poller, RetryPolicy
+from exporter.exposition import GroupBlock, Health
+from exporter.poller import Poller, PollTiming, RetryPolicy
 from exporter.simulator import Fault, Simulator, error_fault
 
 
@@ -148,6 +154,32 @@ class TestRetryPolicy:
     def test_short_interval_starts_backoff_at_the_interval(self) -> None:
         assert RetryPolicy(interval=2).backoff(1, random.Random(0)) <= 2
 
+    @pytest.mark.parametrize(
+        ("interval", "failures", "base"),
+        [
+            (60, 1, 5.0),
+            (60, 2, 10.0),
+            (60, 4, 40.0),
+            (60, 5, 60.0),
+            (30, 1, 5.0),
+            (2, 1, 2.0),
+            (2, 3, 2.0),
+            (0.5, 1, 0.5),
+        ],
+    )
+    def test_backoff_is_exactly_the_base_times_the_jitter(
+        self, interval: float, failures: int, base: float
+    ) -> None:
+        for seed in range(20):
+            jitter = random.Random(seed).uniform(0.5, 1.0)
+            delay = RetryPolicy(interval=interval).backoff(failures, random.Random(seed))
+            assert delay == pytest.approx(base * jitter)
+
+    def test_first_backoff_spans_half_to_full_five_seconds(self) -> None:
+        delays = [RetryPolicy(interval=60).backoff(1, self.rng) for _ in range(500)]
+        assert all(2.5 <= d <= 5.0 for d in delays)
+        assert min(delays) < 2.6 and max(delays) > 4.9
+
     def test_jitter_stays_within_half_to_full(self) -> None:
         delays = {RetryPolicy(interval=60).backoff(2, self.rng) for _ in range(200)}
         assert min(delays) >= 5 and max(delays) <= 10 and len(delays) > 100
@@ -244,3 +276,264 @@ def test_polls_further_apart_than_stale_after_are_timed_when_none_failed(
     clock.advance(60)
     poller.poll_once()
     assert durations(metrics_text(recorder), str(record["behaviour"]))[1] == 1
+
+
+def test_poller_backs_off_from_five_seconds_after_a_failure(
+    make_client: Callable[..., ApiClient], recorder: Recorder, simulator: Simulator
+) -> None:
+    """The poller's own policy, with its jitter drawn from the rng it was given."""
+    poller = Poller(
+        make_client(),
+        tenant="acme",
+        timezone="UTC",
+        interval=60.0,
+        stale_after=300.0,
+        publish=recorder,
+        clock=FakeClock(),
+        rng=random.Random(7),
+    )
+    expected = random.Random(7)
+    simulator.tenant.inject(error_fault(500, 500), error_fault(500, 500))
+    assert poller.poll_once() == pytest.approx(5.0 * expected.uniform(0.5, 1.0))
+    assert poller.poll_once() == pytest.approx(10.0 * expected.uniform(0.5, 1.0))
+    assert poller.poll_once() == 60.0
+
+
+class OnePublishAtATime(Recorder):
+    """A recorder the test can wait on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = threading.Semaphore(0)
+
+    def __call__(self, block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
+        super().__call__(block, health, timing)
+        self.arrived.release()
+
+
+def test_run_polls_at_once_then_waits_for_the_interval_until_stopped(
+    make_client: Callable[..., ApiClient],
+) -> None:
+    published = OnePublishAtATime()
+    after: list[int] = []
+    poller = Poller(
+        make_client(), "acme", "UTC", interval=3600.0, stale_after=300.0, publish=published
+    )
+    thread = threading.Thread(target=poller.run, args=(lambda: after.append(1),), daemon=True)
+    thread.start()
+    assert published.arrived.acquire(timeout=60)  # the first poll comes at once
+    poller.stop()  # and the hour-long wait ends now
+    thread.join(60)
+    assert not thread.is_alive()
+    assert len(published.published) == 1
+    assert after == [1]
+    assert published.last.up
+
+
+def test_a_crashing_poll_is_logged_and_the_loop_goes_on(
+    make_client: Callable[..., ApiClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poller = Poller(make_client(), "acme", "UTC", 3600.0, 300.0, publish=Recorder())
+    crashed = threading.Event()
+
+    def crash() -> float:
+        crashed.set()
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(poller, "poll_once", crash)
+    after = threading.Event()
+    with structlog.testing.capture_logs() as logs:
+        thread = threading.Thread(target=poller.run, args=(after.set,), daemon=True)
+        thread.start()
+        assert after.wait(60)  # the loop survived the crash
+        poller.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert crashed.is_set()
+    (entry,) = [e for e in logs if e["event"] == "poll_crashed"]
+    assert entry["tenant"] == "acme"
+    assert entry["log_level"] == "error"
+    assert entry["exc_info"] is True
+
+
+# --- log events: one line per state change, stable keys ------------------------------------
+
+
+def events(logs: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [entry for entry in logs if entry["log_level"] != "debug"]
+
+
+def test_state_changes_are_logged_once_each(
+    poller: Poller, simulator: Simulator, clock: FakeClock
+) -> None:
+    simulator.tenant.inject(
+        error_fault(500, 500), error_fault(500, 500), error_fault(401, 498), error_fault(401, 498)
+    )
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):
+            poller.poll_once()
+            clock.advance(1)
+    down, changed, up = events(logs)
+    assert {k: down[k] for k in ("event", "tenant", "status", "code", "fix", "log_level")} == {
+        "event": "api_down",
+        "tenant": "acme",
+        "status": "500",
+        "code": "500",
+        "fix": None,
+        "log_level": "error",
+    }
+    assert down["detail"] == "HTTP 500"
+    assert {k: changed[k] for k in ("event", "status", "code", "fix")} == {
+        "event": "api_failure_changed",
+        "status": "401",
+        "code": "498",
+        "fix": "the key or token is invalid or expired: rotate the key file or check it",
+    }
+    groups = len(simulator.tenant.records())
+    assert up == {
+        "event": "api_up",
+        "tenant": "acme",
+        "groups": groups,
+        "failed_polls": 4,
+        "log_level": "info",
+    }
+
+
+def test_going_down_after_being_up_is_api_down(poller: Poller, simulator: Simulator) -> None:
+    poller.poll_once()
+    simulator.tenant.inject(error_fault(404, 404))
+    with structlog.testing.capture_logs() as logs:
+        poller.poll_once()
+    (entry,) = events(logs)
+    assert (entry["event"], entry["status"], entry["code"]) == ("api_down", "404", "404")
+
+
+def test_invalid_records_are_logged_when_their_count_changes(
+    poller: Poller, simulator: Simulator
+) -> None:
+    for index in range(7):
+        simulator.tenant.put({"id": f"broken-{index}", "name": "no counts"})
+    with structlog.testing.capture_logs() as logs:
+        poller.poll_once()
+        poller.poll_once()  # same count: not again
+        simulator.tenant.delete("broken-0")
+        poller.poll_once()
+    warnings = [entry for entry in events(logs) if entry["event"] == "invalid_records"]
+    assert [entry["count"] for entry in warnings] == [7, 6]
+    first = warnings[0]
+    assert first["tenant"] == "acme"
+    assert first["log_level"] == "warning"
+    examples = first["examples"]
+    assert isinstance(examples, list)
+    assert len(examples) == 5
+    assert all(str(example).startswith("record ") for example in examples)
+
+
+def test_dropping_stale_series_is_logged(
+    poller: Poller, simulator: Simulator, clock: FakeClock
+) -> None:
+    poller.poll_once()
+    groups = len(simulator.tenant.records())
+    simulator.tenant.inject(error_fault(500, 500), error_fault(500, 500))
+    clock.advance(301)
+    with structlog.testing.capture_logs() as logs:
+        poller.poll_once()
+        poller.poll_once()  # nothing left to drop: not again
+    dropped = [entry for entry in logs if entry["event"] == "stale_series_dropped"]
+    assert dropped == [
+        {
+            "event": "stale_series_dropped",
+            "tenant": "acme",
+            "groups": groups,
+            "stale_after_s": 300.0,
+            "log_level": "warning",
+        }
+    ]
+
+
+def test_poll_timing_logs_where_the_time_went() -> None:
+    now = time.monotonic()
+    timing = PollTiming(groups=3, fetch_s=0.5, started=now - 2.0, received=now - 1.0)
+    with structlog.testing.capture_logs() as logs:
+        timing.log_published("acme")
+    (entry,) = logs
+    assert (entry["event"], entry["tenant"], entry["groups"], entry["fetch_s"]) == (
+        "poll_completed",
+        "acme",
+        3,
+        0.5,
+    )
+    assert entry["log_level"] == "debug"
+    assert 1.0 <= entry["processing_s"] < entry["duration_s"]
+    assert entry["duration_s"] - entry["processing_s"] == pytest.approx(1.0, abs=1e-3)
+
+
+class RecordedWaits(threading.Event):
+    """The poller's waits, recorded and returned at once; set after `polls` of them."""
+
+    def __init__(self, polls: int) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+        self._polls = polls
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        self.waits.append(timeout)
+        if len(self.waits) >= self._polls:
+            self.set()
+        return self.is_set()
+
+
+def test_the_schedule_runs_start_to_start(
+    make_client: Callable[..., ApiClient],
+    simulator: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each wait is the poll's delay less the time the poll took (never below zero)."""
+    monotonic = FakeClock(start=500.0)
+    monkeypatch.setattr(poller_module, "time", SimpleNamespace(monotonic=monotonic))
+
+    def publish(block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
+        monotonic.advance(2.0)  # each poll takes 2 s
+
+    poller = Poller(make_client(), "acme", "UTC", 60.0, 300.0, publish, rng=random.Random(7))
+    waits = RecordedWaits(polls=3)
+    poller._stop = waits
+    simulator.tenant.inject(error_fault(500, 500), error_fault(500, 500))
+    jitter = random.Random(7)
+    first, second = 5.0 * jitter.uniform(0.5, 1.0), 10.0 * jitter.uniform(0.5, 1.0)
+    poller.run()
+    assert waits.waits == pytest.approx([first - 2.0, second - 2.0, 58.0])
+
+
+def test_a_poll_longer_than_its_delay_is_followed_at_once(
+    make_client: Callable[..., ApiClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monotonic = FakeClock(start=500.0)
+    monkeypatch.setattr(poller_module, "time", SimpleNamespace(monotonic=monotonic))
+
+    def slow_publish(block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
+        monotonic.advance(90.0)  # longer than the 60 s interval
+
+    poller = Poller(make_client(), "acme", "UTC", 60.0, 300.0, slow_publish)
+    waits = RecordedWaits(polls=1)
+    poller._stop = waits
+    poller.run()
+    assert waits.waits == [0.0]
+
+
+def test_after_a_crash_the_next_poll_comes_one_interval_later(
+    make_client: Callable[..., ApiClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monotonic = FakeClock(start=500.0)
+    monkeypatch.setattr(poller_module, "time", SimpleNamespace(monotonic=monotonic))
+    poller = Poller(make_client(), "acme", "UTC", 60.0, 300.0, Recorder())
+
+    def crash() -> float:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(poller, "poll_once", crash)
+    waits = RecordedWaits(polls=2)
+    poller._stop = waits
+    poller.run()
+    assert waits.waits == [60.0, 60.0]

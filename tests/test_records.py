@@ -240,3 +240,36 @@ def test_any_json_in_any_field_is_accepted_or_counted_invalid(changes: dict[str,
 
 def health_of(invalid: int) -> Health:
     return Health("acme", True, 1.0, 0.1, 1, {}, invalid)
+
+
+def test_problems_name_the_record_the_field_and_what_is_wrong() -> None:
+    """The examples the `invalid_records` log line shows an operator."""
+    good = {"id": "a", "totalCount": 1, "validcount": 1, "errorcount": 0}
+    parsed = parse_payload(
+        body([good, {**good, "id": "b", "totalCount": "x"}, {"id": "c"}, 5, good])
+    )
+    assert parsed.invalid == 4
+    assert parsed.problems == (
+        "record 1: totalCount: Input should be a valid number, unable to parse string as a number",
+        "record 2: totalCount: Field required",
+        "record 3: record: Input should be a valid dictionary",
+        "duplicate id a",
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "code"),
+    [
+        (b'{"items": []}', "JSON object in place of the list", None),
+        (b"<html>", "body is not valid JSON", None),
+        (
+            b'{"code": 1001, "description": "Invalid JSON"}',
+            "error object in place of the list",
+            "1001",
+        ),
+    ],
+)
+def test_payload_errors_say_why(payload: bytes, reason: str, code: str | None) -> None:
+    with pytest.raises(PayloadError) as caught:
+        parse_payload(payload)
+    assert (str(caught.value), caught.value.reason, caught.value.code) == (reason, reason, code)

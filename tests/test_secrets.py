@@ -18,12 +18,18 @@ from exporter.simulator import SCENARIOS, Simulator, Tenant, TokenIssuer
 API_KEY = "sk-api-key-9f8e7d6c5b4a"
 AUTH_KEY = "auth-key-1a2b3c4d5e6f"
 CLIENT_SECRET = "client-secret-0a9b8c7d"
+# Healthy polls get all the time a busy machine may need; the `slow` scenario outlasts
+# the request timeout by far (the simulator's threads are daemons: nobody waits for them).
+TIMEOUT = "5"
+SLOW_SECONDS = 600.0
+# A ceiling for event-driven waits: each ends as soon as its condition holds.
+PATIENCE = 60.0
 
 
 def run_every_scenario(simulator: Simulator, args: list[str], env: dict[str, str]) -> str:
     """Run the exporter through every scenario; return all it printed and served."""
     tenant = simulator.tenant
-    tenant.slow_seconds = 0.6
+    tenant.slow_seconds = SLOW_SECONDS
     port = free_port()
     output = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - not a pipe: unread, it would block
     process = subprocess.Popen(
@@ -36,7 +42,7 @@ def run_every_scenario(simulator: Simulator, args: list[str], env: dict[str, str
             "--poll-interval",
             "0.05",
             "--timeout",
-            "0.3",
+            TIMEOUT,
             "--max-response-bytes",
             "1000000",
             "--log.level",
@@ -54,19 +60,18 @@ def run_every_scenario(simulator: Simulator, args: list[str], env: dict[str, str
         for name in SCENARIOS:
             before = tenant.requests
             tenant.inject(name)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + PATIENCE
             while tenant.requests < before + 2:
                 assert time.monotonic() < deadline, f"exporter stalled at {name}"
                 assert process.poll() is None, "exporter died"
                 time.sleep(0.02)
             for path in ("/metrics", "/"):
-                served.append(httpx.get(url + path, timeout=5).text)
-            served.append(
-                httpx.get(url + "/metrics", headers={"Accept": "application/openmetrics-text"}).text
-            )
+                served.append(httpx.get(url + path, timeout=PATIENCE).text)
+            openmetrics = {"Accept": "application/openmetrics-text"}
+            served.append(httpx.get(url + "/metrics", headers=openmetrics, timeout=PATIENCE).text)
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        process.wait(timeout=PATIENCE)
         output.seek(0)
         printed = output.read()
         output.close()

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from exporter.cli import main
-from exporter.settings import DEFAULT_PORT, ConfigError, ListenAddress, load_settings
+from exporter.settings import (
+    DEFAULT_PORT,
+    ConfigError,
+    ListenAddress,
+    is_loopback_host,
+    load_settings,
+    parse_listen_address,
+)
 
 BASE = "https://acme.webexcampaign.io/campaignapi/resources/v3"
 
@@ -165,3 +172,245 @@ def test_cli_rejects_empty_key_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     key.write_text("\n")
     assert main(["--base-url", BASE, "--api-key-file", str(key)]) == 2
     assert "WEBEX_CAMPAIGN_API_KEY_FILE (--api-key-file)" in capsys.readouterr().err
+
+
+# Exactly what the operator reads: one line naming the setting (env and flag), what is
+# wrong, and the value unless it is a secret.
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {},
+            "WEBEX_CAMPAIGN_BASE_URL (--base-url) is required unless --demo: set"
+            " it to your tenant's API base, e.g."
+            " https://<tenant>.webexcampaign.io/campaignapi/resources/v3",
+        ),
+        (
+            {"base_url": BASE},
+            "WEBEX_CAMPAIGN_API_KEY is required: set WEBEX_CAMPAIGN_API_KEY, or"
+            " WEBEX_CAMPAIGN_API_KEY_FILE (--api-key-file) to a file holding the"
+            " API secret key",
+        ),
+        (
+            {"base_url": "ftp://x/y", "api_key": "k"},
+            "WEBEX_CAMPAIGN_BASE_URL (--base-url): must be an http(s) URL such as"
+            " https://<tenant>.webexcampaign.io/campaignapi/resources/v3 (got"
+            " 'ftp://x/y')",
+        ),
+        (
+            {"base_url": "https://u:p@x.io/v1", "api_key": "k"},
+            "WEBEX_CAMPAIGN_BASE_URL (--base-url): must not carry credentials: put"
+            " the key in WEBEX_CAMPAIGN_API_KEY (got 'https://u:p@x.io/v1')",
+        ),
+        (
+            {"base_url": "https://x.io/v1?a=1", "api_key": "k"},
+            "WEBEX_CAMPAIGN_BASE_URL (--base-url): must not carry a query or"
+            " fragment (got 'https://x.io/v1?a=1')",
+        ),
+        (
+            {"base_url": "https://x.io/v1#f", "api_key": "k"},
+            "WEBEX_CAMPAIGN_BASE_URL (--base-url): must not carry a query or"
+            " fragment (got 'https://x.io/v1#f')",
+        ),
+        (
+            {"base_url": "http://api.example.com/v1", "api_key": "k"},
+            "WEBEX_CAMPAIGN_BASE_URL (--base-url) uses plain http:// to a"
+            " non-loopback host, which would send the API key in clear: use"
+            " https://, or set WEBEX_CAMPAIGN_ALLOW_INSECURE_HTTP=true",
+        ),
+        (
+            {"demo": True, "poll_interval": "0"},
+            "WEBEX_CAMPAIGN_POLL_INTERVAL (--poll-interval): Input should be"
+            " greater than 0 (got '0')",
+        ),
+        (
+            {"demo": True, "poll_interval": "soon"},
+            "WEBEX_CAMPAIGN_POLL_INTERVAL (--poll-interval): Input should be a"
+            " valid number, unable to parse string as a number (got 'soon')",
+        ),
+        (
+            {"demo": True, "timezone": "Mars/Olympus"},
+            "WEBEX_CAMPAIGN_TIMEZONE (--timezone): unknown IANA time zone"
+            " 'Mars/Olympus', e.g. 'Europe/Berlin' (got 'Mars/Olympus')",
+        ),
+        (
+            {"demo": True, "listen_address": "10580"},
+            "WEBEX_CAMPAIGN_LISTEN_ADDRESS (--web.listen-address): expected"
+            " [host]:port, for example ':10580' or '127.0.0.1:10580' (got '10580')",
+        ),
+        (
+            {"demo": True, "listen_address": ":65536"},
+            "WEBEX_CAMPAIGN_LISTEN_ADDRESS (--web.listen-address): expected"
+            " [host]:port, for example ':10580' or '127.0.0.1:10580' (got ':65536')",
+        ),
+        (
+            {"demo": True, "log_level": "loud"},
+            "WEBEX_CAMPAIGN_LOG_LEVEL (--log.level): Input should be 'debug',"
+            " 'info', 'warn', 'warning' or 'error' (got 'loud')",
+        ),
+        (
+            {"demo": True, "tenant": " "},
+            "WEBEX_CAMPAIGN_TENANT (--tenant): must not be empty (got ' ')",
+        ),
+        (
+            {"demo": True, "demo_scenario": "nope"},
+            "WEBEX_CAMPAIGN_DEMO_SCENARIO (--demo.scenario): unknown scenario; one"
+            " of: healthy, flaky, http-400, http-401-430, http-401-498, http-404,"
+            " http-405, http-500, throttled, throttled-no-retry-after, http-499,"
+            " http-500-1001, error-200, html-502, truncated, object, slow, close,"
+            " too-large, malformed-records, duplicates, hostile-names (got 'nope')",
+        ),
+        (
+            {"base_url": BASE, "api_key": "k", "demo_scenario": "slow"},
+            "WEBEX_CAMPAIGN_DEMO_SCENARIO (--demo.scenario) only applies with --demo",
+        ),
+        (
+            {"base_url": BASE, "api_key_file": "/nonexistent/key"},
+            "WEBEX_CAMPAIGN_API_KEY_FILE (--api-key-file) /nonexistent/key is not a readable file",
+        ),
+        (
+            {"demo": True, "ca_file": "/nonexistent/ca"},
+            "WEBEX_CAMPAIGN_CA_FILE (--ca-file) /nonexistent/ca is not a readable file",
+        ),
+        (
+            {"demo": True, "web_config_file": "/nonexistent/web"},
+            "WEBEX_CAMPAIGN_WEB_CONFIG_FILE (--web.config.file) /nonexistent/web"
+            " is not a readable file",
+        ),
+        (
+            {"base_url": BASE, "client_id": "c", "api_key": "k"},
+            "WEBEX_CAMPAIGN_CLIENT_ID (--client-id) selects the token flow, which"
+            " does not mix with WEBEX_CAMPAIGN_API_KEY(_FILE): set one auth mode",
+        ),
+        (
+            {"base_url": BASE, "client_id": "c"},
+            "WEBEX_CAMPAIGN_CLIENT_SECRET is required with"
+            " WEBEX_CAMPAIGN_CLIENT_ID: set it, or"
+            " WEBEX_CAMPAIGN_CLIENT_SECRET_FILE (--client-secret-file)",
+        ),
+        (
+            {"base_url": BASE, "client_id": "c", "client_secret": "s"},
+            "WEBEX_CAMPAIGN_AUTH_KEY is required with WEBEX_CAMPAIGN_CLIENT_ID:"
+            " set it, or WEBEX_CAMPAIGN_AUTH_KEY_FILE (--auth-key-file)",
+        ),
+        (
+            {"demo": True, "bogus": 1},
+            "unknown setting WEBEX_CAMPAIGN_BOGUS",
+        ),
+        (
+            {"base_url": "nope", "api_key": "super-secret-value"},
+            "WEBEX_CAMPAIGN_BASE_URL (--base-url): must be an http(s) URL such as"
+            " https://<tenant>.webexcampaign.io/campaignapi/resources/v3 (got"
+            " 'nope')",
+        ),
+        (
+            {"demo": True, "max_response_bytes": "0"},
+            "WEBEX_CAMPAIGN_MAX_RESPONSE_BYTES (--max-response-bytes): Input"
+            " should be greater than 0 (got '0')",
+        ),
+        (
+            {"demo": True, "stale_after": "inf"},
+            "WEBEX_CAMPAIGN_STALE_AFTER (--stale-after): Input should be a finite"
+            " number (got 'inf')",
+        ),
+        (
+            {"demo": True, "api_key": 12345},
+            "WEBEX_CAMPAIGN_API_KEY: Input should be a valid string",
+        ),
+        (
+            {"demo": True, "tenant": {"a": 1}},
+            "WEBEX_CAMPAIGN_TENANT (--tenant): Input should be a valid string",
+        ),
+    ],
+)
+def test_error_messages_exactly(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**overrides)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        (":0", ListenAddress("", 0)),
+        (":65535", ListenAddress("", 65535)),
+        (" 127.0.0.1:10580 ", ListenAddress("127.0.0.1", 10580)),
+        ("[::1]:9", ListenAddress("::1", 9)),
+        ("[::]:80", ListenAddress("::", 80)),
+    ],
+)
+def test_listen_address_parses(text: str, address: ListenAddress) -> None:
+    assert parse_listen_address(text) == address
+
+
+@pytest.mark.parametrize("text", ["10580", ":65536", ":-1", ":port", "host:", ""])
+def test_listen_address_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^expected \[host\]:port, for example ':10580' or"):
+        parse_listen_address(text)
+
+
+@pytest.mark.parametrize(
+    ("address", "text"),
+    [
+        (ListenAddress("::1", 9), "[::1]:9"),
+        (ListenAddress("127.0.0.1", 9), "127.0.0.1:9"),
+        (ListenAddress("", 10580), ":10580"),
+    ],
+)
+def test_listen_address_text(address: ListenAddress, text: str) -> None:
+    assert str(address) == text
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LocalHost.", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("10.0.0.1", False),
+        ("localhost.example", False),
+        ("example.com", False),
+    ],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+@pytest.mark.parametrize(
+    ("overrides", "label"),
+    [
+        ({"base_url": BASE}, "acme"),
+        ({"base_url": "http://127.0.0.1:8080/v1"}, "127.0.0.1"),
+        ({"base_url": BASE, "tenant": "prod-eu"}, "prod-eu"),
+        ({"demo": True}, "demo"),
+    ],
+)
+def test_tenant_label(overrides: dict[str, object], label: str) -> None:
+    assert load_settings(api_key="k", **overrides).tenant_label == label
+
+
+def test_derived_settings() -> None:
+    settings = load_settings(base_url=BASE, api_key="k", poll_interval="7")
+    assert settings.effective_stale_after == 35.0
+    assert settings.effective_token_url == f"{BASE}/oauth/token"
+    given = load_settings(
+        base_url=BASE + "/",
+        client_id="c",
+        client_secret="s",
+        auth_key="a",
+        stale_after="9",
+        token_url="https://hub.example/token",
+    )
+    assert given.base_url == BASE
+    assert given.effective_stale_after == 9.0
+    assert given.effective_token_url == "https://hub.example/token"
+    assert given.uses_token_flow
+
+
+@pytest.mark.parametrize("secret", ["client_secret", "auth_key"])
+def test_a_bad_secret_is_never_echoed(secret: str) -> None:
+    values: dict[str, object] = {"client_secret": "s", "auth_key": "a", secret: 98765}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(base_url=BASE, client_id="c", **values)
+    assert str(caught.value) == f"WEBEX_CAMPAIGN_{secret.upper()}: Input should be a valid string"

@@ -187,3 +187,32 @@ def test_an_untimed_poll_counts_transitions_but_observes_no_duration() -> None:
     # The next one is timed again.
     poll(tracker, [group(id="b", targetState=0, lastUpdatedOn="")], T0 + 660)
     assert poll(tracker, [group(id="b", targetState=1)], T0 + 720).durations["S"].sum == 60.0
+
+
+def dates(tracker: StateTracker, record: dict[str, object], now: float) -> tuple[object, ...]:
+    (sample,) = tracker.observe([group(**record)], now, DateParser("UTC"))
+    return sample.created, sample.last_updated, sample.state, sample.state_since
+
+
+def test_dates_are_reparsed_when_either_one_changes() -> None:
+    """Unchanged date strings reuse the last poll's parse; a change to either is seen."""
+    tracker = StateTracker()
+    first = dates(tracker, {"createdOn": "01/Dec/2022 00:00"}, T0)
+    assert first == (1669852800.0, UPDATED, 1, UPDATED)
+    assert dates(tracker, {"createdOn": "01/Dec/2022 00:00"}, T0 + 60) == first
+    changed_update = dates(
+        tracker, {"createdOn": "01/Dec/2022 00:00", "lastUpdatedOn": "15/Dec/2022 00:00"}, T0 + 120
+    )
+    assert changed_update == (1669852800.0, 1671062400.0, 1, UPDATED)
+    changed_created = dates(
+        tracker, {"createdOn": "02/Dec/2022 00:00", "lastUpdatedOn": "15/Dec/2022 00:00"}, T0 + 180
+    )
+    assert changed_created == (1669939200.0, 1671062400.0, 1, UPDATED)
+
+
+def test_a_group_first_seen_takes_each_sample_field_from_its_record() -> None:
+    tracker = StateTracker()
+    (sample,) = tracker.observe([group(targetState=0)], T0, DateParser("UTC"))
+    assert sample.group == group(targetState=0)
+    assert sample.state == 0
+    assert (sample.created, sample.last_updated) == (UPDATED, UPDATED)

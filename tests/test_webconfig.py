@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import bcrypt
 import httpx
@@ -18,6 +19,8 @@ import pytest
 import structlog
 import structlog.testing
 import trustme
+from cryptography.hazmat.primitives import serialization
+from helpers import FakeClock
 
 from exporter import metrics as m
 from exporter import webconfig
@@ -103,8 +106,13 @@ def serve() -> Iterator[Serve]:
         thread.join(5)
 
 
+# Generous: a request on loopback takes milliseconds, but the suite must stay green while
+# other processes keep every core busy.
+PATIENCE = 60.0
+
+
 def get(url: str, verify: ssl.SSLContext | bool = True, **kwargs: object) -> httpx.Response:
-    with httpx.Client(verify=verify, timeout=5) as client:
+    with httpx.Client(verify=verify, timeout=PATIENCE) as client:
         return client.get(url, **kwargs)  # type: ignore[arg-type]
 
 
@@ -154,6 +162,32 @@ def test_tls_defaults_to_tls12_minimum(pki: Pki, tls_url: str) -> None:
     assert get(f"{tls_url}/metrics", verify=tls12).status_code == 200
 
 
+def test_server_context_defaults_to_tls12_through_tls13(pki: Pki) -> None:
+    cert, key = pki.server_files()
+    path = write_config(pki.folder, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    context = load_web_config(path).ssl_context()
+    assert context is not None
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert context.maximum_version == ssl.TLSVersion.TLSv1_3
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
+def test_a_tls11_client_is_refused_for_its_version(pki: Pki, tls_url: str) -> None:
+    """The client can speak TLS 1.0/1.1 (security level 0), so the server's refusal must be
+    about the protocol version, not about ciphers: a server that allowed TLS 1.0 would fail
+    this handshake with a cipher or handshake alert instead, or complete it."""
+    old = pki.client_context()
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    host, port = tls_url.removeprefix("https://").rsplit(":", 1)
+    with (
+        socket.create_connection((host, int(port)), timeout=30) as raw,
+        pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION"),
+    ):
+        old.wrap_socket(raw, server_hostname=host)
+
+
 def test_min_version_tls13_rejects_tls12_clients(pki: Pki, serve: Serve) -> None:
     cert, key = pki.server_files()
     path = write_config(
@@ -170,12 +204,13 @@ def test_min_version_tls13_rejects_tls12_clients(pki: Pki, serve: Serve) -> None
 
 def test_a_silent_client_does_not_block_others(pki: Pki, tls_url: str) -> None:
     port = int(tls_url.rsplit(":", 1)[1])
-    # Connects and never starts the handshake: must not hold up accept().
+    # Connects and never starts the handshake: must not hold up accept(). Had it, the
+    # answer would come only once the silent client's handshake timed out.
     with socket.create_connection(("127.0.0.1", port)):
         started = time.monotonic()
         response = get(f"{tls_url}/-/healthy", verify=pki.client_context())
         assert response.status_code == 200
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < webconfig.HANDSHAKE_TIMEOUT
 
 
 def test_relative_paths_resolve_against_the_config_folder(
@@ -338,7 +373,7 @@ def test_probe_endpoints_answer_without_credentials_and_reveal_only_a_status(
 
 
 def test_head_request_gets_401_without_body(auth_url: str) -> None:
-    with httpx.Client(timeout=5) as client:
+    with httpx.Client(timeout=PATIENCE) as client:
         response = client.head(f"{auth_url}/metrics")
     assert response.status_code == 401
     assert response.content == b""
@@ -354,7 +389,7 @@ def test_extra_headers_on_every_response(auth_url: str) -> None:
 
 
 def test_keep_alive_connection_survives_a_401(auth_url: str) -> None:
-    with httpx.Client(timeout=5) as client:
+    with httpx.Client(timeout=PATIENCE) as client:
         assert client.get(f"{auth_url}/metrics").status_code == 401
         response = client.get(f"{auth_url}/metrics", headers=basic("prometheus", PASSWORD))
         assert response.status_code == 200
@@ -563,3 +598,338 @@ def test_unsupported_rate_limit_is_refused(tmp_path: Path) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(WebConfigError, match="cannot read"):
         load_web_config(tmp_path / "absent.yml")
+
+
+def _encrypted_key_file(pki: Pki) -> None:
+    cert = pki.ca.issue_cert("127.0.0.1")
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+    (pki.folder / "encrypted.key").write_bytes(encrypted)
+
+
+# Exactly what the operator reads (<dir> is the config file's folder).
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "tls_config:\n  cert_file: x\n",
+            "<dir>/web.yml: unknown key tls_config",
+        ),
+        (
+            "tls_server_config:\n  cert_fiel: x\n",
+            "<dir>/web.yml: unknown key tls_server_config.cert_fiel",
+        ),
+        (
+            "tls_config: 1\nrate_limits: 2\n",
+            "<dir>/web.yml: unknown key tls_config (and 1 more error)",
+        ),
+        (
+            "tls_config: 1\nrate_limits: 2\nhttp2: 3\n",
+            "<dir>/web.yml: unknown key tls_config (and 2 more errors)",
+        ),
+        (
+            "- a\n- b\n",
+            "<dir>/web.yml: the top level must be a mapping of keys",
+        ),
+        (
+            "basic_auth_users:\n  prometheus: [unclosed\n",
+            "<dir>/web.yml: invalid YAML at line 3, column 1: expected ',' or ']',"
+            " but got '<stream end>'",
+        ),
+        (
+            "basic_auth_users:\n  a: x\n  a: y\n",
+            "<dir>/web.yml: invalid YAML at line 3, column 3: duplicate key 'a'",
+        ),
+        (
+            "tls_server_config:\n  cert_file: <dir>/server.crt\n",
+            "<dir>/web.yml: tls_server_config.key_file is required when TLS is on",
+        ),
+        (
+            "tls_server_config:\n  key_file: <dir>/server.key\n",
+            "<dir>/web.yml: tls_server_config.cert_file is required when TLS is on",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  client_ca_file: <dir>/CA\n"
+            "  client_ca: x\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n",
+            "<dir>/web.yml: tls_server_config: set client_ca_file or client_ca, not both",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  min_version: TLS14\n",
+            "<dir>/web.yml: tls_server_config.min_version: Input should be 'TLS10',"
+            " 'TLS11', 'TLS12' or 'TLS13'",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  min_version: TLS13\n"
+            "  max_version: TLS12\n",
+            "<dir>/web.yml: tls_server_config.min_version TLS13 is above max_version TLS12",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n",
+            "<dir>/web.yml: tls_server_config.client_ca_file is required with"
+            " client_auth_type RequireAndVerifyClientCert (client certificates are"
+            " verified against it)",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  client_ca_file: <dir>/CA\n",
+            "<dir>/web.yml: tls_server_config.client_auth_type: a client CA is"
+            " configured but client_auth_type is NoClientCert; use"
+            " RequireAndVerifyClientCert",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n"
+            "  client_ca_file: <dir>/server.key\n",
+            "<dir>/web.yml: tls_server_config.client_ca_file: no usable CA"
+            " certificate (NO_CERTIFICATE_OR_CRL_FOUND)",
+        ),
+        (
+            "tls_server_config:\n"
+            "  cert_file: <dir>/server.crt\n"
+            "  key_file: <dir>/server.key\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n"
+            "  client_ca_file: <dir>/absent-ca\n",
+            "<dir>/web.yml: tls_server_config.client_ca_file: cannot read"
+            " <dir>/absent-ca: No such file or directory",
+        ),
+        (
+            "tls_server_config:\n  cert_file: <dir>/server.crt\n  key_file: <dir>/encrypted.key\n",
+            "<dir>/web.yml: tls_server_config.key_file: <dir>/encrypted.key is"
+            " encrypted; give an unencrypted key",
+        ),
+        (
+            "tls_server_config:\n  cert_file: <dir>/absent.crt\n  key_file: <dir>/server.key\n",
+            "<dir>/web.yml: tls_server_config.cert_file: cannot read"
+            " <dir>/absent.crt: No such file or directory",
+        ),
+        (
+            "tls_server_config:\n  cert_file: <dir>/server.crt\n  key_file: <dir>/absent.key\n",
+            "<dir>/web.yml: tls_server_config.key_file: cannot read"
+            " <dir>/absent.key: No such file or directory",
+        ),
+        (
+            "basic_auth_users:\n  prometheus: plaintext-secret\n",
+            "<dir>/web.yml: basic_auth_users: user 'prometheus': password must be a"
+            " bcrypt hash ($2y$10$...)",
+        ),
+        (
+            "http_server_config:\n  headers:\n    X-Powered-By: me\n",
+            "<dir>/web.yml: http_server_config.headers: header 'X-Powered-By' cannot"
+            " be configured (allowed: Strict-Transport-Security,"
+            " X-Content-Type-Options, X-Frame-Options, X-XSS-Protection,"
+            " Content-Security-Policy)",
+        ),
+        (
+            "rate_limit:\n  interval: 1s\n",
+            "<dir>/web.yml: rate_limit: not supported by this exporter",
+        ),
+    ],
+)
+def test_config_error_messages_exactly(pki: Pki, text: str, message: str) -> None:
+    pki.server_files()
+    pki.ca_file("CA")
+    _encrypted_key_file(pki)
+    folder = str(pki.folder)
+    assert load_error(pki.folder, text.replace("<dir>", folder)) == message.replace("<dir>", folder)
+
+
+# --- log events: stable names and keys -----------------------------------------------------
+
+
+def test_rejections_log_the_reason_and_the_remote(auth_url: str) -> None:
+    with structlog.testing.capture_logs() as logs:
+        get(f"{auth_url}/metrics")
+        get(f"{auth_url}/metrics", headers=basic("nobody", "guess"))
+    rejected = [
+        {key: entry[key] for key in ("event", "remote", "reason", "log_level")}
+        for entry in logs
+        if entry["event"] == "web_auth_rejected"
+    ]
+    assert rejected == [
+        {
+            "event": "web_auth_rejected",
+            "remote": "127.0.0.1",
+            "reason": reason,
+            "log_level": "debug",
+        }
+        for reason in ("no_credentials", "bad_credentials")
+    ]
+
+
+def test_reloads_are_logged(tmp_path: Path) -> None:
+    path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    live = webconfig.LiveWebConfig(load_web_config(path), check_interval=0.0)
+    first = live.current()
+    with structlog.testing.capture_logs() as logs:
+        rewrite(path, "basic_auth_users: [oops\n")
+        assert live.current() is first
+        assert live.current() is first  # a broken file is reported once, not per request
+        rewrite(path, f"basic_auth_users:\n  grafana: '{HASH_2Y}'\n")
+        second = live.current()
+    assert second is not first
+    assert [entry["event"] for entry in logs] == ["web_config_reload_failed", "web_config_reloaded"]
+    failed, reloaded = logs
+    assert failed["error"].startswith(f"{path}: invalid YAML at line 2")
+    assert failed["keeping"] == "previous config"
+    assert failed["log_level"] == "error"
+    assert reloaded == {
+        "event": "web_config_reloaded",
+        "path": str(path),
+        "tls": False,
+        "basic_auth": True,
+        "log_level": "info",
+    }
+
+
+def test_switching_tls_on_needs_a_restart(pki: Pki) -> None:
+    path = write_config(pki.folder, "")
+    live = webconfig.LiveWebConfig(load_web_config(path), check_interval=0.0)
+    first = live.current()
+    cert, key = pki.server_files()
+    with structlog.testing.capture_logs() as logs:
+        rewrite(path, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+        assert live.current() is first
+    assert logs == [
+        {
+            "event": "web_config_reload_failed",
+            "error": f"{path}: switching TLS on or off needs a restart",
+            "keeping": "previous config",
+            "log_level": "error",
+        }
+    ]
+
+
+def test_an_unchanged_file_is_not_reloaded(tmp_path: Path) -> None:
+    path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    live = webconfig.LiveWebConfig(load_web_config(path), check_interval=0.0)
+    first = live.current()
+    with structlog.testing.capture_logs() as logs:
+        assert live.current() is first
+    assert logs == []
+
+
+def test_failed_handshakes_are_logged_with_the_remote(tls_url: str) -> None:
+    with structlog.testing.capture_logs() as logs:
+        with pytest.raises(httpx.ConnectError):
+            get(f"{tls_url}/metrics")  # the client does not trust the server's CA
+        deadline = time.monotonic() + 60
+        while not any(entry["event"] == "tls_handshake_failed" for entry in logs):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    (failed,) = [entry for entry in logs if entry["event"] == "tls_handshake_failed"]
+    assert failed["remote"] == "127.0.0.1"
+    assert "ALERT_UNKNOWN_CA" in failed["error"]
+
+
+def test_a_401_says_so_in_plain_text(auth_url: str) -> None:
+    response = get(f"{auth_url}/metrics")
+    assert_unauthorized(response)
+    assert response.content == b"Unauthorized\n"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.headers["Content-Length"] == "13"
+
+
+def test_a_401_to_head_has_no_body_on_the_wire(auth_url: str) -> None:
+    """Read the raw bytes: a body after a HEAD answer would be taken for the next response."""
+    host, port = auth_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.0 401") or raw.startswith(b"HTTP/1.1 401")
+    assert raw.endswith(b"\r\n\r\n")
+
+
+def test_header_forms_that_are_still_basic_auth(tmp_path: Path, serve: Serve) -> None:
+    with_colon = "pass:word"
+    hashed = bcrypt.hashpw(with_colon.encode(), bcrypt.gensalt(rounds=4)).decode()
+    url = serve(write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{hashed}'\n"))
+    token = base64.b64encode(f"prometheus:{with_colon}".encode()).decode()
+    for header in (f"Basic {token}", f"basic  {token}", f"BASIC {token}"):
+        response = get(f"{url}/metrics", headers={"Authorization": header})
+        assert response.status_code == 200, header
+
+
+def test_a_token_with_stray_characters_is_refused(auth_url: str) -> None:
+    token = base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()
+    for bad in (f"Basic {token[:4]}*{token[4:]}", f"Basic {token}!"):
+        assert_unauthorized(get(f"{auth_url}/metrics", headers={"Authorization": bad}))
+
+
+def test_a_token_without_colon_counts_as_no_credentials(auth_url: str) -> None:
+    no_colon = "Basic " + base64.b64encode(b"prometheus").decode()
+    with structlog.testing.capture_logs() as logs:
+        get(f"{auth_url}/metrics", headers={"Authorization": no_colon})
+    (entry,) = [e for e in logs if e["event"] == "web_auth_rejected"]
+    assert entry["reason"] == "no_credentials"
+
+
+def test_verified_cache_is_bounded() -> None:
+    cache = webconfig._VerifiedCache()
+    keys = [cache.key(b"user", b"hash", str(n).encode()) for n in range(cache.MAX_ENTRIES + 1)]
+    for key in keys[: cache.MAX_ENTRIES]:
+        cache.add(key)
+    assert all(key in cache for key in keys[: cache.MAX_ENTRIES])
+    cache.add(keys[-1])  # one too many: start over
+    assert keys[-1] in cache
+    assert keys[0] not in cache
+    # Keys tell their parts apart (length-prefixed): no collision by shifting bytes.
+    assert cache.key(b"ab", b"c", b"") != cache.key(b"a", b"bc", b"")
+
+
+def test_files_are_checked_once_per_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(start=1000.0)
+    monkeypatch.setattr(webconfig, "time", SimpleNamespace(monotonic=clock))
+    path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    live = webconfig.LiveWebConfig(load_web_config(path), check_interval=10.0)
+    first = live.current()
+    rewrite(path, f"basic_auth_users:\n  grafana: '{HASH_2Y}'\n")
+    clock.advance(9.0)
+    assert live.current() is first  # not yet: the check is due at 1010
+    clock.advance(1.0)
+    second = live.current()
+    assert second is not first
+    assert second.model.basic_auth_users == {"grafana": HASH_2Y}
+    rewrite(path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    clock.advance(9.0)
+    assert live.current() is second  # the next check is due 10 s after the last one
+    clock.advance(1.0)
+    assert live.current() is not second
+
+
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_a_401_is_the_only_answer_on_the_wire(auth_url: str, method: bytes) -> None:
+    """After the 401 nothing else is sent: no page for a client that did not authenticate."""
+    host, port = auth_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=PATIENCE) as sock:
+        sock.sendall(method + b" /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert raw.count(b"HTTP/1.") == 1
+    assert m.PREFIX.encode() not in raw
+    assert raw.endswith(b"\r\n\r\nUnauthorized\n" if method == b"GET" else b"\r\n\r\n")

@@ -1,0 +1,296 @@
+"""The poller process: pipe framing, partial writes, end of file, restart with backoff."""
+
+from __future__ import annotations
+
+import gc
+import io
+import itertools
+import os
+import pickle
+import platform
+import queue
+import signal
+import sys
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import structlog
+import structlog.testing
+from helpers import series, text_of
+
+from exporter import metrics as m
+from exporter import worker
+from exporter.poller import initial_published
+from exporter.server import Latest
+from exporter.settings import load_settings
+from exporter.simulator import DEMO_KEY, Simulator
+from exporter.worker import Pipe, PollerProcess, PollerSpec
+
+# Generous: a child process starts in well under a second, but the suite must stay
+# green on a machine whose cores are busy with something else.
+PATIENCE = 60.0
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[Pipe, Pipe]]:
+    read_fd, write_fd = os.pipe()
+    reader, writer = Pipe(read_fd), Pipe(write_fd)
+    yield reader, writer
+    reader.close()
+    writer.close()
+
+
+def send_in_background(
+    writer: Pipe, messages: Sequence[tuple[object, list[bytes]]]
+) -> threading.Thread:
+    """Send from another thread: a message larger than the pipe's buffer blocks until read."""
+
+    def send() -> None:
+        try:
+            for meta, parts in messages:
+                writer.send(meta, parts)
+        except OSError:
+            writer.close()  # the reader sees end of file instead of waiting for ever
+            raise
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def parts_of(count: int, seed: int) -> list[bytes]:
+    """Segments of uneven sizes, empty ones too."""
+    sizes = itertools.islice(itertools.cycle([0, 1, 7, 300, 4096, 13, 20_000]), count)
+    return [bytes([(seed + index) % 256]) * size for index, size in enumerate(sizes)]
+
+
+def test_messages_arrive_whole_and_in_order(pipe: tuple[Pipe, Pipe]) -> None:
+    reader, writer = pipe
+    first = parts_of(1500, seed=1)
+    assert len(first) > worker._IOV_MAX  # more segments than one writev may carry
+    second = [b"", bytearray(b"tail")]
+    third: list[bytes] = []
+    thread = send_in_background(
+        writer, [({"poll": 1}, first), (("poll", 2), second), (None, third)]
+    )
+    assert reader.receive() == ({"poll": 1}, bytearray(b"".join(first)))
+    assert reader.receive() == (("poll", 2), bytearray(b"tail"))
+    assert reader.receive() == (None, bytearray())
+    thread.join(PATIENCE)
+    assert not thread.is_alive()
+
+
+def test_partial_writes_are_resumed_where_they_stopped(
+    pipe: tuple[Pipe, Pipe], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """writev may take fewer bytes than given: the rest is sent, nothing twice, in order."""
+    real_writev = os.writev
+    limits = itertools.cycle([1, 2, 16, 17, 999, 5000])
+    buffers_per_call: list[int] = []
+
+    def partial_writev(fd: int, buffers: Sequence[memoryview]) -> int:
+        buffers_per_call.append(len(buffers))
+        room = next(limits)
+        taken: list[memoryview] = []
+        for buffer in buffers:
+            if room <= 0:
+                break
+            taken.append(memoryview(buffer)[:room])
+            room -= len(taken[-1])
+        return real_writev(fd, taken)
+
+    monkeypatch.setattr(worker.os, "writev", partial_writev)
+    reader, writer = pipe
+    parts = parts_of(200, seed=7)
+    thread = send_in_background(writer, [("meta", parts), ("again", [b"x" * 33])])
+    assert reader.receive() == ("meta", bytearray(b"".join(parts)))
+    assert reader.receive() == ("again", bytearray(b"x" * 33))
+    thread.join(PATIENCE)
+    assert len(buffers_per_call) > 100
+    assert max(buffers_per_call) <= worker._IOV_MAX
+
+
+def test_end_of_file_before_a_message(pipe: tuple[Pipe, Pipe]) -> None:
+    reader, writer = pipe
+    writer.close()
+    with pytest.raises(EOFError):
+        reader.receive()
+
+
+def test_end_of_file_inside_a_message(pipe: tuple[Pipe, Pipe]) -> None:
+    """A child that dies mid-message: the half message is not taken for a whole one."""
+    reader, writer = pipe
+    header = pickle.dumps("meta")
+    os.write(writer._fd, worker._HEADER.pack(len(header), 100) + header + b"a" * 40)
+    writer.close()
+    with pytest.raises(EOFError):
+        reader.receive()
+
+
+def test_sending_to_a_closed_reader_fails_instead_of_blocking(pipe: tuple[Pipe, Pipe]) -> None:
+    reader, writer = pipe
+    reader.close()
+    with pytest.raises(BrokenPipeError):
+        writer.send("meta", [b"data"])
+
+
+def test_close_is_idempotent(pipe: tuple[Pipe, Pipe]) -> None:
+    reader, _writer = pipe
+    reader.close()
+    reader.close()
+    assert reader._fd == -1
+
+
+# --- the child process -----------------------------------------------------------------
+
+
+class RecordedWaits(threading.Event):
+    """The restart delays the parent asks for, returned at once: a clock the test owns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: queue.Queue[float] = queue.Queue()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        self.waits.put(timeout)
+        return self.is_set()
+
+
+def poller_process(settings_overrides: dict[str, object], base_url: str) -> PollerProcess:
+    settings = load_settings(**settings_overrides)
+    latest = Latest(initial_published(settings.tenant_label, {}))
+    return PollerProcess(PollerSpec(settings, base_url), latest)
+
+
+def test_a_child_that_keeps_dying_is_restarted_with_doubling_capped_backoff(
+    tmp_path: Path, simulator: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = tmp_path / "key"
+    key.write_text(DEMO_KEY)
+    process = poller_process(
+        {"base_url": simulator.base_url, "api_key_file": key, "log_level": "error"},
+        simulator.base_url,
+    )
+    key.unlink()  # every child now stops at start: its key file is gone
+    monkeypatch.setattr(worker, "RESTART_BACKOFF_MAX", 4.0)
+    waits = RecordedWaits()
+    process._stopping = waits
+    with structlog.testing.capture_logs() as logs:
+        thread = process.start()
+        delays = [waits.waits.get(timeout=PATIENCE) for _ in range(5)]
+        process.stop()
+        thread.join(PATIENCE)
+    assert delays == [1.0, 2.0, 4.0, 4.0, 4.0]
+    died = [entry for entry in logs if entry["event"] == "poller_died"]
+    assert [entry["restart_in_s"] for entry in died[:5]] == delays
+    assert all(entry["exit_code"] != 0 for entry in died)
+    assert not process._latest.value.ready  # it never published anything
+
+
+def test_a_killed_child_is_replaced_and_the_last_values_served_as_down(
+    simulator: Simulator,
+) -> None:
+    process = poller_process(
+        {"base_url": simulator.base_url, "api_key": DEMO_KEY, "log_level": "error"},
+        simulator.base_url,
+    )
+    published: queue.Queue[object] = queue.Queue()
+    latest = process._latest
+    original_set = latest.set
+
+    def observed_set(value: object) -> None:
+        original_set(value)  # type: ignore[arg-type]
+        published.put(value)
+
+    latest.set = observed_set  # type: ignore[method-assign]
+    waits = RecordedWaits()
+    process._stopping = waits
+    thread = process.start()
+    try:
+        for _ in range(2):  # twice: the backoff starts over after a good message
+            first = published.get(timeout=PATIENCE)
+            assert first.up  # type: ignore[attr-defined]
+            assert process._process is not None
+            process._process.kill()
+            down = published.get(timeout=PATIENCE)
+            assert not down.up  # type: ignore[attr-defined]
+            text = text_of(down.exposition)  # type: ignore[attr-defined]
+            assert series(text, m.TOTAL_RECORDS.name) == series(
+                text_of(first.exposition),
+                m.TOTAL_RECORDS.name,  # type: ignore[attr-defined]
+            )
+            assert waits.waits.get(timeout=PATIENCE) == 1.0
+    finally:
+        process.stop()
+        thread.join(PATIENCE)
+    assert not thread.is_alive()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_malloc_trim_is_found_on_glibc_and_callable() -> None:
+    trim = worker._malloc_trim()
+    assert trim is not None
+    assert trim(0) in (0, 1)  # 1: memory was released, 0: there was none to release
+    worker.release_memory()  # a collection and a trim, without error
+
+
+@pytest.fixture
+def child_state() -> Iterator[None]:
+    """What the child's entry point changes for its whole process, put back afterwards."""
+    sigint = signal.getsignal(signal.SIGINT)
+    config = structlog.get_config()
+    yield
+    signal.signal(signal.SIGINT, sigint)
+    structlog.configure(**config)
+    gc.unfreeze()
+    gc.enable()
+
+
+def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
+    simulator: Simulator, monkeypatch: pytest.MonkeyPatch, child_state: None
+) -> None:
+    """`python -m exporter.worker FD`, run in this process: the spec arrives on stdin, the
+    first poll's result comes through the pipe, and once the parent's end is closed the
+    child exits 0 instead of polling for nobody."""
+    settings = load_settings(
+        base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=0.01, log_level="error"
+    )
+    spec = PollerSpec(settings, simulator.base_url)
+    read_fd, write_fd = os.pipe()
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(pickle.dumps(spec))))
+    monkeypatch.setattr(sys, "argv", ["exporter.worker", str(write_fd)])
+
+    def exit_(code: int) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(worker.os, "_exit", exit_)
+    received: list[tuple[object, bytearray]] = []
+
+    def parent() -> None:
+        reader = Pipe(read_fd)
+        received.append(reader.receive())
+        reader.close()  # the exporter is gone
+
+    thread = threading.Thread(target=parent, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            worker.main()
+    finally:
+        os.close(write_fd)
+    thread.join(PATIENCE)
+    assert exited.value.code == 0
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # Ctrl-C is the parent's call
+    ((meta, data),) = received
+    block, health, timing = meta  # type: ignore[misc]
+    assert block.parts == ()  # the block's bytes travel raw, after the pickled header
+    assert health.up and health.tenant == "127.0.0.1"
+    assert timing.groups == len(simulator.tenant.records())
+    assert data  # the deflated group block
+    text = zlib.decompressobj(wbits=-zlib.MAX_WBITS).decompress(bytes(data)).decode()
+    assert text.count(f"{m.TOTAL_RECORDS.name}{{") == len(simulator.tenant.records())
