@@ -20,12 +20,11 @@ import structlog.testing
 import trustme
 
 from exporter import metrics as m
-from exporter import webconfig
 from exporter.api import RequestStats
 from exporter.poller import initial_published
 from exporter.server import Latest, MetricsServer, make_server
 from exporter.settings import ConfigError, ListenAddress
-from exporter.webconfig import WebConfigError, load_web_config, wrap_server
+from exporter.webconfig import WebConfigError, basic_auth, load_web_config, wrap_server
 
 PASSWORD = "correct horse battery staple"
 # Cost 4 keeps the file fast; production hashes use 10 or more.
@@ -363,13 +362,13 @@ def test_keep_alive_connection_survives_a_401(auth_url: str) -> None:
 @pytest.fixture
 def bcrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     calls: list[bytes] = []
-    real = webconfig._checkpw
+    real = basic_auth._checkpw
 
     def counting(password: bytes, hashed: bytes) -> bool:
         calls.append(hashed)
         return real(password, hashed)
 
-    monkeypatch.setattr(webconfig, "_checkpw", counting)
+    monkeypatch.setattr(basic_auth, "_checkpw", counting)
     return calls
 
 
