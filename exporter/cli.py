@@ -25,6 +25,7 @@ from .settings import (
     Flag,
     ListenAddress,
     Settings,
+    default_text,
     describe_setting,
     load_settings,
 )
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     for name, flag in OPTIONS.items():
-        help_text = _help(flag, Settings.model_fields[name].default)
+        help_text = _help(name, flag)
         if flag.switch:
             parser.add_argument(
                 flag.option, dest=name, action="store_const", const=True, help=help_text
@@ -63,14 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _help(flag: Flag, default: object) -> str:
+def _help(name: str, flag: Flag) -> str:
     text = flag.help.replace("%", "%%")  # argparse expands %(...)s in help
-    if flag.default is not None:
-        return f"{text} (default {flag.default})"
-    if flag.switch or default is None:
-        return text
-    shown = f"{default:g}" if isinstance(default, float) else str(default)
-    return f"{text} (default {shown})"
+    default = default_text(name)
+    return text if default is None else f"{text} (default {default})"
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:

@@ -430,6 +430,17 @@ OPTIONS: dict[str, Flag] = {
 FLAGS: dict[str, str] = {name: flag.option for name, flag in OPTIONS.items()}
 
 
+def default_text(field: str) -> str | None:
+    """A setting's default as people read it (in --help), None when it has none to show."""
+    flag = OPTIONS.get(field)
+    if flag is not None and flag.default is not None:
+        return flag.default
+    default = Settings.model_fields[field].default
+    if default is None or isinstance(default, bool):
+        return None
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
 def describe_setting(field: str) -> str:
     env = env_name(field)
     flag = FLAGS.get(field)

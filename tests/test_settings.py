@@ -15,6 +15,7 @@ from exporter.settings import (
     ConfigError,
     ListenAddress,
     Settings,
+    default_text,
     describe_setting,
     env_name,
     load_settings,
@@ -255,3 +256,26 @@ def test_a_bad_variable_exits_2_with_one_line_naming_env_and_flag(
     value, needs = BAD_VALUES[field]
     set_env(monkeypatch, {**needs, field: value})
     exits_2_naming(field, [], capsys)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        name
+        for name, flag in OPTIONS.items()
+        if flag.default is None and default_text(name) is not None
+    ],
+)
+def test_the_default_help_shows_is_the_default(field: str) -> None:
+    shown = default_text(field)
+    assert shown is not None
+    assert getattr(load_settings(demo=True, **{field: shown}), field) == getattr(
+        load_settings(demo=True), field
+    )
+
+
+def test_defaults_without_a_value_to_show_are_described() -> None:
+    assert default_text("stale_after") == "5 poll intervals"
+    assert default_text("max_response_bytes") == "256 MiB"
+    assert default_text("base_url") is None
+    assert default_text("demo") is None
