@@ -76,7 +76,7 @@ class Flag:
     help: str
     metavar: str | None = None
     default: str | None = None
-    """The default as --help shows it, where the field's default (None) does not say it."""
+    """The default as people read it, where the field's own (None, a byte count) says it badly."""
     switch: bool = False
     """Takes no value: giving it sets the setting to true."""
     repeatable: bool = False
