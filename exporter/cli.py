@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -19,110 +20,28 @@ from .poller import initial_published
 from .process_metrics import ProcessMetrics
 from .server import Latest, MetricsServer, make_server
 from .settings import (
-    DEFAULT_PORT,
+    OPTIONS,
     ConfigError,
+    Flag,
     ListenAddress,
     Settings,
+    default_text,
     describe_setting,
     load_settings,
 )
-from .simulator import DEMO_KEY, FLAKY_SHARE, SCENARIOS, Simulator, Tenant
 from .webconfig import load_web_config, wrap_server
 from .worker import PollerProcess, PollerSpec
+
+if TYPE_CHECKING:
+    from .simulator import Simulator
 
 log = structlog.get_logger("exporter")
 
 DEMO_TICK_SECONDS = 15.0
 
 
-# (flag, setting, metavar, help); every flag maps to the setting of the same name.
-_FLAGS: tuple[tuple[str, str, str | None, str], ...] = (
-    ("--base-url", "base_url", "URL", "API base; the exporter GETs {base}/target-groups"),
-    (
-        "--api-key-file",
-        "api_key_file",
-        "PATH",
-        "file holding the API secret key, re-read when it changes (or the key itself in"
-        " WEBEX_CAMPAIGN_API_KEY)",
-    ),
-    (
-        "--client-id",
-        "client_id",
-        "ID",
-        "client id of the API hub's client-credentials token flow (deprecated by Webex), with"
-        " WEBEX_CAMPAIGN_CLIENT_SECRET(_FILE) and WEBEX_CAMPAIGN_AUTH_KEY(_FILE)",
-    ),
-    ("--client-secret-file", "client_secret_file", "PATH", "file holding the client secret"),
-    ("--auth-key-file", "auth_key_file", "PATH", "file holding the auth key (sent as Basic)"),
-    ("--token-url", "token_url", "URL", "token endpoint (default {base}/oauth/token)"),
-    ("--ca-file", "ca_file", "PATH", "PEM bundle of CAs to trust for the API"),
-    ("--tenant", "tenant", None, "tenant label (default: first label of the base URL's host)"),
-    ("--poll-interval", "poll_interval", "SECONDS", "seconds between polls (default 60)"),
-    ("--timeout", "timeout", "SECONDS", "seconds for one API request (default 30)"),
-    ("--timezone", "timezone", "ZONE", "IANA zone of createdOn/lastUpdatedOn (default UTC)"),
-    (
-        "--stale-after",
-        "stale_after",
-        "SECONDS",
-        "drop per-group series after polls fail this long (default 5 poll intervals)",
-    ),
-    (
-        "--max-response-bytes",
-        "max_response_bytes",
-        "BYTES",
-        "largest API response accepted (default 256 MiB)",
-    ),
-    (
-        "--max-label-length",
-        "max_label_length",
-        "BYTES",
-        "longest label value exported; longer ones are cut and end with ... (default 1024)",
-    ),
-    (
-        "--web.config.file",
-        "web_config_file",
-        "PATH",
-        "YAML file enabling TLS and/or basic auth on all endpoints (exporter-toolkit format)",
-    ),
-    (
-        "--web.telemetry-path",
-        "web_telemetry_path",
-        "PATH",
-        "path of the metrics (default /metrics)",
-    ),
-    (
-        "--web.max-connections",
-        "web_max_connections",
-        "N",
-        "connections served at once; more are answered 503 (default 64)",
-    ),
-    (
-        "--web.read-header-timeout",
-        "web_read_header_timeout",
-        "SECONDS",
-        "deadline for a client to send its request headers (default 10)",
-    ),
-    ("--log.level", "log_level", "LEVEL", "debug, info, warn or error (default info)"),
-    ("--log.format", "log_format", "FORMAT", "json, logfmt or console (default json)"),
-    (
-        "--demo.scenario",
-        "demo_scenario",
-        "NAME",
-        "how the demo tenant answers: healthy (default), flaky (30%% of requests fail at"
-        " random), or one of these for ever: " + ", ".join(SCENARIOS),
-    ),
-)
-_SWITCHES: tuple[tuple[str, str, str], ...] = (
-    (
-        "--allow-insecure-http",
-        "allow_insecure_http",
-        "accept a plain http:// base URL to a non-loopback host",
-    ),
-    ("--demo", "demo", "poll an embedded simulated tenant on loopback: no credentials, no network"),
-)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """One option per setting that has a flag, from its declaration in settings.py."""
     parser = argparse.ArgumentParser(
         prog="webex-campaign-exporter",
         description="Prometheus exporter for Webex Campaign target groups. Every setting has"
@@ -130,19 +49,34 @@ def build_parser() -> argparse.ArgumentParser:
         " flags win over the environment.",
         argument_default=argparse.SUPPRESS,
     )
-    for flag, dest, metavar, help_text in _FLAGS:
-        parser.add_argument(flag, dest=dest, metavar=metavar, help=help_text)
-    parser.add_argument(
-        "--web.listen-address",
-        dest="listen_address",
-        metavar="[HOST]:PORT",
-        action="append",
-        help=f"where the endpoints are served; repeat for several (default :{DEFAULT_PORT})",
-    )
-    for flag, dest, help_text in _SWITCHES:
-        parser.add_argument(flag, dest=dest, action="store_const", const=True, help=help_text)
+    for name, flag in OPTIONS.items():
+        help_text = _help(name, flag)
+        if flag.switch:
+            parser.add_argument(
+                flag.option, dest=name, action="store_const", const=True, help=help_text
+            )
+        else:
+            action = "append" if flag.repeatable else "store"
+            parser.add_argument(
+                flag.option, dest=name, metavar=flag.metavar, action=action, help=help_text
+            )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def _help(name: str, flag: Flag) -> str:
+    text = flag.help.replace("%", "%%")  # argparse expands %(...)s in help
+    default = default_text(name)
+    return text if default is None else f"{text} (default {default})"
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The flags given, as init arguments of Settings."""
+    given = vars(args)
+    for name, flag in OPTIONS.items():
+        if flag.repeatable and name in given:  # the variable's list form
+            given[name] = ",".join(given[name])
+    return given
 
 
 @dataclass
@@ -173,6 +107,10 @@ class Exporter:
 
 
 def _demo_tenant(settings: Settings) -> Simulator:
+    # Imported here, so only --demo loads the simulator: production code never does.
+    from .scenarios import FLAKY_SHARE, SCENARIOS
+    from .simulator import DEMO_KEY, Simulator, Tenant
+
     tenant = Tenant(timezone=settings.timezone)
     tenant.slow_seconds = settings.timeout + 5
     tenant.too_large_bytes = settings.max_response_bytes + 1
@@ -231,11 +169,9 @@ def _serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
-    if "listen_address" in args:  # repeated flag -> the variable's list form
-        args["listen_address"] = ",".join(args["listen_address"])
+    overrides = _overrides(build_parser().parse_args(argv))
     try:
-        settings = load_settings(**args)
+        settings = load_settings(**overrides)
         exporter = build(settings)
     except ConfigError as exc:
         print(f"webex-campaign-exporter: error: {exc}", file=sys.stderr)

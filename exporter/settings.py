@@ -1,4 +1,9 @@
-"""Every setting: its environment variable, flag, default and validation, in one place.
+"""Every setting: its environment variable, flag, default, help and validation, in one place.
+
+Each field of `Settings` is one setting: its type and validators check it, its default is
+the field's default, its environment variable is ENV_PREFIX + its name in capitals, and its
+`Flag` (the field's metadata) gives the command-line option and help, from which the CLI
+builds its parser. Secrets have no flag.
 
 Flags win over the environment: the CLI passes the flags it was given as init
 arguments, which pydantic-settings ranks above environment variables.
@@ -14,7 +19,10 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .scenarios import DEMO_SCENARIOS, FLAKY_SHARE, SCENARIOS
 
 DEFAULT_PORT = 10580
 ENV_PREFIX = "WEBEX_CAMPAIGN_"
@@ -52,7 +60,27 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def env_name(field: str) -> str:
+    """The environment variable of a setting (pydantic-settings reads it case-insensitively)."""
+    return ENV_PREFIX + field.upper()
+
+
 PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A setting's command-line option, attached to its field as metadata."""
+
+    option: str
+    help: str
+    metavar: str | None = None
+    default: str | None = None
+    """The default as people read it, where the field's own (None, a byte count) says it badly."""
+    switch: bool = False
+    """Takes no value: giving it sets the setting to true."""
+    repeatable: bool = False
+    """May be given several times; the values join with commas, as in the variable."""
 
 
 class Settings(BaseSettings):
@@ -65,33 +93,151 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    base_url: str | None = None
+    base_url: Annotated[
+        str | None, Flag("--base-url", "API base; the exporter GETs {base}/target-groups", "URL")
+    ] = None
+    # Secrets have no flag: a command line is visible to every user of the machine (ps).
     api_key: SecretStr | None = None
-    api_key_file: Path | None = None
-    client_id: str | None = None
+    api_key_file: Annotated[
+        Path | None,
+        Flag(
+            "--api-key-file",
+            "file holding the API secret key, re-read when it changes (or the key itself in"
+            f" {env_name('api_key')})",
+            "PATH",
+        ),
+    ] = None
+    client_id: Annotated[
+        str | None,
+        Flag(
+            "--client-id",
+            "client id of the API hub's client-credentials token flow (deprecated by Webex),"
+            f" with {env_name('client_secret')}(_FILE) and {env_name('auth_key')}(_FILE)",
+            "ID",
+        ),
+    ] = None
     client_secret: SecretStr | None = None
-    client_secret_file: Path | None = None
+    client_secret_file: Annotated[
+        Path | None, Flag("--client-secret-file", "file holding the client secret", "PATH")
+    ] = None
     auth_key: SecretStr | None = None
-    auth_key_file: Path | None = None
-    token_url: str | None = None
-    ca_file: Path | None = None
-    tenant: str | None = None
-    poll_interval: PositiveSeconds = 60.0
-    timeout: PositiveSeconds = 30.0
-    timezone: str = "UTC"
-    stale_after: PositiveSeconds | None = None
-    listen_address: str = f":{DEFAULT_PORT}"
-    web_config_file: Path | None = None
-    web_telemetry_path: str = "/metrics"
-    web_max_connections: Annotated[int, Field(gt=0, le=100_000)] = 64
-    web_read_header_timeout: PositiveSeconds = 10.0
-    log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
-    log_format: Literal["json", "logfmt", "console"] = "json"
-    allow_insecure_http: bool = False
-    max_response_bytes: Annotated[int, Field(gt=0)] = 256 * 1024 * 1024
-    max_label_length: Annotated[int, Field(ge=16, le=1 << 20)] = 1024
-    demo: bool = False
-    demo_scenario: str = "healthy"
+    auth_key_file: Annotated[
+        Path | None, Flag("--auth-key-file", "file holding the auth key (sent as Basic)", "PATH")
+    ] = None
+    token_url: Annotated[
+        str | None,
+        Flag("--token-url", "token endpoint", "URL", default="{base}/oauth/token"),
+    ] = None
+    ca_file: Annotated[
+        Path | None, Flag("--ca-file", "PEM bundle of CAs to trust for the API", "PATH")
+    ] = None
+    tenant: Annotated[
+        str | None,
+        Flag("--tenant", "tenant label", default="first label of the base URL's host"),
+    ] = None
+    poll_interval: Annotated[
+        PositiveSeconds, Flag("--poll-interval", "seconds between polls", "SECONDS")
+    ] = 60.0
+    timeout: Annotated[
+        PositiveSeconds, Flag("--timeout", "seconds for one API request", "SECONDS")
+    ] = 30.0
+    timezone: Annotated[str, Flag("--timezone", "IANA zone of createdOn/lastUpdatedOn", "ZONE")] = (
+        "UTC"
+    )
+    stale_after: Annotated[
+        PositiveSeconds | None,
+        Flag(
+            "--stale-after",
+            "drop per-group series after polls fail this long",
+            "SECONDS",
+            default="5 poll intervals",
+        ),
+    ] = None
+    listen_address: Annotated[
+        str,
+        Flag(
+            "--web.listen-address",
+            "where the endpoints are served; repeat for several",
+            "[HOST]:PORT",
+            repeatable=True,
+        ),
+    ] = f":{DEFAULT_PORT}"
+    web_config_file: Annotated[
+        Path | None,
+        Flag(
+            "--web.config.file",
+            "YAML file enabling TLS and/or basic auth on all endpoints (exporter-toolkit format)",
+            "PATH",
+        ),
+    ] = None
+    web_telemetry_path: Annotated[
+        str, Flag("--web.telemetry-path", "path of the metrics", "PATH")
+    ] = "/metrics"
+    web_max_connections: Annotated[
+        int,
+        Field(gt=0, le=100_000),
+        Flag("--web.max-connections", "connections served at once; more are answered 503", "N"),
+    ] = 64
+    web_read_header_timeout: Annotated[
+        PositiveSeconds,
+        Flag(
+            "--web.read-header-timeout",
+            "deadline for a client to send its request headers",
+            "SECONDS",
+        ),
+    ] = 10.0
+    log_level: Annotated[
+        Literal["debug", "info", "warn", "warning", "error"],
+        Flag("--log.level", "debug, info, warn or error", "LEVEL"),
+    ] = "info"
+    log_format: Annotated[
+        Literal["json", "logfmt", "console"],
+        Flag("--log.format", "json, logfmt or console", "FORMAT"),
+    ] = "json"
+    allow_insecure_http: Annotated[
+        bool,
+        Flag(
+            "--allow-insecure-http",
+            "accept a plain http:// base URL to a non-loopback host",
+            switch=True,
+        ),
+    ] = False
+    max_response_bytes: Annotated[
+        int,
+        Field(gt=0),
+        Flag(
+            "--max-response-bytes",
+            "largest API response accepted",
+            "BYTES",
+            default="256 MiB",
+        ),
+    ] = 256 * 1024 * 1024
+    max_label_length: Annotated[
+        int,
+        Field(ge=16, le=1 << 20),
+        Flag(
+            "--max-label-length",
+            "longest label value exported; longer ones are cut and end with ...",
+            "BYTES",
+        ),
+    ] = 1024
+    demo: Annotated[
+        bool,
+        Flag(
+            "--demo",
+            "poll an embedded simulated tenant on loopback: no credentials, no network",
+            switch=True,
+        ),
+    ] = False
+    demo_scenario: Annotated[
+        str,
+        Flag(
+            "--demo.scenario",
+            f"how the demo tenant answers: healthy, flaky ({FLAKY_SHARE:.0%} of requests fail"
+            f" at random), or one of these for ever: {', '.join(SCENARIOS)}",
+            "NAME",
+        ),
+    ] = "healthy"
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -136,8 +282,6 @@ class Settings(BaseSettings):
     @field_validator("demo_scenario")
     @classmethod
     def _scenario(cls, value: str) -> str:
-        from .simulator import DEMO_SCENARIOS  # the simulator owns the names
-
         if value not in DEMO_SCENARIOS:
             raise ValueError(f"unknown scenario; one of: {', '.join(DEMO_SCENARIOS)}")
         return value
@@ -154,7 +298,7 @@ class Settings(BaseSettings):
                 " https://<tenant>.webexcampaign.io/campaignapi/resources/v3"
             )
         if parts.username or parts.password:
-            raise ValueError("must not carry credentials: put the key in WEBEX_CAMPAIGN_API_KEY")
+            raise ValueError(f"must not carry credentials: put the key in {env_name('api_key')}")
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query or fragment")
         return value.strip().rstrip("/")
@@ -170,11 +314,11 @@ class Settings(BaseSettings):
         if self.demo:
             return self
         if self.demo_scenario != "healthy":
-            raise _SettingError("demo_scenario", "only applies with --demo")
+            raise _SettingError("demo_scenario", f"only applies with {FLAGS['demo']}")
         if self.base_url is None:
             raise _SettingError(
                 "base_url",
-                "is required unless --demo: set it to your tenant's API base, e.g."
+                f"is required unless {FLAGS['demo']}: set it to your tenant's API base, e.g."
                 " https://<tenant>.webexcampaign.io/campaignapi/resources/v3",
             )
         host = urlsplit(self.base_url).hostname or ""
@@ -186,7 +330,7 @@ class Settings(BaseSettings):
             raise _SettingError(
                 "base_url",
                 "uses plain http:// to a non-loopback host, which would send the API key"
-                " in clear: use https://, or set WEBEX_CAMPAIGN_ALLOW_INSECURE_HTTP=true",
+                f" in clear: use https://, or set {env_name('allow_insecure_http')}=true",
             )
         if self.api_key_file is not None and not self.api_key_file.is_file():
             raise _SettingError("api_key_file", f"{self.api_key_file} is not a readable file")
@@ -195,8 +339,8 @@ class Settings(BaseSettings):
         elif self.api_key is None and self.api_key_file is None:
             raise _SettingError(
                 "api_key",
-                "is required: set WEBEX_CAMPAIGN_API_KEY, or WEBEX_CAMPAIGN_API_KEY_FILE"
-                " (--api-key-file) to a file holding the API secret key",
+                f"is required: set {env_name('api_key')}, or {describe_setting('api_key_file')}"
+                " to a file holding the API secret key",
             )
         return self
 
@@ -208,20 +352,20 @@ class Settings(BaseSettings):
         if self.api_key is not None or self.api_key_file is not None:
             raise _SettingError(
                 "client_id",
-                "selects the token flow, which does not mix with WEBEX_CAMPAIGN_API_KEY(_FILE):"
+                f"selects the token flow, which does not mix with {env_name('api_key')}(_FILE):"
                 " set one auth mode",
             )
         if self.client_secret is None and self.client_secret_file is None:
             raise _SettingError(
                 "client_secret",
-                "is required with WEBEX_CAMPAIGN_CLIENT_ID: set it, or"
-                " WEBEX_CAMPAIGN_CLIENT_SECRET_FILE (--client-secret-file)",
+                f"is required with {env_name('client_id')}: set it, or"
+                f" {describe_setting('client_secret_file')}",
             )
         if self.auth_key is None and self.auth_key_file is None:
             raise _SettingError(
                 "auth_key",
-                "is required with WEBEX_CAMPAIGN_CLIENT_ID: set it, or"
-                " WEBEX_CAMPAIGN_AUTH_KEY_FILE (--auth-key-file)",
+                f"is required with {env_name('client_id')}: set it, or"
+                f" {describe_setting('auth_key_file')}",
             )
 
     @property
@@ -272,37 +416,33 @@ class _SettingError(ValueError):
         self.message = message
 
 
-# The flag of each setting, for error messages (the CLI defines the flags).
-FLAGS: dict[str, str] = {
-    "base_url": "--base-url",
-    "api_key_file": "--api-key-file",
-    "client_id": "--client-id",
-    "client_secret_file": "--client-secret-file",
-    "auth_key_file": "--auth-key-file",
-    "token_url": "--token-url",
-    "ca_file": "--ca-file",
-    "demo_scenario": "--demo.scenario",
-    "tenant": "--tenant",
-    "poll_interval": "--poll-interval",
-    "timeout": "--timeout",
-    "timezone": "--timezone",
-    "stale_after": "--stale-after",
-    "listen_address": "--web.listen-address",
-    "web_config_file": "--web.config.file",
-    "web_telemetry_path": "--web.telemetry-path",
-    "web_max_connections": "--web.max-connections",
-    "web_read_header_timeout": "--web.read-header-timeout",
-    "max_label_length": "--max-label-length",
-    "log_level": "--log.level",
-    "log_format": "--log.format",
-    "allow_insecure_http": "--allow-insecure-http",
-    "max_response_bytes": "--max-response-bytes",
-    "demo": "--demo",
+def _flag_of(field: FieldInfo) -> Flag | None:
+    return next((meta for meta in field.metadata if isinstance(meta, Flag)), None)
+
+
+# Each setting's flag, read from the declarations above: the CLI builds its parser from
+# these, and error messages name them.
+OPTIONS: dict[str, Flag] = {
+    name: flag
+    for name, field in Settings.model_fields.items()
+    if (flag := _flag_of(field)) is not None
 }
+FLAGS: dict[str, str] = {name: flag.option for name, flag in OPTIONS.items()}
+
+
+def default_text(field: str) -> str | None:
+    """A setting's default as people read it (in --help), None when it has none to show."""
+    flag = OPTIONS.get(field)
+    if flag is not None and flag.default is not None:
+        return flag.default
+    default = Settings.model_fields[field].default
+    if default is None or isinstance(default, bool):
+        return None
+    return f"{default:g}" if isinstance(default, float) else str(default)
 
 
 def describe_setting(field: str) -> str:
-    env = ENV_PREFIX + field.upper()
+    env = env_name(field)
     flag = FLAGS.get(field)
     return f"{env} ({flag})" if flag else env
 
@@ -328,7 +468,7 @@ def _first_error(exc: ValidationError) -> str:
     message = str(inner) if isinstance(inner, ValueError) else error["msg"]
     message = message.removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return f"unknown setting {ENV_PREFIX}{field.upper()}"
+        return f"unknown setting {env_name(field)}"
     value = error.get("input")
     secret = field in ("api_key", "client_secret", "auth_key")
     shown = "" if secret or isinstance(value, dict) else f" (got {value!r})"

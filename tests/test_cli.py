@@ -18,7 +18,7 @@ from helpers import free_port
 
 from exporter import __version__, settings
 from exporter.cli import build, build_parser, main
-from exporter.settings import Settings, load_settings
+from exporter.settings import OPTIONS, Settings, default_text, load_settings
 
 # Generous: the run starts a real poller process; the suite must stay green on busy cores.
 PATIENCE = 60.0
@@ -162,3 +162,22 @@ def test_config_error_is_one_line_without_traceback(capsys: pytest.CaptureFixtur
     assert err.count("\n") == 1
     assert "WEBEX_CAMPAIGN_TIMEZONE (--timezone)" in err
     assert "Traceback" not in err
+
+
+def test_each_option_says_its_default() -> None:
+    for action in build_parser()._actions:
+        if action.dest in OPTIONS:
+            assert action.help is not None
+            assert action.help.startswith(OPTIONS[action.dest].help.replace("%", "%%"))
+            default = default_text(action.dest)
+            if default is None:
+                assert "(default" not in action.help
+            else:
+                assert action.help.endswith(f" (default {default})")
+
+
+def test_help_renders_percent_signs_and_defaults() -> None:
+    text = " ".join(build_parser().format_help().split())
+    assert "(30% of requests fail at random)" in text
+    assert "--poll-interval SECONDS seconds between polls (default 60)" in text
+    assert "repeat for several (default :10580)" in text

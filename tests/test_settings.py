@@ -6,11 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import main
+from exporter.cli import build_parser, main
 from exporter.settings import (
     DEFAULT_PORT,
+    ENV_PREFIX,
+    FLAGS,
+    OPTIONS,
     ConfigError,
     ListenAddress,
+    Settings,
+    default_text,
+    describe_setting,
+    env_name,
     is_loopback_host,
     load_settings,
     parse_listen_address,
@@ -414,3 +421,105 @@ def test_a_bad_secret_is_never_echoed(secret: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(base_url=BASE, client_id="c", **values)
     assert str(caught.value) == f"WEBEX_CAMPAIGN_{secret.upper()}: Input should be a valid string"
+
+
+def test_every_setting_has_one_env_name_and_one_flag_but_secrets_none() -> None:
+    options: dict[str, list[str]] = {}
+    for action in build_parser()._actions:
+        if action.dest not in ("help", "version"):
+            assert action.dest not in options, f"two options set {action.dest}"
+            options[action.dest] = list(action.option_strings)
+    secrets = {"api_key", "client_secret", "auth_key"}
+    assert set(options) == set(Settings.model_fields) - secrets  # a command line is public
+    for field, option_strings in options.items():
+        assert option_strings == [FLAGS[field]]
+        assert describe_setting(field) == f"{ENV_PREFIX}{field.upper()} ({FLAGS[field]})"
+    for field in secrets:
+        assert describe_setting(field) == f"{ENV_PREFIX}{field.upper()}"
+    assert len(set(FLAGS.values())) == len(FLAGS)
+
+
+# One bad value for each setting with a flag, and the other settings it needs to be reached.
+BAD_VALUES: dict[str, tuple[str, dict[str, str]]] = {
+    "base_url": ("ftp://x/y", {}),
+    "api_key_file": ("/nonexistent/key", {"base_url": BASE}),
+    "client_id": ("id", {"base_url": BASE, "api_key": "k"}),
+    "client_secret_file": ("/nonexistent/secret", {"demo": "true"}),
+    "auth_key_file": ("/nonexistent/auth", {"demo": "true"}),
+    "token_url": ("ftp://x/token", {"demo": "true"}),
+    "ca_file": ("/nonexistent/ca.pem", {"demo": "true"}),
+    "tenant": (" ", {"demo": "true"}),
+    "poll_interval": ("0", {"demo": "true"}),
+    "timeout": ("-1", {"demo": "true"}),
+    "timezone": ("Mars/Olympus", {"demo": "true"}),
+    "stale_after": ("nan", {"demo": "true"}),
+    "listen_address": ("10580", {"demo": "true"}),
+    "web_config_file": ("/nonexistent/web.yml", {"demo": "true"}),
+    "web_telemetry_path": ("/", {"demo": "true"}),
+    "web_max_connections": ("100001", {"demo": "true"}),
+    "web_read_header_timeout": ("0", {"demo": "true"}),
+    "log_level": ("loud", {"demo": "true"}),
+    "log_format": ("xml", {"demo": "true"}),
+    "allow_insecure_http": ("maybe", {"demo": "true"}),
+    "max_response_bytes": ("0", {"demo": "true"}),
+    "max_label_length": ("15", {"demo": "true"}),
+    "demo": ("maybe", {}),
+    "demo_scenario": ("nope", {"demo": "true"}),
+}
+
+
+def test_every_flag_has_a_bad_value_below() -> None:
+    assert set(BAD_VALUES) == set(FLAGS)
+
+
+def set_env(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]) -> None:
+    for field, value in settings.items():
+        monkeypatch.setenv(env_name(field), value)
+
+
+def exits_2_naming(field: str, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("webex-campaign-exporter: error: ")
+    assert f"{ENV_PREFIX}{field.upper()} ({FLAGS[field]})" in line
+
+
+@pytest.mark.parametrize("field", [f for f in BAD_VALUES if not OPTIONS[f].switch])
+def test_a_bad_flag_exits_2_with_one_line_naming_env_and_flag(
+    field: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    value, needs = BAD_VALUES[field]
+    set_env(monkeypatch, needs)
+    exits_2_naming(field, [FLAGS[field], value], capsys)
+
+
+@pytest.mark.parametrize("field", list(BAD_VALUES))
+def test_a_bad_variable_exits_2_with_one_line_naming_env_and_flag(
+    field: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    value, needs = BAD_VALUES[field]
+    set_env(monkeypatch, {**needs, field: value})
+    exits_2_naming(field, [], capsys)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        name
+        for name, flag in OPTIONS.items()
+        if flag.default is None and default_text(name) is not None
+    ],
+)
+def test_the_default_help_shows_is_the_default(field: str) -> None:
+    shown = default_text(field)
+    assert shown is not None
+    assert getattr(load_settings(demo=True, **{field: shown}), field) == getattr(
+        load_settings(demo=True), field
+    )
+
+
+def test_defaults_without_a_value_to_show_are_described() -> None:
+    assert default_text("stale_after") == "5 poll intervals"
+    assert default_text("max_response_bytes") == "256 MiB"
+    assert default_text("base_url") is None
+    assert default_text("demo") is None

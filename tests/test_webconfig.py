@@ -23,12 +23,19 @@ from cryptography.hazmat.primitives import serialization
 from helpers import FakeClock
 
 from exporter import metrics as m
-from exporter import webconfig
 from exporter.api import RequestStats
 from exporter.poller import initial_published
 from exporter.server import Latest, MetricsServer, make_server
 from exporter.settings import ConfigError, ListenAddress
-from exporter.webconfig import WebConfigError, load_web_config, wrap_server
+from exporter.webconfig import (
+    HANDSHAKE_TIMEOUT,
+    LiveWebConfig,
+    WebConfigError,
+    basic_auth,
+    load_web_config,
+    reload,
+    wrap_server,
+)
 
 PASSWORD = "correct horse battery staple"
 # Cost 4 keeps the file fast; production hashes use 10 or more.
@@ -210,7 +217,7 @@ def test_a_silent_client_does_not_block_others(pki: Pki, tls_url: str) -> None:
         started = time.monotonic()
         response = get(f"{tls_url}/-/healthy", verify=pki.client_context())
         assert response.status_code == 200
-        assert time.monotonic() - started < webconfig.HANDSHAKE_TIMEOUT
+        assert time.monotonic() - started < HANDSHAKE_TIMEOUT
 
 
 def test_relative_paths_resolve_against_the_config_folder(
@@ -398,13 +405,13 @@ def test_keep_alive_connection_survives_a_401(auth_url: str) -> None:
 @pytest.fixture
 def bcrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     calls: list[bytes] = []
-    real = webconfig._checkpw
+    real = basic_auth._checkpw
 
     def counting(password: bytes, hashed: bytes) -> bool:
         calls.append(hashed)
         return real(password, hashed)
 
-    monkeypatch.setattr(webconfig, "_checkpw", counting)
+    monkeypatch.setattr(basic_auth, "_checkpw", counting)
     return calls
 
 
@@ -779,7 +786,7 @@ def test_rejections_log_the_reason_and_the_remote(auth_url: str) -> None:
 
 def test_reloads_are_logged(tmp_path: Path) -> None:
     path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
-    live = webconfig.LiveWebConfig(load_web_config(path), check_interval=0.0)
+    live = LiveWebConfig(load_web_config(path), check_interval=0.0)
     first = live.current()
     with structlog.testing.capture_logs() as logs:
         rewrite(path, "basic_auth_users: [oops\n")
@@ -804,7 +811,7 @@ def test_reloads_are_logged(tmp_path: Path) -> None:
 
 def test_switching_tls_on_needs_a_restart(pki: Pki) -> None:
     path = write_config(pki.folder, "")
-    live = webconfig.LiveWebConfig(load_web_config(path), check_interval=0.0)
+    live = LiveWebConfig(load_web_config(path), check_interval=0.0)
     first = live.current()
     cert, key = pki.server_files()
     with structlog.testing.capture_logs() as logs:
@@ -822,7 +829,7 @@ def test_switching_tls_on_needs_a_restart(pki: Pki) -> None:
 
 def test_an_unchanged_file_is_not_reloaded(tmp_path: Path) -> None:
     path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
-    live = webconfig.LiveWebConfig(load_web_config(path), check_interval=0.0)
+    live = LiveWebConfig(load_web_config(path), check_interval=0.0)
     first = live.current()
     with structlog.testing.capture_logs() as logs:
         assert live.current() is first
@@ -887,7 +894,7 @@ def test_a_token_without_colon_counts_as_no_credentials(auth_url: str) -> None:
 
 
 def test_verified_cache_is_bounded() -> None:
-    cache = webconfig._VerifiedCache()
+    cache = basic_auth._VerifiedCache()
     keys = [cache.key(b"user", b"hash", str(n).encode()) for n in range(cache.MAX_ENTRIES + 1)]
     for key in keys[: cache.MAX_ENTRIES]:
         cache.add(key)
@@ -903,9 +910,9 @@ def test_files_are_checked_once_per_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = FakeClock(start=1000.0)
-    monkeypatch.setattr(webconfig, "time", SimpleNamespace(monotonic=clock))
+    monkeypatch.setattr(reload, "time", SimpleNamespace(monotonic=clock))
     path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
-    live = webconfig.LiveWebConfig(load_web_config(path), check_interval=10.0)
+    live = LiveWebConfig(load_web_config(path), check_interval=10.0)
     first = live.current()
     rewrite(path, f"basic_auth_users:\n  grafana: '{HASH_2Y}'\n")
     clock.advance(9.0)
