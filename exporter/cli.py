@@ -185,7 +185,8 @@ def _demo_tenant(settings: Settings) -> Simulator:
 
 def build(settings: Settings) -> Exporter:
     """Check everything that can be wrong before anything starts, then wire the pieces."""
-    credentials = credentials_from(settings)  # the poller process builds its own
+    demo_key = DEMO_KEY if settings.demo else None
+    credentials = credentials_from(settings, demo_key)  # the poller process builds its own
     configure_logging(settings.log_level, settings.log_format, credentials.secrets)
     tls_verify(settings)
     web = load_web_config(settings.web_config_file) if settings.web_config_file else None
@@ -197,7 +198,7 @@ def build(settings: Settings) -> Exporter:
     simulator = _demo_tenant(settings) if settings.demo else None
     base_url = simulator.base_url if simulator else settings.base_url
     assert base_url is not None
-    poller = PollerProcess(PollerSpec(settings, base_url), latest)
+    poller = PollerProcess(PollerSpec(settings, base_url, demo_key), latest)
     processes = ProcessMetrics(lambda: poller.pid)
     try:
         servers = [_serve(settings, address, latest, processes) for address in settings.listen]

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import structlog
 
-from .api import ApiClient, ApiError, Fetched
+from .api import ApiClient, ApiError, classify
 from .exposition import (
     DEFAULT_MAX_LABEL_LENGTH,
     BlockRenderer,
@@ -25,7 +25,7 @@ from .exposition import (
     empty_group_block,
     render,
 )
-from .records import DateParser
+from .records import DateParser, ParsedPayload, PayloadError, parse_payload
 from .snapshot import StateTracker, count_by_state
 
 log = structlog.get_logger("exporter.poller")
@@ -127,6 +127,18 @@ _FIXES = {
 }
 
 
+def fetch_groups(client: ApiClient) -> tuple[ParsedPayload, float]:
+    """One request and its parse, and the request's seconds; a failure of either is an
+    ApiError, counted once."""
+    response = client.fetch()
+    try:
+        return parse_payload(response.body), response.fetch_seconds
+    except PayloadError as exc:
+        failure = classify(exc)
+        client.count_failure(failure)
+        raise failure from None
+
+
 class Poller:
     """Polls, builds the samples, renders, and publishes. One instance, one thread."""
 
@@ -167,17 +179,16 @@ class Poller:
         started = self._clock()
         begun = time.monotonic()
         try:
-            fetched = self._client.fetch()
+            payload, fetch_seconds = fetch_groups(self._client)
         except ApiError as failure:
             self._on_failure(failure, started, time.monotonic() - begun)
             return self.policy.delay_after(failure, self._failures_in_row, self._rng)
-        self._on_success(fetched, begun)
+        self._on_success(payload, fetch_seconds, begun)
         return self.policy.interval
 
-    def _on_success(self, fetched: Fetched, begun: float) -> None:
-        # Parsing happened in the client, right after the body arrived.
-        processing_from = begun + fetched.fetch_seconds
-        payload = fetched.payload
+    def _on_success(self, payload: ParsedPayload, fetch_seconds: float, begun: float) -> None:
+        # Processing counts from the whole body received: parsing is part of it.
+        processing_from = begun + fetch_seconds
         now = self._clock()
         # After failed polls beyond stale-after, a finished import cannot be timed.
         timed = self._failures_in_row == 0 or not self._is_stale(now)
@@ -205,7 +216,7 @@ class Poller:
         self._failures_in_row = 0
         self._last_failure = None
         self._last_success = self._clock()
-        timing = PollTiming(len(samples), fetched.fetch_seconds, begun, processing_from)
+        timing = PollTiming(len(samples), fetch_seconds, begun, processing_from)
         self._emit(duration=time.monotonic() - begun, timing=timing)
 
     def _on_failure(self, failure: ApiError, started: float, duration: float) -> None:

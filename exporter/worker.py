@@ -76,6 +76,8 @@ class PollerSpec:
 
     settings: Settings
     base_url: str
+    demo_key: str | None = None
+    """The demo tenant's key in demo mode (the simulator stays at the edge)."""
 
 
 _HEADER = struct.Struct("!QQ")
@@ -133,7 +135,7 @@ def run_poller(spec: PollerSpec, conn: Pipe) -> None:
     # Ctrl-C reaches the whole process group: the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = spec.settings
-    credentials = credentials_from(settings)
+    credentials = credentials_from(settings, spec.demo_key)
     configure_logging(settings.log_level, settings.log_format, credentials.secrets)
     client = ApiClient(
         spec.base_url,

@@ -23,9 +23,11 @@ from exporter.api import (
     ApiTimeout,
     KeyFile,
     RequestStats,
-    classify_transport_error,
+    classify,
     credentials_from,
 )
+from exporter.poller import fetch_groups
+from exporter.records import PayloadError, TargetGroup, parse_payload
 from exporter.settings import ConfigError, load_settings
 from exporter.simulator import DEMO_KEY, Fault, Simulator, error_fault
 
@@ -33,9 +35,14 @@ MakeClient = Callable[..., ApiClient]
 
 
 def failure_of(client: ApiClient) -> ApiError:
+    """The failure of one poll's request and parse, as the poller sees it."""
     with pytest.raises(ApiError) as caught:
-        client.fetch()
+        fetch_groups(client)
     return caught.value
+
+
+def groups_of(client: ApiClient) -> list[TargetGroup]:
+    return parse_payload(client.fetch().body).groups
 
 
 def test_success_sends_bearer_and_user_agent(make_client: MakeClient) -> None:
@@ -46,8 +53,7 @@ def test_success_sends_bearer_and_user_agent(make_client: MakeClient) -> None:
         return httpx.Response(200, content=b"[]")
 
     client = make_client(key="s3cret", transport=httpx.MockTransport(handler))
-    fetched = client.fetch()
-    assert fetched.payload.groups == []
+    assert groups_of(client) == []
     request = seen[0]
     assert request.headers["Authorization"] == "Bearer s3cret"
     assert request.headers["User-Agent"] == USER_AGENT
@@ -120,12 +126,12 @@ def test_connection_refused(make_client: MakeClient) -> None:
 def test_tls_failure_is_classified() -> None:
     error = httpx.ConnectError("handshake")
     error.__context__ = ssl.SSLCertVerificationError("certificate verify failed")
-    assert classify_transport_error(error).labels == ("none", "tls")
+    assert classify(error).labels == ("none", "tls")
 
 
 def test_remote_protocol_error_is_invalid_response() -> None:
     error = httpx.RemoteProtocolError("garbage")
-    assert classify_transport_error(error, "200").labels == ("200", "invalid_response")
+    assert classify(error, "200").labels == ("200", "invalid_response")
 
 
 def test_key_file_is_reread_when_it_changes(tmp_path: Path) -> None:
@@ -151,8 +157,7 @@ def test_rotated_key_file_retries_once_after_401(simulator: Simulator, tmp_path:
     before = os.stat(path)
     path.write_text("demo-secret-key")
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    fetched = client.fetch()
-    assert len(fetched.payload.groups) > 0
+    assert len(groups_of(client)) > 0
     requests, failures = client.stats.read()
     assert requests == 2
     assert failures == {("401", "498"): 1}
@@ -174,8 +179,8 @@ def test_compressed_bodies_are_decoded(make_client: MakeClient, encoding: str) -
         assert request.headers["Accept-Encoding"] == "gzip, deflate"
         return httpx.Response(200, content=body, headers={"Content-Encoding": encoding})
 
-    fetched = make_client(transport=httpx.MockTransport(handler)).fetch()
-    assert [group.id for group in fetched.payload.groups] == ["1"]
+    groups = groups_of(make_client(transport=httpx.MockTransport(handler)))
+    assert [group.id for group in groups] == ["1"]
 
 
 def test_deflate_and_several_gzip_members_are_decoded(make_client: MakeClient) -> None:
@@ -191,7 +196,7 @@ def test_deflate_and_several_gzip_members_are_decoded(make_client: MakeClient) -
     client = make_client(transport=httpx.MockTransport(handler))
     for encoding in bodies:
         client._client.headers["X-Encoding"] = encoding
-        assert client.fetch().payload.groups == []
+        assert groups_of(client) == []
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
@@ -282,7 +287,7 @@ def test_rotation_to_a_key_file_with_a_newline_keeps_the_last_good_key(
     replacement = tmp_path / "key.new"
     replacement.write_text("new key\nwith a line break")
     replacement.replace(path)
-    assert client.fetch().payload.groups  # still authorised with the last good key
+    assert groups_of(client)  # still authorised with the last good key
     assert key_file.problem is not None and "line break" in key_file.problem
     assert client.stats.read() == (1, {})
     client.close()
@@ -327,3 +332,15 @@ def test_headers_dripped_slowly_hit_the_total_deadline(make_client: MakeClient) 
         assert server.gone.wait(30)
     finally:
         server.close()
+
+
+def test_demo_mode_uses_the_key_it_is_given_and_needs_one() -> None:
+    settings = load_settings(demo=True)
+    assert credentials_from(settings, "demo-key").authorization() == "Bearer demo-key"
+    with pytest.raises(ConfigError, match="demo"):
+        credentials_from(settings)
+
+
+def test_payload_failures_are_classified_in_one_place() -> None:
+    assert classify(PayloadError("error object", "1001")).labels == ("200", "1001")
+    assert classify(PayloadError("not a list")).labels == ("200", "invalid_response")
