@@ -15,9 +15,8 @@ from . import __version__
 from . import metrics as m
 from .api import credentials_from, tls_verify
 from .logs import configure_logging
-from .poller import initial_published
 from .process_metrics import ProcessMetrics
-from .server import Latest, MetricsServer, make_server
+from .server import Latest, MetricsServer, initial_published, make_server
 from .settings import (
     DEFAULT_PORT,
     ConfigError,

@@ -10,7 +10,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -19,11 +19,9 @@ from .api import ApiClient, ApiError, classify
 from .exposition import (
     DEFAULT_MAX_LABEL_LENGTH,
     BlockRenderer,
-    Exposition,
     GroupBlock,
     Health,
     empty_group_block,
-    render,
 )
 from .records import DateParser, ParsedPayload, PayloadError, parse_payload
 from .snapshot import StateTracker, count_by_state
@@ -62,42 +60,6 @@ class PollTiming:
 class Publish(Protocol):
     def __call__(self, block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
         """Hand a poll's result to whoever serves it."""
-
-
-@dataclass(frozen=True)
-class Published:
-    """What the HTTP server reads: swapped atomically after each poll attempt."""
-
-    exposition: Exposition
-    block: GroupBlock
-    health: Health
-    ready: bool = True
-
-    @classmethod
-    def of(cls, block: GroupBlock, health: Health) -> Published:
-        return cls(render(block, health), block, health)
-
-    @property
-    def up(self) -> bool:
-        return self.health.up
-
-    @property
-    def last_success(self) -> float | None:
-        return self.health.last_success
-
-    @property
-    def groups(self) -> int:
-        return self.block.groups
-
-    def down(self) -> Published:
-        """The same values with `webex_campaign_up` 0 (the poller itself failed)."""
-        return Published.of(self.block, replace(self.health, up=False))
-
-
-def initial_published(tenant: str, stats_preset: dict[tuple[str, str], int]) -> Published:
-    health = Health(tenant, False, None, None, 0, stats_preset, 0)
-    block = empty_group_block()
-    return Published(render(block, health), block, health, ready=False)
 
 
 @dataclass(frozen=True)

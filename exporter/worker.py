@@ -35,8 +35,8 @@ from . import metrics as m
 from .api import ApiClient, RequestStats, credentials_from, tls_verify
 from .exposition import GroupBlock, Health
 from .logs import configure_logging
-from .poller import Poller, PollTiming, Published
-from .server import Latest
+from .poller import Poller, PollTiming
+from .server import Latest, Published
 from .settings import Settings
 
 log = structlog.get_logger("exporter.worker")

@@ -12,7 +12,8 @@ from helpers import FakeClock
 from exporter import metrics as m
 from exporter.api import ApiClient, RequestStats, StaticKey
 from exporter.exposition import GroupBlock, Health
-from exporter.poller import Poller, PollTiming, Published
+from exporter.poller import Poller, PollTiming
+from exporter.server import Published
 from exporter.simulator import DEMO_KEY, Simulator, Tenant
 
 

@@ -22,8 +22,7 @@ import trustme
 from exporter import metrics as m
 from exporter import webconfig
 from exporter.api import RequestStats
-from exporter.poller import initial_published
-from exporter.server import Latest, MetricsServer, make_server
+from exporter.server import Latest, MetricsServer, initial_published, make_server
 from exporter.settings import ConfigError, ListenAddress
 from exporter.webconfig import WebConfigError, load_web_config, wrap_server
 
