@@ -17,7 +17,7 @@ import struct
 import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import cast
 
@@ -267,6 +267,13 @@ class BlockRenderer:
         block = GroupBlock(parts, crc, size, len(samples), truncated)
         self._last = (keys, block)
         return block
+
+    def render_with(
+        self, samples: Sequence[GroupSample], health: Health
+    ) -> tuple[GroupBlock, Health]:
+        """The block of `samples`, and `health` counting the label values it cut."""
+        block = self.render(samples)
+        return block, replace(health, truncated=block.truncated)
 
     def _split(self, samples: Sequence[GroupSample]) -> list[Sequence[GroupSample]]:
         chunks = []

@@ -1,7 +1,8 @@
-"""The poll loop: interval, backoff with jitter, Retry-After, stale-after, snapshot swaps.
+"""The poll loop: interval, backoff with jitter, Retry-After, stale-after.
 
-Scrapes never call the API: each poll publishes a fully rendered exposition
-that the HTTP server hands out as is until the next poll replaces it.
+Each poll attempt hands over data, a `PollResult` (the groups' samples, the
+health figures, the lifecycle counters): rendering it is the publisher's job.
+Scrapes never call the API: they read what the last result rendered to.
 """
 
 from __future__ import annotations
@@ -16,15 +17,9 @@ from typing import Protocol
 import structlog
 
 from .api import ApiClient, ApiError, classify
-from .exposition import (
-    DEFAULT_MAX_LABEL_LENGTH,
-    BlockRenderer,
-    GroupBlock,
-    Health,
-    empty_group_block,
-)
+from .exposition import Health
 from .records import DateParser, ParsedPayload, PayloadError, parse_payload
-from .snapshot import StateTracker, count_by_state
+from .snapshot import GroupSample, StateTracker, count_by_state
 
 log = structlog.get_logger("exporter.poller")
 
@@ -57,9 +52,20 @@ class PollTiming:
         )
 
 
+@dataclass(frozen=True)
+class PollResult:
+    """What one poll attempt hands over: data, not bytes."""
+
+    samples: tuple[GroupSample, ...]
+    """The groups to expose: the last successful poll's, none once stale."""
+    health: Health
+    timing: PollTiming | None = None
+    """Where a successful poll spent its time; None after a failed one."""
+
+
 class Publish(Protocol):
-    def __call__(self, block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
-        """Hand a poll's result to whoever serves it."""
+    def __call__(self, result: PollResult) -> None:
+        """Hand a poll's result to whoever renders and serves it."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ def fetch_groups(client: ApiClient) -> tuple[ParsedPayload, float]:
 
 
 class Poller:
-    """Polls, builds the samples, renders, and publishes. One instance, one thread."""
+    """Polls, builds the samples, and publishes them. One instance, one thread."""
 
     def __init__(
         self,
@@ -114,7 +120,6 @@ class Poller:
         publish: Publish,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        max_label_length: int = DEFAULT_MAX_LABEL_LENGTH,
     ) -> None:
         self._client = client
         self._tenant = tenant
@@ -125,8 +130,7 @@ class Poller:
         self._rng = rng or random.Random()
         self.policy = RetryPolicy(interval)
         self._tracker = StateTracker()
-        self._renderer = BlockRenderer(tenant, max_label_length)
-        self._block: GroupBlock = empty_group_block()
+        self._samples: tuple[GroupSample, ...] = ()
         self._counts: dict[str, int] = {}
         self._last_success: float | None = None
         self._up = False
@@ -155,7 +159,7 @@ class Poller:
         # After failed polls beyond stale-after, a finished import cannot be timed.
         timed = self._failures_in_row == 0 or not self._is_stale(now)
         samples = self._tracker.observe(payload.groups, now, self._parse_date, timed)
-        self._block = self._renderer.render(samples)
+        self._samples = samples
         self._counts = count_by_state(samples)
         self._invalid = payload.invalid
         if payload.invalid != self._invalid_logged:
@@ -195,14 +199,14 @@ class Poller:
             )
         self._up = False
         self._last_failure = failure.labels
-        if self._is_stale(started) and self._block.groups:
+        if self._is_stale(started) and self._samples:
             log.warning(
                 "stale_series_dropped",
                 tenant=self._tenant,
-                groups=self._block.groups,
+                groups=len(self._samples),
                 stale_after_s=self._stale_after,
             )
-            self._block = empty_group_block()
+            self._samples = ()
             self._counts = {}
         self._emit(duration=duration)
 
@@ -221,9 +225,8 @@ class Poller:
             invalid=self._invalid,
             group_counts=self._counts,
             lifecycle=self._tracker.lifecycle,
-            truncated=self._block.truncated,
         )
-        self._publish(self._block, health, timing)
+        self._publish(PollResult(self._samples, health, timing))
 
     def run(self, after_poll: Callable[[], object] = lambda: None) -> None:
         """Poll now, then on schedule, until stop(). Polls never overlap.

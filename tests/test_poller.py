@@ -244,3 +244,22 @@ def test_polls_further_apart_than_stale_after_are_timed_when_none_failed(
     clock.advance(60)
     poller.poll_once()
     assert durations(metrics_text(recorder), str(record["behaviour"]))[1] == 1
+
+
+def test_the_poller_hands_over_data_and_stale_after_drops_it(
+    poller: Poller, recorder: Recorder, simulator: Simulator, clock: FakeClock
+) -> None:
+    poller.poll_once()
+    first = recorder.results[-1]
+    rendered = by_id(metrics_text(recorder), m.TOTAL_RECORDS.name)
+    assert sorted(sample.group.id for sample in first.samples) == sorted(rendered)
+    assert first.health.up and first.timing is not None
+    simulator.tenant.inject(error_fault(500, 500), error_fault(500, 500))
+    clock.advance(60)
+    poller.poll_once()
+    failed = recorder.results[-1]
+    assert failed.samples is first.samples  # the last values, until stale
+    assert not failed.health.up and failed.timing is None
+    clock.advance(300)
+    poller.poll_once()
+    assert recorder.results[-1].samples == ()
