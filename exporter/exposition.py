@@ -240,6 +240,7 @@ class BlockRenderer:
         self._cache: dict[int, _Chunk] = {}
         self._suffixes: dict[tuple[_LabelSet, object], tuple[str, int]] = {}
         self._last: tuple[list[int], GroupBlock] | None = None
+        self._block: GroupBlock | None = None
 
     def render(self, samples: Sequence[GroupSample]) -> GroupBlock:
         chunks = self._split(samples)
@@ -269,11 +270,13 @@ class BlockRenderer:
         return block
 
     def render_with(
-        self, samples: Sequence[GroupSample], health: Health
+        self, samples: Sequence[GroupSample] | None, health: Health
     ) -> tuple[GroupBlock, Health]:
-        """The block of `samples`, and `health` counting the label values it cut."""
-        block = self.render(samples)
-        return block, replace(health, truncated=block.truncated)
+        """The block of `samples` (None: the last block again), and `health` counting
+        the label values it cut."""
+        if samples is not None or self._block is None:
+            self._block = self.render(samples or ())
+        return self._block, replace(health, truncated=self._block.truncated)
 
     def _split(self, samples: Sequence[GroupSample]) -> list[Sequence[GroupSample]]:
         chunks = []

@@ -56,8 +56,9 @@ class PollTiming:
 class PollResult:
     """What one poll attempt hands over: data, not bytes."""
 
-    samples: tuple[GroupSample, ...]
-    """The groups to expose: the last successful poll's, none once stale."""
+    samples: tuple[GroupSample, ...] | None
+    """The groups to expose; None after a failed poll: the last ones still hold (the
+    poller does not keep them), until stale-after drops them with an empty tuple."""
     health: Health
     timing: PollTiming | None = None
     """Where a successful poll spent its time; None after a failed one."""
@@ -130,7 +131,8 @@ class Poller:
         self._rng = rng or random.Random()
         self.policy = RetryPolicy(interval)
         self._tracker = StateTracker()
-        self._samples: tuple[GroupSample, ...] = ()
+        self._groups = 0
+        """Groups the last result left exposed (what stale-after drops)."""
         self._counts: dict[str, int] = {}
         self._last_success: float | None = None
         self._up = False
@@ -159,7 +161,7 @@ class Poller:
         # After failed polls beyond stale-after, a finished import cannot be timed.
         timed = self._failures_in_row == 0 or not self._is_stale(now)
         samples = self._tracker.observe(payload.groups, now, self._parse_date, timed)
-        self._samples = samples
+        self._groups = len(samples)
         self._counts = count_by_state(samples)
         self._invalid = payload.invalid
         if payload.invalid != self._invalid_logged:
@@ -183,7 +185,7 @@ class Poller:
         self._last_failure = None
         self._last_success = self._clock()
         timing = PollTiming(len(samples), fetch_seconds, begun, processing_from)
-        self._emit(duration=time.monotonic() - begun, timing=timing)
+        self._emit(samples, duration=time.monotonic() - begun, timing=timing)
 
     def _on_failure(self, failure: ApiError, started: float, duration: float) -> None:
         self._failures_in_row += 1
@@ -199,21 +201,28 @@ class Poller:
             )
         self._up = False
         self._last_failure = failure.labels
-        if self._is_stale(started) and self._samples:
+        dropped: tuple[GroupSample, ...] | None = None
+        if self._is_stale(started) and self._groups:
             log.warning(
                 "stale_series_dropped",
                 tenant=self._tenant,
-                groups=len(self._samples),
+                groups=self._groups,
                 stale_after_s=self._stale_after,
             )
-            self._samples = ()
+            self._groups = 0
             self._counts = {}
-        self._emit(duration=duration)
+            dropped = ()
+        self._emit(dropped, duration=duration)
 
     def _is_stale(self, now: float) -> bool:
         return self._last_success is None or now - self._last_success > self._stale_after
 
-    def _emit(self, duration: float, timing: PollTiming | None = None) -> None:
+    def _emit(
+        self,
+        samples: tuple[GroupSample, ...] | None,
+        duration: float,
+        timing: PollTiming | None = None,
+    ) -> None:
         requests, failures = self._client.stats.read()
         health = Health(
             tenant=self._tenant,
@@ -226,7 +235,7 @@ class Poller:
             group_counts=self._counts,
             lifecycle=self._tracker.lifecycle,
         )
-        self._publish(PollResult(self._samples, health, timing))
+        self._publish(PollResult(samples, health, timing))
 
     def run(self, after_poll: Callable[[], object] = lambda: None) -> None:
         """Poll now, then on schedule, until stop(). Polls never overlap.
