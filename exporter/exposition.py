@@ -13,10 +13,8 @@ are flushed to byte boundaries, so they concatenate into one gzip member.
 from __future__ import annotations
 
 import hashlib
-import struct
 import sys
-import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import cast
@@ -25,6 +23,7 @@ from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from . import metrics as m
+from .body import GZIP_HEADER, Body, OpenBody, Segment, combine, crc_shift
 from .records import TargetGroup
 from .snapshot import GroupSample, Lifecycle
 
@@ -40,11 +39,6 @@ __all__ = [
     "render",
     "render_groups",
 ]
-
-# Level 1: on exposition text it compresses 5x against level 6's 6x, in a third
-# of the time; at 100,000 groups that is the difference between fitting the
-# poll budget or not.
-GZIP_LEVEL = 1
 
 # The formats this module writes (SPEC: text 0.0.4 unless OpenMetrics is asked for).
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -70,51 +64,6 @@ def format_value(value: float) -> str:
 def _header(metric: m.Metric, openmetrics: bool = False) -> str:
     name = metric.family if openmetrics else metric.name
     return f"# HELP {name} {metric.help}\n# TYPE {name} {metric.type}\n"
-
-
-@dataclass(frozen=True)
-class _Segment:
-    """Raw deflate data ending on a byte boundary (so segments concatenate into one
-    stream), with the CRC-32 and length of the text it holds."""
-
-    data: bytes
-    crc: int
-    size: int
-
-    @classmethod
-    def of(cls, text: bytes, final: bool = False) -> _Segment:
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-        flush = zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH
-        return cls(compressor.compress(text) + compressor.flush(flush), zlib.crc32(text), len(text))
-
-
-_ZEROS = memoryview(bytes(1 << 20))
-
-
-def _crc_shift(crc: int, length: int) -> int:
-    """The CRC-32 state `crc` advanced over `length` zero bytes, minus what zeros alone add.
-
-    CRC-32 is affine, so crc(A + B) = shift(crc(A), len(B)) ^ crc(B); this is
-    zlib's crc32_combine, which Python does not expose, done with zlib.crc32.
-    """
-    shifted, plain = crc, 0
-    while length:
-        step = min(length, len(_ZEROS))
-        shifted = zlib.crc32(_ZEROS[:step], shifted)
-        plain = zlib.crc32(_ZEROS[:step], plain)
-        length -= step
-    return shifted ^ plain
-
-
-def _combine(segments: Iterable[_Segment]) -> tuple[int, int]:
-    crc = size = 0
-    for segment in segments:
-        crc = _crc_shift(crc, segment.size) ^ segment.crc
-        size += segment.size
-    return crc, size
-
-
-_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 
 @dataclass(frozen=True)
@@ -216,7 +165,7 @@ def _lines(name: str, labels: list[str], values: Iterable[float | None]) -> byte
 
 
 # A chunk's deflated families (in the order of m.PER_GROUP), and how many label values it cut.
-_Chunk = tuple[tuple[_Segment, ...], int]
+_Chunk = tuple[tuple[Segment, ...], int]
 
 
 class BlockRenderer:
@@ -236,7 +185,7 @@ class BlockRenderer:
     def __init__(self, tenant: str, max_label_length: int = DEFAULT_MAX_LABEL_LENGTH) -> None:
         self._max_label_length = max_label_length
         self._tenant = f'{m.TENANT}="{escape(tenant)}"'
-        self._headers = {metric: _Segment.of(_header(metric).encode()) for metric in m.PER_GROUP}
+        self._headers = {metric: Segment.of(_header(metric).encode()) for metric in m.PER_GROUP}
         self._cache: dict[int, _Chunk] = {}
         self._suffixes: dict[tuple[_LabelSet, object], tuple[str, int]] = {}
         self._last: tuple[list[int], GroupBlock] | None = None
@@ -248,7 +197,7 @@ class BlockRenderer:
         if self._last is not None and self._last[0] == keys:
             return self._last[1]  # nothing changed: not even the CRC to combine again
         cache: dict[int, _Chunk] = {}
-        rendered: list[tuple[_Segment, ...]] = []
+        rendered: list[tuple[Segment, ...]] = []
         truncated = 0
         for key, chunk in zip(keys, chunks, strict=True):
             done = cache.get(key) or self._cache.get(key) or self._render(chunk)
@@ -263,7 +212,7 @@ class BlockRenderer:
             for family, metric in enumerate(m.PER_GROUP)
             for segment in (self._headers[metric], *(segments[family] for segments in rendered))
         ]
-        crc, size = _combine(ordered)
+        crc, size = combine(ordered)
         parts = tuple(segment.data for segment in ordered if segment.size)
         block = GroupBlock(parts, crc, size, len(samples), truncated)
         self._last = (keys, block)
@@ -316,7 +265,7 @@ class BlockRenderer:
                     for identity, group in zip(identities, map(_GROUP_OF, chunk), strict=True)
                 ]
             texts.append(_lines(metric.name, labels, map(metric.value, chunk)))
-        return tuple(_Segment.of(text) for text in texts), cutter.cut
+        return tuple(Segment.of(text) for text in texts), cutter.cut
 
 
 def render_groups(
@@ -417,77 +366,6 @@ def _lifecycle_lines(tenant: str, lifecycle: Lifecycle, openmetrics: bool) -> li
         out.append(f"{name}_sum{{{labels}}} {format_value(durations.sum)}\n")
         out.append(f"{name}_count{{{labels}}} {durations.count}\n")
     return out
-    return "".join(out).encode()
-
-
-_INFLATE_INPUT = 16 * 1024
-
-
-@dataclass(frozen=True)
-class Body:
-    """One representation of /metrics as one gzip member, kept in parts (never joined).
-
-    A scrape that accepts gzip gets the parts as they are; one that does not
-    gets them inflated as it is written (`plain_pieces`), which costs the
-    exporter far less memory than keeping an uncompressed copy of every body.
-    """
-
-    content_type: str
-    gzip_parts: tuple[bytes | bytearray, ...]
-    length: int
-    """Uncompressed bytes."""
-
-    @property
-    def gzip_length(self) -> int:
-        return sum(len(part) for part in self.gzip_parts)
-
-    @property
-    def gzipped(self) -> bytes:
-        return b"".join(self.gzip_parts)
-
-    def plain_pieces(self, piece: int = 1 << 20) -> Iterator[bytes]:
-        """The text in pieces of at most `piece` bytes, inflated as they are asked for.
-
-        The input is fed in slices too: `unconsumed_tail` is a copy of what is
-        left of the input, and a part can be the whole deflated group block, so
-        a scrape that stalls would otherwise hold a copy of it.
-        """
-        inflater = zlib.decompressobj(wbits=31)
-        for part in self.gzip_parts:
-            view = memoryview(part)
-            for start in range(0, len(view), _INFLATE_INPUT):
-                data: bytes | memoryview = view[start : start + _INFLATE_INPUT]
-                while data:
-                    out = inflater.decompress(data, piece)
-                    if out:
-                        yield out
-                    data = inflater.unconsumed_tail
-        rest = inflater.flush()
-        if rest:
-            yield rest
-
-    def plain(self) -> bytes:
-        return b"".join(self.plain_pieces())
-
-
-@dataclass(frozen=True)
-class _OpenBody:
-    """A body whose gzip stream is still open after the tail: per-scrape series can follow."""
-
-    content_type: str
-    parts: tuple[bytes | bytearray, ...]
-    crc: int
-    size: int
-    openmetrics: bool
-
-    def finish(self, extra: bytes) -> Body:
-        if self.openmetrics:
-            extra += b"# EOF\n"
-        end = _Segment.of(extra, final=True)
-        crc = _crc_shift(self.crc, end.size) ^ end.crc
-        length = self.size + end.size
-        trailer = struct.pack("<II", crc & 0xFFFFFFFF, length & 0xFFFFFFFF)
-        return Body(self.content_type, (*self.parts, end.data, trailer), length)
 
 
 @dataclass(frozen=True)
@@ -500,7 +378,7 @@ class Exposition:
 
     text: Body
     openmetrics: Body
-    _open: tuple[_OpenBody, _OpenBody]
+    _open: tuple[OpenBody, OpenBody]
 
     def select(self, openmetrics: bool, extra: bytes = b"") -> Body:
         if extra:
@@ -515,15 +393,15 @@ def render(block: GroupBlock, health: Health) -> Exposition:
     as is, and the gzip CRC continues from the block's.
     """
     complete: list[Body] = []
-    opened: list[_OpenBody] = []
+    opened: list[OpenBody] = []
     for openmetrics, content_type in ((False, TEXT_CONTENT_TYPE), (True, OPENMETRICS_CONTENT_TYPE)):
         tail = _tail(health, openmetrics)
-        middle = _Segment.of(tail)
-        crc = _crc_shift(block.crc, middle.size) ^ middle.crc
-        parts = (_GZIP_HEADER, *block.parts, middle.data)
-        opened.append(_OpenBody(content_type, parts, crc, block.size + middle.size, openmetrics))
-        head = (_GZIP_HEADER, *block.parts)
+        middle = Segment.of(tail)
+        crc = crc_shift(block.crc, middle.size) ^ middle.crc
+        parts = (GZIP_HEADER, *block.parts, middle.data)
+        opened.append(OpenBody(content_type, parts, crc, block.size + middle.size, openmetrics))
+        head = (GZIP_HEADER, *block.parts)
         complete.append(
-            _OpenBody(content_type, head, block.crc, block.size, openmetrics).finish(tail)
+            OpenBody(content_type, head, block.crc, block.size, openmetrics).finish(tail)
         )
     return Exposition(complete[0], complete[1], (opened[0], opened[1]))
