@@ -39,7 +39,7 @@ class Segment:
 _ZEROS = memoryview(bytes(1 << 20))
 
 
-def crc_shift(crc: int, length: int) -> int:
+def _crc_shift(crc: int, length: int) -> int:
     """The CRC-32 state `crc` advanced over `length` zero bytes, minus what zeros alone add.
 
     CRC-32 is affine, so crc(A + B) = shift(crc(A), len(B)) ^ crc(B); this is
@@ -57,7 +57,7 @@ def crc_shift(crc: int, length: int) -> int:
 def combine(segments: Iterable[Segment]) -> tuple[int, int]:
     crc = size = 0
     for segment in segments:
-        crc = crc_shift(crc, segment.size) ^ segment.crc
+        crc = _crc_shift(crc, segment.size) ^ segment.crc
         size += segment.size
     return crc, size
 
@@ -129,7 +129,7 @@ class OpenBody:
         if self.openmetrics:
             extra += b"# EOF\n"
         end = Segment.of(extra, final=True)
-        crc = crc_shift(self.crc, end.size) ^ end.crc
+        crc = zlib.crc32(extra, self.crc)  # the text is at hand: continue the CRC over it
         length = self.size + end.size
         trailer = struct.pack("<II", crc & 0xFFFFFFFF, length & 0xFFFFFFFF)
         return Body(self.content_type, (*self.parts, end.data, trailer), length)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
@@ -23,7 +24,7 @@ from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from . import metrics as m
-from .body import GZIP_HEADER, Body, OpenBody, Segment, combine, crc_shift
+from .body import GZIP_HEADER, Body, OpenBody, Segment, combine
 from .records import TargetGroup
 from .snapshot import GroupSample, Lifecycle
 
@@ -397,7 +398,7 @@ def render(block: GroupBlock, health: Health) -> Exposition:
     for openmetrics, content_type in ((False, TEXT_CONTENT_TYPE), (True, OPENMETRICS_CONTENT_TYPE)):
         tail = _tail(health, openmetrics)
         middle = Segment.of(tail)
-        crc = crc_shift(block.crc, middle.size) ^ middle.crc
+        crc = zlib.crc32(tail, block.crc)  # the text is at hand: continue the CRC over it
         parts = (GZIP_HEADER, *block.parts, middle.data)
         opened.append(OpenBody(content_type, parts, crc, block.size + middle.size, openmetrics))
         head = (GZIP_HEADER, *block.parts)
