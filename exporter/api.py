@@ -1,9 +1,12 @@
 """The Webex Campaign API client: auth, one request, failure classification.
 
-Every failure is one exception type of `ApiError`, each of which knows its
-`(status, code)` labels for `webex_campaign_api_failures_total` (SPEC "Metrics"):
-`status` is the HTTP status or `none`, `code` the body's code, else the
-status, else a short reason.
+The client speaks HTTP only: it returns the body of a 200 answer and leaves
+parsing to `records`. Every failure is one exception type of `ApiError`, each
+of which knows its `(status, code)` labels for `webex_campaign_api_failures_total`
+(SPEC "Metrics"): `status` is the HTTP status or `none`, `code` the body's
+code, else the status, else a short reason. `classify` is the one place a
+failure that is not an HTTP error status gets them, a body that does not parse
+included.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import structlog
 from pydantic import SecretStr
 
 from . import __version__
-from .records import ParsedPayload, PayloadError, error_code, parse_payload
+from .records import PayloadError, error_code
 from .settings import ConfigError, Settings, describe_setting
 
 log = structlog.get_logger("exporter.api")
@@ -309,10 +312,10 @@ class RequestStats:
 
 
 @dataclass(frozen=True)
-class Fetched:
-    """A successful response, parsed."""
+class Response:
+    """The body of a successful (HTTP 200) answer, not yet parsed."""
 
-    payload: ParsedPayload
+    body: bytearray
     fetch_seconds: float
     """From sending the request to the whole body received."""
 
@@ -351,8 +354,17 @@ def _is_tls(exc: BaseException) -> bool:
     return "SSL" in str(exc) or "certificate" in str(exc).lower()
 
 
-def classify_transport_error(exc: httpx.TransportError, status: str = "none") -> ApiError:
-    """Map an httpx transport failure to its ApiError (the one place that does)."""
+def classify(exc: httpx.TransportError | PayloadError, status: str = "none") -> ApiError:
+    """Map a transport failure, or a 200 body that does not parse, to its ApiError.
+
+    The one place that does (HTTP error statuses are read off the answer in
+    `ApiClient`): a body holding an error object keeps its code, any other
+    unparseable body is an invalid response.
+    """
+    if isinstance(exc, PayloadError):
+        if exc.code is not None:
+            return HttpStatusError(exc.reason, "200", exc.code)
+        return InvalidResponse(exc.reason, "200")
     detail = type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return ApiTimeout(f"request timed out ({detail})", status)
@@ -484,7 +496,8 @@ class _Decoder:
 
 
 class ApiClient:
-    """GETs `{base}/target-groups`, counts the request, and parses or classifies the answer."""
+    """GETs `{base}/target-groups`, counts the request, and returns the body or classifies
+    the failure."""
 
     def __init__(
         self,
@@ -524,7 +537,7 @@ class ApiClient:
     def close(self) -> None:
         self._client.close()
 
-    def fetch(self) -> Fetched:
+    def fetch(self) -> Response:
         """One poll's request; after a 401 that fresh credentials may fix, one retry."""
         try:
             return self._attempt()
@@ -533,7 +546,7 @@ class ApiClient:
                 return self._attempt()
             raise
 
-    def _attempt(self) -> Fetched:
+    def _attempt(self) -> Response:
         # May send (and count) a token request first.
         authorization = self._credentials.authorization()
         return self._counted(lambda: self._get(authorization))
@@ -567,7 +580,7 @@ class ApiClient:
             except httpx.TransportError as exc:
                 if deadline.expired:
                     raise ApiTimeout("response slower than the timeout", status) from None
-                raise classify_transport_error(exc, status) from None
+                raise classify(exc, status) from None
             except InvalidResponse:
                 if deadline.expired:  # cut short by the deadline, not malformed
                     raise ApiTimeout("response slower than the timeout", status) from None
@@ -595,18 +608,15 @@ class ApiClient:
                 body = body.replace(secret.encode(), b"[REDACTED]")
         return body
 
-    def _get(self, authorization: str) -> Fetched:
+    def _get(self, authorization: str) -> Response:
         started = self._clock()
         headers = {"Authorization": authorization, "Content-Type": "application/json"}
         body = self._exchange("GET", self.url, headers)
-        fetch_seconds = self._clock() - started
-        try:
-            payload = parse_payload(body)
-        except PayloadError as exc:
-            if exc.code is not None:
-                raise HttpStatusError(exc.reason, "200", exc.code) from None
-            raise InvalidResponse(exc.reason, "200") from None
-        return Fetched(payload, fetch_seconds)
+        return Response(body, self._clock() - started)
+
+    def count_failure(self, failure: ApiError) -> None:
+        """Count a failure found in a body this client returned (it did not parse)."""
+        self.stats.failure(failure.labels)
 
     def request_token(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, object]:
         def send() -> dict[str, object]:
@@ -665,12 +675,16 @@ def _raw_chunks(response: httpx.Response) -> Iterator[bytes]:
     yield from response.iter_raw()
 
 
-def credentials_from(settings: Settings) -> Credentials:
-    """The auth mode the settings select (validated: exactly one is complete)."""
-    if settings.demo:
-        from .simulator import DEMO_KEY
+def credentials_from(settings: Settings, demo_key: str | None = None) -> Credentials:
+    """The auth mode the settings select (validated: exactly one is complete).
 
-        return StaticKey(DEMO_KEY)
+    In demo mode the key is the demo tenant's, passed in by whoever runs it:
+    the simulator stays at the edge, out of the modules that ship to production.
+    """
+    if settings.demo:
+        if demo_key is None:
+            raise ConfigError("demo mode needs the demo tenant's key")
+        return StaticKey(demo_key)
     if settings.uses_token_flow:
         assert settings.client_id is not None
         return ClientCredentials(

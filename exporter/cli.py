@@ -16,9 +16,9 @@ from . import __version__
 from . import metrics as m
 from .api import credentials_from, tls_verify
 from .logs import configure_logging
-from .poller import initial_published
 from .process_metrics import ProcessMetrics
-from .server import Latest, MetricsServer, make_server
+from .scenarios import DEMO_KEY
+from .server import Latest, MetricsServer, initial_published, make_server
 from .settings import (
     OPTIONS,
     ConfigError,
@@ -109,7 +109,7 @@ class Exporter:
 def _demo_tenant(settings: Settings) -> Simulator:
     # Imported here, so only --demo loads the simulator: production code never does.
     from .scenarios import FLAKY_SHARE, SCENARIOS
-    from .simulator import DEMO_KEY, Simulator, Tenant
+    from .simulator import Simulator, Tenant
 
     tenant = Tenant(timezone=settings.timezone)
     tenant.slow_seconds = settings.timeout + 5
@@ -123,7 +123,8 @@ def _demo_tenant(settings: Settings) -> Simulator:
 
 def build(settings: Settings) -> Exporter:
     """Check everything that can be wrong before anything starts, then wire the pieces."""
-    credentials = credentials_from(settings)  # the poller process builds its own
+    demo_key = DEMO_KEY if settings.demo else None
+    credentials = credentials_from(settings, demo_key)  # the poller process builds its own
     configure_logging(settings.log_level, settings.log_format, credentials.secrets)
     tls_verify(settings)
     web = load_web_config(settings.web_config_file) if settings.web_config_file else None
@@ -135,7 +136,7 @@ def build(settings: Settings) -> Exporter:
     simulator = _demo_tenant(settings) if settings.demo else None
     base_url = simulator.base_url if simulator else settings.base_url
     assert base_url is not None
-    poller = PollerProcess(PollerSpec(settings, base_url), latest)
+    poller = PollerProcess(PollerSpec(settings, base_url, demo_key), latest)
     processes = ProcessMetrics(lambda: poller.pid)
     try:
         servers = [_serve(settings, address, latest, processes) for address in settings.listen]

@@ -13,17 +13,19 @@ are flushed to byte boundaries, so they concatenate into one gzip member.
 from __future__ import annotations
 
 import hashlib
-import struct
 import sys
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from operator import attrgetter
+from typing import cast
 
 from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from . import metrics as m
-from .records import TargetGroup, text
+from .body import GZIP_HEADER, Body, OpenBody, Segment, combine
+from .records import TargetGroup
 from .snapshot import GroupSample, Lifecycle
 
 __all__ = [
@@ -38,11 +40,6 @@ __all__ = [
     "render",
     "render_groups",
 ]
-
-# Level 1: on exposition text it compresses 5x against level 6's 6x, in a third
-# of the time; at 100,000 groups that is the difference between fitting the
-# poll budget or not.
-GZIP_LEVEL = 1
 
 # The formats this module writes (SPEC: text 0.0.4 unless OpenMetrics is asked for).
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -68,51 +65,6 @@ def format_value(value: float) -> str:
 def _header(metric: m.Metric, openmetrics: bool = False) -> str:
     name = metric.family if openmetrics else metric.name
     return f"# HELP {name} {metric.help}\n# TYPE {name} {metric.type}\n"
-
-
-@dataclass(frozen=True)
-class _Segment:
-    """Raw deflate data ending on a byte boundary (so segments concatenate into one
-    stream), with the CRC-32 and length of the text it holds."""
-
-    data: bytes
-    crc: int
-    size: int
-
-    @classmethod
-    def of(cls, text: bytes, final: bool = False) -> _Segment:
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-        flush = zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH
-        return cls(compressor.compress(text) + compressor.flush(flush), zlib.crc32(text), len(text))
-
-
-_ZEROS = memoryview(bytes(1 << 20))
-
-
-def _crc_shift(crc: int, length: int) -> int:
-    """The CRC-32 state `crc` advanced over `length` zero bytes, minus what zeros alone add.
-
-    CRC-32 is affine, so crc(A + B) = shift(crc(A), len(B)) ^ crc(B); this is
-    zlib's crc32_combine, which Python does not expose, done with zlib.crc32.
-    """
-    shifted, plain = crc, 0
-    while length:
-        step = min(length, len(_ZEROS))
-        shifted = zlib.crc32(_ZEROS[:step], shifted)
-        plain = zlib.crc32(_ZEROS[:step], plain)
-        length -= step
-    return shifted ^ plain
-
-
-def _combine(segments: Iterable[_Segment]) -> tuple[int, int]:
-    crc = size = 0
-    for segment in segments:
-        crc = _crc_shift(crc, segment.size) ^ segment.crc
-        size += segment.size
-    return crc, size
-
-
-_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 
 @dataclass(frozen=True)
@@ -164,31 +116,42 @@ class _Cutter:
         return shorter
 
 
-def _group_label_sets(tenant: str, samples: Sequence[GroupSample], cutter: _Cutter) -> list[str]:
-    prefix = f'tenant="{escape(tenant)}",id="'
-    quick = cutter.quick
-    label_sets = []
-    for s in samples:
-        group = s.group
-        id_, name, behaviour = group.id, text(group.name), text(group.behaviour)
-        if len(id_) > quick or len(name) > quick or len(behaviour) > quick:
-            id_, name, behaviour = cutter(id_), cutter(name), cutter(behaviour)
-        label_sets.append(
-            f'{prefix}{escape(id_)}",name="{escape(name)}",behaviour="{escape(behaviour)}"'
-        )
-    return label_sets
+class _LabelSet:
+    """Writes the values of some declared labels for a group: cut, escaped, as `,name="…"`.
+
+    Fields are read with one attrgetter, and most values need neither
+    normalising, cutting nor escaping, which one look at their joined text
+    tells: at 100,000 groups a poll, that keeps the work in C.
+    """
+
+    def __init__(self, labels: tuple[m.Label, ...]) -> None:
+        self.labels = labels
+        self._template = "".join(f',{label.name}="%s"' for label in labels)
+        self.fields = attrgetter(*(label.field for label in labels))
+        """The raw fields the labels are read from (the value itself for one label):
+        all their values depend on, so a cache key."""
+
+    def write(self, group: TargetGroup, cutter: _Cutter) -> str:
+        raw = self.fields(group)
+        values = cast(Sequence[str], raw if len(self.labels) > 1 else (raw,))
+        if None in values or "null" in values:  # rare: normalised as declared only then
+            values = [label.read(group) for label in self.labels]
+        joined = "".join(values)
+        if len(joined) > cutter.quick:
+            values = [cutter(value) for value in values]
+            joined = "".join(values)
+        if '"' in joined or "\\" in joined or "\n" in joined:
+            values = [escape(value) for value in values]
+        return self._template % tuple(values)
 
 
-def _info_suffix(group: TargetGroup, cutter: _Cutter) -> str:
-    def value(field: str | None) -> str:
-        return escape(cutter(text(field)))
+_IDENTITY = _LabelSet(m.GROUP_IDENTITY)
+_ATTRIBUTES = {
+    metric.name: _LabelSet(metric.attributes) for metric in m.PER_GROUP if metric.attributes
+}
 
-    return (
-        f',status="{value(group.status_value)}",user_group="{value(group.user_group)}",'
-        f'load_type="{value(group.load_type)}",source="{value(group.source)}",'
-        f'target_group_type="{value(group.target_group_type)}",'
-        f'channels="{value(group.channels)}"'
-    )
+
+_GROUP_OF = attrgetter("group")
 
 
 def _lines(name: str, labels: list[str], values: Iterable[float | None]) -> bytes:
@@ -202,11 +165,8 @@ def _lines(name: str, labels: list[str], values: Iterable[float | None]) -> byte
     ).encode()
 
 
-_HEADERS = tuple(_Segment.of(_header(metric).encode()) for metric in m.PER_GROUP)
-
-
-# A chunk's deflated families, and how many label values it cut.
-_Chunk = tuple[tuple[_Segment, ...], int]
+# A chunk's deflated families (in the order of m.PER_GROUP), and how many label values it cut.
+_Chunk = tuple[tuple[Segment, ...], int]
 
 
 class BlockRenderer:
@@ -224,11 +184,13 @@ class BlockRenderer:
     CHUNK_MAX = 4096
 
     def __init__(self, tenant: str, max_label_length: int = DEFAULT_MAX_LABEL_LENGTH) -> None:
-        self._tenant = tenant
         self._max_label_length = max_label_length
+        self._tenant = f'{m.TENANT}="{escape(tenant)}"'
+        self._headers = {metric: Segment.of(_header(metric).encode()) for metric in m.PER_GROUP}
         self._cache: dict[int, _Chunk] = {}
-        self._suffixes: dict[tuple[object, ...], tuple[str, int]] = {}
+        self._suffixes: dict[tuple[_LabelSet, object], tuple[str, int]] = {}
         self._last: tuple[list[int], GroupBlock] | None = None
+        self._block: GroupBlock | None = None
 
     def render(self, samples: Sequence[GroupSample]) -> GroupBlock:
         chunks = self._split(samples)
@@ -236,7 +198,7 @@ class BlockRenderer:
         if self._last is not None and self._last[0] == keys:
             return self._last[1]  # nothing changed: not even the CRC to combine again
         cache: dict[int, _Chunk] = {}
-        rendered: list[tuple[_Segment, ...]] = []
+        rendered: list[tuple[Segment, ...]] = []
         truncated = 0
         for key, chunk in zip(keys, chunks, strict=True):
             done = cache.get(key) or self._cache.get(key) or self._render(chunk)
@@ -248,14 +210,23 @@ class BlockRenderer:
             self._suffixes.clear()
         ordered = [
             segment
-            for family, header in enumerate(_HEADERS)
-            for segment in (header, *(segments[family] for segments in rendered))
+            for family, metric in enumerate(m.PER_GROUP)
+            for segment in (self._headers[metric], *(segments[family] for segments in rendered))
         ]
-        crc, size = _combine(ordered)
+        crc, size = combine(ordered)
         parts = tuple(segment.data for segment in ordered if segment.size)
         block = GroupBlock(parts, crc, size, len(samples), truncated)
         self._last = (keys, block)
         return block
+
+    def render_with(
+        self, samples: Sequence[GroupSample] | None, health: Health
+    ) -> tuple[GroupBlock, Health]:
+        """The block of `samples` (None: the last block again), and `health` counting
+        the label values it cut."""
+        if samples is not None or self._block is None:
+            self._block = self.render(samples or ())
+        return self._block, replace(health, truncated=self._block.truncated)
 
     def _split(self, samples: Sequence[GroupSample]) -> list[Sequence[GroupSample]]:
         chunks = []
@@ -268,20 +239,13 @@ class BlockRenderer:
             chunks.append(samples[start:])
         return chunks
 
-    def _info(self, group: TargetGroup, cutter: _Cutter) -> str:
-        channels = group.supported_channels
-        key = (
-            group.status_value,
-            group.user_group,
-            group.load_type,
-            group.source,
-            group.target_group_type,
-            channels,
-        )
+    def _attributes(self, label_set: _LabelSet, group: TargetGroup, cutter: _Cutter) -> str:
+        """A metric's labels after the identity; the same values are written once."""
+        key = (label_set, label_set.fields(group))
         known = self._suffixes.get(key)
         if known is None:
             before = cutter.cut
-            suffix = _info_suffix(group, cutter)
+            suffix = label_set.write(group, cutter)
             self._suffixes[key] = (suffix, cutter.cut - before)
             return suffix
         cutter.cut += known[1]
@@ -289,19 +253,20 @@ class BlockRenderer:
 
     def _render(self, chunk: Sequence[GroupSample]) -> _Chunk:
         cutter = _Cutter(self._max_label_length)
-        labels = _group_label_sets(self._tenant, chunk, cutter)
-        info = [ls + self._info(s.group, cutter) for ls, s in zip(labels, chunk, strict=True)]
-        texts = (
-            _lines(m.TOTAL_RECORDS.name, labels, (s.group.total_count for s in chunk)),
-            _lines(m.VALID_RECORDS.name, labels, (s.group.valid_count for s in chunk)),
-            _lines(m.ERROR_RECORDS.name, labels, (s.group.error_count for s in chunk)),
-            _lines(m.STATE.name, labels, (s.state for s in chunk)),
-            _lines(m.INFO.name, info, (1 for _ in chunk)),
-            _lines(m.CREATED.name, labels, (s.created for s in chunk)),
-            _lines(m.LAST_UPDATED.name, labels, (s.last_updated for s in chunk)),
-            _lines(m.STATE_SINCE.name, labels, (s.state_since for s in chunk)),
-        )
-        return tuple(_Segment.of(text) for text in texts), cutter.cut
+        tenant = self._tenant
+        identities = [tenant + _IDENTITY.write(group, cutter) for group in map(_GROUP_OF, chunk)]
+        texts = []
+        for metric in m.PER_GROUP:
+            assert metric.value is not None, f"{metric.name} is not a per-group metric"
+            labels = identities
+            if metric.attributes:
+                label_set = _ATTRIBUTES[metric.name]
+                labels = [
+                    identity + self._attributes(label_set, group, cutter)
+                    for identity, group in zip(identities, map(_GROUP_OF, chunk), strict=True)
+                ]
+            texts.append(_lines(metric.name, labels, map(metric.value, chunk)))
+        return tuple(Segment.of(text) for text in texts), cutter.cut
 
 
 def render_groups(
@@ -402,77 +367,6 @@ def _lifecycle_lines(tenant: str, lifecycle: Lifecycle, openmetrics: bool) -> li
         out.append(f"{name}_sum{{{labels}}} {format_value(durations.sum)}\n")
         out.append(f"{name}_count{{{labels}}} {durations.count}\n")
     return out
-    return "".join(out).encode()
-
-
-_INFLATE_INPUT = 16 * 1024
-
-
-@dataclass(frozen=True)
-class Body:
-    """One representation of /metrics as one gzip member, kept in parts (never joined).
-
-    A scrape that accepts gzip gets the parts as they are; one that does not
-    gets them inflated as it is written (`plain_pieces`), which costs the
-    exporter far less memory than keeping an uncompressed copy of every body.
-    """
-
-    content_type: str
-    gzip_parts: tuple[bytes | bytearray, ...]
-    length: int
-    """Uncompressed bytes."""
-
-    @property
-    def gzip_length(self) -> int:
-        return sum(len(part) for part in self.gzip_parts)
-
-    @property
-    def gzipped(self) -> bytes:
-        return b"".join(self.gzip_parts)
-
-    def plain_pieces(self, piece: int = 1 << 20) -> Iterator[bytes]:
-        """The text in pieces of at most `piece` bytes, inflated as they are asked for.
-
-        The input is fed in slices too: `unconsumed_tail` is a copy of what is
-        left of the input, and a part can be the whole deflated group block, so
-        a scrape that stalls would otherwise hold a copy of it.
-        """
-        inflater = zlib.decompressobj(wbits=31)
-        for part in self.gzip_parts:
-            view = memoryview(part)
-            for start in range(0, len(view), _INFLATE_INPUT):
-                data: bytes | memoryview = view[start : start + _INFLATE_INPUT]
-                while data:
-                    out = inflater.decompress(data, piece)
-                    if out:
-                        yield out
-                    data = inflater.unconsumed_tail
-        rest = inflater.flush()
-        if rest:
-            yield rest
-
-    def plain(self) -> bytes:
-        return b"".join(self.plain_pieces())
-
-
-@dataclass(frozen=True)
-class _OpenBody:
-    """A body whose gzip stream is still open after the tail: per-scrape series can follow."""
-
-    content_type: str
-    parts: tuple[bytes | bytearray, ...]
-    crc: int
-    size: int
-    openmetrics: bool
-
-    def finish(self, extra: bytes) -> Body:
-        if self.openmetrics:
-            extra += b"# EOF\n"
-        end = _Segment.of(extra, final=True)
-        crc = _crc_shift(self.crc, end.size) ^ end.crc
-        length = self.size + end.size
-        trailer = struct.pack("<II", crc & 0xFFFFFFFF, length & 0xFFFFFFFF)
-        return Body(self.content_type, (*self.parts, end.data, trailer), length)
 
 
 @dataclass(frozen=True)
@@ -485,7 +379,7 @@ class Exposition:
 
     text: Body
     openmetrics: Body
-    _open: tuple[_OpenBody, _OpenBody]
+    _open: tuple[OpenBody, OpenBody]
 
     def select(self, openmetrics: bool, extra: bytes = b"") -> Body:
         if extra:
@@ -500,15 +394,15 @@ def render(block: GroupBlock, health: Health) -> Exposition:
     as is, and the gzip CRC continues from the block's.
     """
     complete: list[Body] = []
-    opened: list[_OpenBody] = []
+    opened: list[OpenBody] = []
     for openmetrics, content_type in ((False, TEXT_CONTENT_TYPE), (True, OPENMETRICS_CONTENT_TYPE)):
         tail = _tail(health, openmetrics)
-        middle = _Segment.of(tail)
-        crc = _crc_shift(block.crc, middle.size) ^ middle.crc
-        parts = (_GZIP_HEADER, *block.parts, middle.data)
-        opened.append(_OpenBody(content_type, parts, crc, block.size + middle.size, openmetrics))
-        head = (_GZIP_HEADER, *block.parts)
+        middle = Segment.of(tail)
+        crc = zlib.crc32(tail, block.crc)  # the text is at hand: continue the CRC over it
+        parts = (GZIP_HEADER, *block.parts, middle.data)
+        opened.append(OpenBody(content_type, parts, crc, block.size + middle.size, openmetrics))
+        head = (GZIP_HEADER, *block.parts)
         complete.append(
-            _OpenBody(content_type, head, block.crc, block.size, openmetrics).finish(tail)
+            OpenBody(content_type, head, block.crc, block.size, openmetrics).finish(tail)
         )
     return Exposition(complete[0], complete[1], (opened[0], opened[1]))

@@ -7,20 +7,52 @@ alert rules and the Grafana dashboard are checked against it by tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from operator import attrgetter
+from typing import TYPE_CHECKING, Literal
+
+from .records import text
+
+if TYPE_CHECKING:  # the snapshot reads its bucket bounds from here
+    from .records import TargetGroup
+    from .snapshot import GroupSample
 
 PREFIX = "webex_campaign_"
 
-GROUP_LABELS: tuple[str, ...] = ("tenant", "id", "name", "behaviour")
-INFO_LABELS: tuple[str, ...] = (
-    "status",
-    "user_group",
-    "load_type",
-    "source",
-    "target_group_type",
-    "channels",
+
+@dataclass(frozen=True)
+class Label:
+    """A label of the per-group series, and the group field its value is read from."""
+
+    name: str
+    field: str
+    """The `TargetGroup` attribute holding the value."""
+    as_text: bool = True
+    """Normalised as text is exported (`records.text`: null and "null" are empty)."""
+
+    def read(self, group: TargetGroup) -> str:
+        value: str | None = getattr(group, self.field)
+        return text(value) if self.as_text else str(value)
+
+
+# Every per-group series carries `tenant` (the exporter's, not the group's) first.
+TENANT = "tenant"
+GROUP_IDENTITY: tuple[Label, ...] = (
+    Label("id", "id", as_text=False),
+    Label("name", "name"),
+    Label("behaviour", "behaviour"),
 )
+INFO_ATTRIBUTES: tuple[Label, ...] = (
+    Label("status", "status_value"),
+    Label("user_group", "user_group"),
+    Label("load_type", "load_type"),
+    Label("source", "source"),
+    Label("target_group_type", "target_group_type"),
+    Label("channels", "channels"),
+)
+GROUP_LABELS: tuple[str, ...] = (TENANT, *(label.name for label in GROUP_IDENTITY))
+INFO_LABELS: tuple[str, ...] = tuple(label.name for label in INFO_ATTRIBUTES)
 STATES: tuple[str, ...] = ("in_progress", "ready", "unknown")
 
 # The documented failure pairs (status, code), exported at 0 from the start so
@@ -48,6 +80,10 @@ class Metric:
     labels: tuple[str, ...]
     buckets: tuple[float, ...] = ()
     """Upper bounds of a histogram's buckets, `+Inf` left implicit."""
+    value: Callable[[GroupSample], float | None] | None = None
+    """A per-group series: how its value is read from a group's sample (None: no sample)."""
+    attributes: tuple[Label, ...] = ()
+    """A per-group series: the labels it carries after the group's identity."""
 
     @property
     def family(self) -> str:
@@ -64,37 +100,60 @@ class Metric:
         return (self.name,)
 
 
-def _group(suffix: str, help_text: str, extra: tuple[str, ...] = ()) -> Metric:
-    return Metric(PREFIX + suffix, "gauge", help_text, GROUP_LABELS + extra)
+def _group(
+    suffix: str,
+    help_text: str,
+    value: Callable[[GroupSample], float | None],
+    attributes: tuple[Label, ...] = (),
+) -> Metric:
+    """A per-group gauge: one series per target group, labelled by its identity."""
+    labels = GROUP_LABELS + tuple(label.name for label in attributes)
+    return Metric(PREFIX + suffix, "gauge", help_text, labels, value=value, attributes=attributes)
 
 
-TOTAL_RECORDS = _group("target_group_total_records", "Records in the target group (totalCount).")
+# Values are read with attrgetter where they can be: done in C, 800,000 times a
+# poll at 100,000 groups.
+TOTAL_RECORDS = _group(
+    "target_group_total_records",
+    "Records in the target group (totalCount).",
+    attrgetter("group.total_count"),
+)
 VALID_RECORDS = _group(
-    "target_group_valid_records", "Valid records in the target group (validcount)."
+    "target_group_valid_records",
+    "Valid records in the target group (validcount).",
+    attrgetter("group.valid_count"),
 )
 ERROR_RECORDS = _group(
-    "target_group_error_records", "Error records in the target group (errorcount)."
+    "target_group_error_records",
+    "Error records in the target group (errorcount).",
+    attrgetter("group.error_count"),
 )
 STATE = _group(
-    "target_group_state", "State of the target group: 0 in progress, 1 ready (targetState)."
+    "target_group_state",
+    "State of the target group: 0 in progress, 1 ready (targetState).",
+    attrgetter("state"),
 )
 INFO = _group(
     "target_group_info",
     "Descriptive attributes of the target group; the value is always 1.",
-    INFO_LABELS,
+    lambda _sample: 1,
+    INFO_ATTRIBUTES,
 )
 CREATED = _group(
     "target_group_created_timestamp_seconds",
     "When the target group was created (createdOn), as Unix time.",
+    attrgetter("created"),
 )
 LAST_UPDATED = _group(
     "target_group_last_updated_timestamp_seconds",
     "When the target group was last updated (lastUpdatedOn), as Unix time.",
+    attrgetter("last_updated"),
 )
 STATE_SINCE = _group(
     "target_group_state_since_timestamp_seconds",
     "When the target group entered its current state, as first seen by the exporter"
     " (after a restart: lastUpdatedOn where it is older), as Unix time.",
+    attrgetter("state_since"),
 )
 GROUPS = Metric(
     PREFIX + "target_groups",
@@ -227,7 +286,7 @@ PROCESS: tuple[Metric, ...] = (
     Metric("process_max_fds", "gauge", "Maximum number of open file descriptors.", ("process",)),
 )
 
-PER_GROUP: tuple[Metric, ...] = (
+PER_GROUP: tuple[Metric, ...] = (  # in the order they are exposed
     TOTAL_RECORDS,
     VALID_RECORDS,
     ERROR_RECORDS,

@@ -1,7 +1,8 @@
-"""The poll loop: interval, backoff with jitter, Retry-After, stale-after, snapshot swaps.
+"""The poll loop: interval, backoff with jitter, Retry-After, stale-after.
 
-Scrapes never call the API: each poll publishes a fully rendered exposition
-that the HTTP server hands out as is until the next poll replaces it.
+Each poll attempt hands over data, a `PollResult` (the groups' samples, the
+health figures, the lifecycle counters): rendering it is the publisher's job.
+Scrapes never call the API: they read what the last result rendered to.
 """
 
 from __future__ import annotations
@@ -10,23 +11,15 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 
-from .api import ApiClient, ApiError, Fetched
-from .exposition import (
-    DEFAULT_MAX_LABEL_LENGTH,
-    BlockRenderer,
-    Exposition,
-    GroupBlock,
-    Health,
-    empty_group_block,
-    render,
-)
-from .records import DateParser
-from .snapshot import StateTracker, count_by_state
+from .api import ApiClient, ApiError, classify
+from .exposition import Health
+from .records import DateParser, ParsedPayload, PayloadError, parse_payload
+from .snapshot import GroupSample, StateTracker, count_by_state
 
 log = structlog.get_logger("exporter.poller")
 
@@ -59,45 +52,21 @@ class PollTiming:
         )
 
 
-class Publish(Protocol):
-    def __call__(self, block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
-        """Hand a poll's result to whoever serves it."""
-
-
 @dataclass(frozen=True)
-class Published:
-    """What the HTTP server reads: swapped atomically after each poll attempt."""
+class PollResult:
+    """What one poll attempt hands over: data, not bytes."""
 
-    exposition: Exposition
-    block: GroupBlock
+    samples: tuple[GroupSample, ...] | None
+    """The groups to expose; None after a failed poll: the last ones still hold (the
+    poller does not keep them), until stale-after drops them with an empty tuple."""
     health: Health
-    ready: bool = True
-
-    @classmethod
-    def of(cls, block: GroupBlock, health: Health) -> Published:
-        return cls(render(block, health), block, health)
-
-    @property
-    def up(self) -> bool:
-        return self.health.up
-
-    @property
-    def last_success(self) -> float | None:
-        return self.health.last_success
-
-    @property
-    def groups(self) -> int:
-        return self.block.groups
-
-    def down(self) -> Published:
-        """The same values with `webex_campaign_up` 0 (the poller itself failed)."""
-        return Published.of(self.block, replace(self.health, up=False))
+    timing: PollTiming | None = None
+    """Where a successful poll spent its time; None after a failed one."""
 
 
-def initial_published(tenant: str, stats_preset: dict[tuple[str, str], int]) -> Published:
-    health = Health(tenant, False, None, None, 0, stats_preset, 0)
-    block = empty_group_block()
-    return Published(render(block, health), block, health, ready=False)
+class Publish(Protocol):
+    def __call__(self, result: PollResult) -> None:
+        """Hand a poll's result to whoever renders and serves it."""
 
 
 @dataclass(frozen=True)
@@ -127,8 +96,20 @@ _FIXES = {
 }
 
 
+def fetch_groups(client: ApiClient) -> tuple[ParsedPayload, float]:
+    """One request and its parse, and the request's seconds; a failure of either is an
+    ApiError, counted once."""
+    response = client.fetch()
+    try:
+        return parse_payload(response.body), response.fetch_seconds
+    except PayloadError as exc:
+        failure = classify(exc)
+        client.count_failure(failure)
+        raise failure from None
+
+
 class Poller:
-    """Polls, builds the samples, renders, and publishes. One instance, one thread."""
+    """Polls, builds the samples, and publishes them. One instance, one thread."""
 
     def __init__(
         self,
@@ -140,7 +121,6 @@ class Poller:
         publish: Publish,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        max_label_length: int = DEFAULT_MAX_LABEL_LENGTH,
     ) -> None:
         self._client = client
         self._tenant = tenant
@@ -151,8 +131,8 @@ class Poller:
         self._rng = rng or random.Random()
         self.policy = RetryPolicy(interval)
         self._tracker = StateTracker()
-        self._renderer = BlockRenderer(tenant, max_label_length)
-        self._block: GroupBlock = empty_group_block()
+        self._groups = 0
+        """Groups the last result left exposed (what stale-after drops)."""
         self._counts: dict[str, int] = {}
         self._last_success: float | None = None
         self._up = False
@@ -167,22 +147,21 @@ class Poller:
         started = self._clock()
         begun = time.monotonic()
         try:
-            fetched = self._client.fetch()
+            payload, fetch_seconds = fetch_groups(self._client)
         except ApiError as failure:
             self._on_failure(failure, started, time.monotonic() - begun)
             return self.policy.delay_after(failure, self._failures_in_row, self._rng)
-        self._on_success(fetched, begun)
+        self._on_success(payload, fetch_seconds, begun)
         return self.policy.interval
 
-    def _on_success(self, fetched: Fetched, begun: float) -> None:
-        # Parsing happened in the client, right after the body arrived.
-        processing_from = begun + fetched.fetch_seconds
-        payload = fetched.payload
+    def _on_success(self, payload: ParsedPayload, fetch_seconds: float, begun: float) -> None:
+        # Processing counts from the whole body received: parsing is part of it.
+        processing_from = begun + fetch_seconds
         now = self._clock()
         # After failed polls beyond stale-after, a finished import cannot be timed.
         timed = self._failures_in_row == 0 or not self._is_stale(now)
         samples = self._tracker.observe(payload.groups, now, self._parse_date, timed)
-        self._block = self._renderer.render(samples)
+        self._groups = len(samples)
         self._counts = count_by_state(samples)
         self._invalid = payload.invalid
         if payload.invalid != self._invalid_logged:
@@ -205,8 +184,8 @@ class Poller:
         self._failures_in_row = 0
         self._last_failure = None
         self._last_success = self._clock()
-        timing = PollTiming(len(samples), fetched.fetch_seconds, begun, processing_from)
-        self._emit(duration=time.monotonic() - begun, timing=timing)
+        timing = PollTiming(len(samples), fetch_seconds, begun, processing_from)
+        self._emit(samples, duration=time.monotonic() - begun, timing=timing)
 
     def _on_failure(self, failure: ApiError, started: float, duration: float) -> None:
         self._failures_in_row += 1
@@ -222,21 +201,28 @@ class Poller:
             )
         self._up = False
         self._last_failure = failure.labels
-        if self._is_stale(started) and self._block.groups:
+        dropped: tuple[GroupSample, ...] | None = None
+        if self._is_stale(started) and self._groups:
             log.warning(
                 "stale_series_dropped",
                 tenant=self._tenant,
-                groups=self._block.groups,
+                groups=self._groups,
                 stale_after_s=self._stale_after,
             )
-            self._block = empty_group_block()
+            self._groups = 0
             self._counts = {}
-        self._emit(duration=duration)
+            dropped = ()
+        self._emit(dropped, duration=duration)
 
     def _is_stale(self, now: float) -> bool:
         return self._last_success is None or now - self._last_success > self._stale_after
 
-    def _emit(self, duration: float, timing: PollTiming | None = None) -> None:
+    def _emit(
+        self,
+        samples: tuple[GroupSample, ...] | None,
+        duration: float,
+        timing: PollTiming | None = None,
+    ) -> None:
         requests, failures = self._client.stats.read()
         health = Health(
             tenant=self._tenant,
@@ -248,9 +234,8 @@ class Poller:
             invalid=self._invalid,
             group_counts=self._counts,
             lifecycle=self._tracker.lifecycle,
-            truncated=self._block.truncated,
         )
-        self._publish(self._block, health, timing)
+        self._publish(PollResult(samples, health, timing))
 
     def run(self, after_poll: Callable[[], object] = lambda: None) -> None:
         """Poll now, then on schedule, until stop(). Polls never overlap.

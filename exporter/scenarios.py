@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 Record = dict[str, Any]
 
+DEMO_KEY = "demo-secret-key"
+"""The key the demo tenant accepts, and the one the poller sends it."""
+
 
 @dataclass
 class Fault:

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -23,11 +24,47 @@ from typing import Any, ClassVar
 import structlog
 
 from . import __version__
-from .poller import Published
+from .exposition import Exposition, GroupBlock, Health, empty_group_block, render
 from .process_metrics import ProcessMetrics
 from .settings import ListenAddress
 
 log = structlog.get_logger("exporter.server")
+
+
+@dataclass(frozen=True)
+class Published:
+    """What the HTTP server reads: swapped atomically after each poll attempt."""
+
+    exposition: Exposition
+    block: GroupBlock
+    health: Health
+    ready: bool = True
+
+    @classmethod
+    def of(cls, block: GroupBlock, health: Health) -> Published:
+        return cls(render(block, health), block, health)
+
+    @property
+    def up(self) -> bool:
+        return self.health.up
+
+    @property
+    def last_success(self) -> float | None:
+        return self.health.last_success
+
+    @property
+    def groups(self) -> int:
+        return self.block.groups
+
+    def down(self) -> Published:
+        """The same values with `webex_campaign_up` 0 (the poller itself failed)."""
+        return Published.of(self.block, replace(self.health, up=False))
+
+
+def initial_published(tenant: str, stats_preset: dict[tuple[str, str], int]) -> Published:
+    health = Health(tenant, False, None, None, 0, stats_preset, 0)
+    block = empty_group_block()
+    return Published(render(block, health), block, health, ready=False)
 
 
 class Latest:

@@ -23,6 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 # Re-exported: tests and benchmarks script the tenant's faults from here.
+from .scenarios import DEMO_KEY as DEMO_KEY
 from .scenarios import FAULTS as FAULTS
 from .scenarios import HOSTILE_NAMES as HOSTILE_NAMES
 from .scenarios import SCENARIOS as SCENARIOS
@@ -94,7 +95,6 @@ SEED_RECORDS: tuple[Record, ...] = (
 )
 
 STUCK_NAME = "demo_stuck_import"
-DEMO_KEY = "demo-secret-key"
 
 
 def format_date(moment: datetime, zone: ZoneInfo) -> str:

@@ -33,10 +33,10 @@ import structlog
 
 from . import metrics as m
 from .api import ApiClient, RequestStats, credentials_from, tls_verify
-from .exposition import GroupBlock, Health
+from .exposition import BlockRenderer, GroupBlock, Health
 from .logs import configure_logging
-from .poller import Poller, PollTiming, Published
-from .server import Latest
+from .poller import Poller, PollResult, PollTiming
+from .server import Latest, Published
 from .settings import Settings
 
 log = structlog.get_logger("exporter.worker")
@@ -76,6 +76,8 @@ class PollerSpec:
 
     settings: Settings
     base_url: str
+    demo_key: str | None = None
+    """The demo tenant's key in demo mode (the simulator stays at the edge)."""
 
 
 _HEADER = struct.Struct("!QQ")
@@ -133,7 +135,7 @@ def run_poller(spec: PollerSpec, conn: Pipe) -> None:
     # Ctrl-C reaches the whole process group: the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = spec.settings
-    credentials = credentials_from(settings)
+    credentials = credentials_from(settings, spec.demo_key)
     configure_logging(settings.log_level, settings.log_format, credentials.secrets)
     client = ApiClient(
         spec.base_url,
@@ -144,11 +146,14 @@ def run_poller(spec: PollerSpec, conn: Pipe) -> None:
         verify=tls_verify(settings),
     )
 
-    def publish(block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
+    renderer = BlockRenderer(settings.tenant_label, settings.max_label_length)
+
+    def publish(result: PollResult) -> None:
+        block, health = renderer.render_with(result.samples, result.health)
         # The block travels as raw bytes (no pickled copy) and lands in one buffer
         # in the parent, which goes back to the system whole when replaced.
         try:
-            conn.send((replace(block, parts=()), health, timing), block.parts)
+            conn.send((replace(block, parts=()), health, result.timing), block.parts)
         except OSError:  # the exporter is gone: nobody left to poll for
             os._exit(0)
 
@@ -164,7 +169,6 @@ def run_poller(spec: PollerSpec, conn: Pipe) -> None:
         settings.poll_interval,
         settings.effective_stale_after,
         publish,
-        max_label_length=settings.max_label_length,
     ).run(after_poll=release_memory)
 
 

@@ -11,8 +11,9 @@ from helpers import FakeClock
 
 from exporter import metrics as m
 from exporter.api import ApiClient, RequestStats, StaticKey
-from exporter.exposition import GroupBlock, Health
-from exporter.poller import Poller, PollTiming, Published
+from exporter.exposition import BlockRenderer
+from exporter.poller import Poller, PollResult
+from exporter.server import Published
 from exporter.simulator import DEMO_KEY, Simulator, Tenant
 
 
@@ -60,13 +61,18 @@ def make_client(simulator: Simulator) -> Iterator[Callable[..., ApiClient]]:
 
 
 class Recorder:
-    """Collects what a poller publishes."""
+    """Collects what a poller publishes, rendered as the poller process renders it."""
 
     def __init__(self) -> None:
+        self.results: list[PollResult] = []
         self.published: list[Published] = []
+        self._renderer = BlockRenderer("acme")
 
-    def __call__(self, block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
-        self.published.append(Published.of(block, health))
+    def __call__(self, result: PollResult) -> None:
+        self.results.append(result)
+        self.published.append(
+            Published.of(*self._renderer.render_with(result.samples, result.health))
+        )
 
     @property
     def last(self) -> Published:

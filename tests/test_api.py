@@ -35,10 +35,12 @@ from exporter.api import (
     RequestStats,
     SecretFile,
     StaticKey,
-    classify_transport_error,
+    classify,
     credentials_from,
     tls_verify,
 )
+from exporter.poller import fetch_groups
+from exporter.records import PayloadError, TargetGroup, parse_payload
 from exporter.settings import ConfigError, load_settings
 from exporter.simulator import DEMO_KEY, Fault, Simulator, error_fault
 
@@ -46,9 +48,14 @@ MakeClient = Callable[..., ApiClient]
 
 
 def failure_of(client: ApiClient) -> ApiError:
+    """The failure of one poll's request and parse, as the poller sees it."""
     with pytest.raises(ApiError) as caught:
-        client.fetch()
+        fetch_groups(client)
     return caught.value
+
+
+def groups_of(client: ApiClient) -> list[TargetGroup]:
+    return parse_payload(client.fetch().body).groups
 
 
 def test_success_sends_bearer_and_user_agent(make_client: MakeClient) -> None:
@@ -59,8 +66,7 @@ def test_success_sends_bearer_and_user_agent(make_client: MakeClient) -> None:
         return httpx.Response(200, content=b"[]")
 
     client = make_client(key="s3cret", transport=httpx.MockTransport(handler))
-    fetched = client.fetch()
-    assert fetched.payload.groups == []
+    assert groups_of(client) == []
     request = seen[0]
     assert request.headers["Authorization"] == "Bearer s3cret"
     assert request.headers["User-Agent"] == USER_AGENT
@@ -133,12 +139,12 @@ def test_connection_refused(make_client: MakeClient) -> None:
 def test_tls_failure_is_classified() -> None:
     error = httpx.ConnectError("handshake")
     error.__context__ = ssl.SSLCertVerificationError("certificate verify failed")
-    assert classify_transport_error(error).labels == ("none", "tls")
+    assert classify(error).labels == ("none", "tls")
 
 
 def test_remote_protocol_error_is_invalid_response() -> None:
     error = httpx.RemoteProtocolError("garbage")
-    assert classify_transport_error(error, "200").labels == ("200", "invalid_response")
+    assert classify(error, "200").labels == ("200", "invalid_response")
 
 
 def test_key_file_is_reread_when_it_changes(tmp_path: Path) -> None:
@@ -164,8 +170,7 @@ def test_rotated_key_file_retries_once_after_401(simulator: Simulator, tmp_path:
     before = os.stat(path)
     path.write_text("demo-secret-key")
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    fetched = client.fetch()
-    assert len(fetched.payload.groups) > 0
+    assert len(groups_of(client)) > 0
     requests, failures = client.stats.read()
     assert requests == 2
     assert failures == {("401", "498"): 1}
@@ -187,8 +192,8 @@ def test_compressed_bodies_are_decoded(make_client: MakeClient, encoding: str) -
         assert request.headers["Accept-Encoding"] == "gzip, deflate"
         return httpx.Response(200, content=body, headers={"Content-Encoding": encoding})
 
-    fetched = make_client(transport=httpx.MockTransport(handler)).fetch()
-    assert [group.id for group in fetched.payload.groups] == ["1"]
+    groups = groups_of(make_client(transport=httpx.MockTransport(handler)))
+    assert [group.id for group in groups] == ["1"]
 
 
 def test_deflate_and_several_gzip_members_are_decoded(make_client: MakeClient) -> None:
@@ -204,7 +209,7 @@ def test_deflate_and_several_gzip_members_are_decoded(make_client: MakeClient) -
     client = make_client(transport=httpx.MockTransport(handler))
     for encoding in bodies:
         client._client.headers["X-Encoding"] = encoding
-        assert client.fetch().payload.groups == []
+        assert groups_of(client) == []
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
@@ -295,7 +300,7 @@ def test_rotation_to_a_key_file_with_a_newline_keeps_the_last_good_key(
     replacement = tmp_path / "key.new"
     replacement.write_text("new key\nwith a line break")
     replacement.replace(path)
-    assert client.fetch().payload.groups  # still authorised with the last good key
+    assert groups_of(client)  # still authorised with the last good key
     assert key_file.problem is not None and "line break" in key_file.problem
     assert client.stats.read() == (1, {})
     client.close()
@@ -450,7 +455,7 @@ def test_untrusted_certificate_on_loopback_is_a_tls_failure(
     ca.configure_trust(trusted)
     client = ApiClient(url, StaticKey("k"), 30.0, 10_000_000, RequestStats(), verify=trusted)
     try:
-        assert client.fetch().payload.groups == []
+        assert groups_of(client) == []
     finally:
         client.close()
 
@@ -469,7 +474,7 @@ BASE = "https://acme.webexcampaign.io/campaignapi/resources/v3"
 
 
 def test_demo_uses_the_demo_key(no_env: None) -> None:
-    credentials = credentials_from(load_settings(demo=True))
+    credentials = credentials_from(load_settings(demo=True), DEMO_KEY)
     assert isinstance(credentials, StaticKey)
     assert credentials.authorization() == f"Bearer {DEMO_KEY}"
 
@@ -645,7 +650,7 @@ def test_transport_errors_are_classified_exactly(
     labels: tuple[str, str],
     detail: str,
 ) -> None:
-    failure = classify_transport_error(error, status)
+    failure = classify(error, status)
     assert type(failure) is kind
     assert failure.labels == labels
     assert failure.detail == detail
@@ -654,7 +659,7 @@ def test_transport_errors_are_classified_exactly(
 
 
 def test_classification_defaults_to_no_status() -> None:
-    assert classify_transport_error(httpx.ConnectError("refused")).labels == ("none", "connection")
+    assert classify(httpx.ConnectError("refused")).labels == ("none", "connection")
 
 
 def test_a_401_with_an_unchanged_key_file_is_not_retried(
@@ -704,7 +709,7 @@ def clocked_client(transport: httpx.MockTransport, clock: FakeClock, cap: int = 
 def test_a_body_arriving_within_the_timeout_is_taken() -> None:
     clock = FakeClock(start=100.0)
     fetched = clocked_client(trickle(clock, pause=30.0), clock).fetch()
-    assert fetched.payload.groups == []
+    assert parse_payload(fetched.body).groups == []
     assert fetched.fetch_seconds == 30.0
 
 
@@ -727,7 +732,7 @@ def test_a_body_exactly_at_the_cap_is_taken(declared: bool) -> None:
         return httpx.Response(200, content=iter([body[:50], body[50:]]))
 
     client = clocked_client(httpx.MockTransport(handler), FakeClock(), cap=len(body))
-    assert client.fetch().payload.groups == []
+    assert groups_of(client) == []
     over = clocked_client(httpx.MockTransport(handler), FakeClock(), cap=len(body) - 1)
     failure = failure_of(over)
     assert failure.labels == ("200", "too_large")
@@ -737,3 +742,15 @@ def test_a_body_exactly_at_the_cap_is_taken(declared: bool) -> None:
         else f"body over the cap of {len(body) - 1} bytes"
     )
     assert failure.detail == expected
+
+
+def test_demo_mode_uses_the_key_it_is_given_and_needs_one() -> None:
+    settings = load_settings(demo=True)
+    assert credentials_from(settings, "demo-key").authorization() == "Bearer demo-key"
+    with pytest.raises(ConfigError, match="demo"):
+        credentials_from(settings)
+
+
+def test_payload_failures_are_classified_in_one_place() -> None:
+    assert classify(PayloadError("error object", "1001")).labels == ("200", "1001")
+    assert classify(PayloadError("not a list")).labels == ("200", "invalid_response")

@@ -19,6 +19,7 @@ from exporter.api import (
     KeyFile,
     RequestStats,
 )
+from exporter.records import parse_payload
 from exporter.simulator import Simulator, Tenant, TokenIssuer
 
 AUTH_KEY = "golden-auth-key"
@@ -84,8 +85,7 @@ def test_rejected_token_is_refreshed_and_the_request_retried_once(
     client, _ = token_client(hub, Clock())
     client.fetch()
     issuer.expire_all()  # the hub forgot the token before its expires_in
-    fetched = client.fetch()
-    assert fetched.payload.groups
+    assert parse_payload(client.fetch().body).groups
     requests, failures = client.stats.read()
     assert failures[("401", "498")] == 1
     assert requests == 1 + 1 + 1 + 1 + 1  # token, GET, GET rejected, new token, GET retried

@@ -509,3 +509,26 @@ def test_gzip_length_is_the_bytes_sent() -> None:
     for body in (exposition.text, exposition.openmetrics):
         assert body.gzip_length == len(body.gzipped)
         assert body.gzip_length < body.length  # and it is compressed
+
+
+def test_metric_declarations_drive_the_per_group_series() -> None:
+    """Each per-group family is exposed in declaration order, with the declared label
+    names, and per group the value and label values its declaration reads."""
+    seeds = samples_for(list(SEED_RECORDS))
+    text = text_of(render(render_groups("acme", seeds), health()))
+    families = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
+    per_group = [metric.name for metric in m.PER_GROUP]
+    assert families[: len(per_group)] == per_group
+    for metric in m.PER_GROUP:
+        assert metric.value is not None
+        found = series(text, metric.name)
+        expected = {}
+        for sample in seeds:
+            labels = {"tenant": "acme"}
+            for label in (*m.GROUP_IDENTITY, *metric.attributes):
+                labels[label.name] = label.read(sample.group)
+            assert set(labels) == set(metric.labels)
+            value = metric.value(sample)
+            if value is not None:
+                expected[frozenset(labels.items())] = value
+        assert found == expected, metric.name

@@ -16,8 +16,7 @@ from helpers import FakeClock, by_id, series, text_of
 from exporter import metrics as m
 from exporter import poller as poller_module
 from exporter.api import ApiClient, HttpStatusError
-from exporter.exposition import GroupBlock, Health
-from exporter.poller import Poller, PollTiming, RetryPolicy
+from exporter.poller import Poller, PollResult, PollTiming, RetryPolicy
 from exporter.simulator import Fault, Simulator, error_fault
 
 
@@ -306,8 +305,8 @@ class OnePublishAtATime(Recorder):
         super().__init__()
         self.arrived = threading.Semaphore(0)
 
-    def __call__(self, block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
-        super().__call__(block, health, timing)
+    def __call__(self, result: PollResult) -> None:
+        super().__call__(result)
         self.arrived.release()
 
 
@@ -493,7 +492,7 @@ def test_the_schedule_runs_start_to_start(
     monotonic = FakeClock(start=500.0)
     monkeypatch.setattr(poller_module, "time", SimpleNamespace(monotonic=monotonic))
 
-    def publish(block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
+    def publish(result: PollResult) -> None:
         monotonic.advance(2.0)  # each poll takes 2 s
 
     poller = Poller(make_client(), "acme", "UTC", 60.0, 300.0, publish, rng=random.Random(7))
@@ -512,7 +511,7 @@ def test_a_poll_longer_than_its_delay_is_followed_at_once(
     monotonic = FakeClock(start=500.0)
     monkeypatch.setattr(poller_module, "time", SimpleNamespace(monotonic=monotonic))
 
-    def slow_publish(block: GroupBlock, health: Health, timing: PollTiming | None) -> None:
+    def slow_publish(result: PollResult) -> None:
         monotonic.advance(90.0)  # longer than the 60 s interval
 
     poller = Poller(make_client(), "acme", "UTC", 60.0, 300.0, slow_publish)
@@ -537,3 +536,24 @@ def test_after_a_crash_the_next_poll_comes_one_interval_later(
     poller._stop = waits
     poller.run()
     assert waits.waits == [60.0, 60.0]
+
+
+def test_the_poller_hands_over_data_and_stale_after_drops_it(
+    poller: Poller, recorder: Recorder, simulator: Simulator, clock: FakeClock
+) -> None:
+    poller.poll_once()
+    first = recorder.results[-1]
+    assert first.samples is not None
+    rendered = by_id(metrics_text(recorder), m.TOTAL_RECORDS.name)
+    assert sorted(sample.group.id for sample in first.samples) == sorted(rendered)
+    assert first.health.up and first.timing is not None
+    simulator.tenant.inject(error_fault(500, 500), error_fault(500, 500))
+    clock.advance(60)
+    poller.poll_once()
+    failed = recorder.results[-1]
+    assert failed.samples is None  # nothing new: the last values hold, until stale
+    assert by_id(metrics_text(recorder), m.TOTAL_RECORDS.name) == rendered
+    assert not failed.health.up and failed.timing is None
+    clock.advance(300)
+    poller.poll_once()
+    assert recorder.results[-1].samples == ()

@@ -15,8 +15,14 @@ from helpers import FakeClock
 
 from exporter import metrics as m
 from exporter.exposition import Health, render_groups
-from exporter.poller import Published, initial_published
-from exporter.server import Latest, accepts_gzip, make_server, wants_openmetrics
+from exporter.server import (
+    Latest,
+    Published,
+    accepts_gzip,
+    initial_published,
+    make_server,
+    wants_openmetrics,
+)
 from exporter.settings import ListenAddress
 
 PROMETHEUS_ACCEPT = (

@@ -24,8 +24,7 @@ from helpers import FakeClock
 
 from exporter import metrics as m
 from exporter.api import RequestStats
-from exporter.poller import initial_published
-from exporter.server import Latest, MetricsServer, make_server
+from exporter.server import Latest, MetricsServer, initial_published, make_server
 from exporter.settings import ConfigError, ListenAddress
 from exporter.webconfig import (
     HANDSHAKE_TIMEOUT,

@@ -24,8 +24,7 @@ from helpers import series, text_of
 
 from exporter import metrics as m
 from exporter import worker
-from exporter.poller import initial_published
-from exporter.server import Latest
+from exporter.server import Latest, initial_published
 from exporter.settings import load_settings
 from exporter.simulator import DEMO_KEY, Simulator
 from exporter.worker import Pipe, PollerProcess, PollerSpec

@@ -1,0 +1,135 @@
+"""Compressed bodies: gzip built from raw deflate segments, served without inflating.
+
+The one home of the gzip machinery. The poller process deflates text into
+`Segment`s (each ends on a byte boundary, so segments concatenate into one
+deflate stream) and joins them with `combine` (the CRC-32 and length of their
+text); the serving process holds an `OpenBody` per format and per scrape
+`finish`es it into a `Body` with the series read at scrape time.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+# Level 1: on exposition text it compresses 5x against level 6's 6x, in a third
+# of the time; at 100,000 groups that is the difference between fitting the
+# poll budget or not.
+GZIP_LEVEL = 1
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Raw deflate data ending on a byte boundary (so segments concatenate into one
+    stream), with the CRC-32 and length of the text it holds."""
+
+    data: bytes
+    crc: int
+    size: int
+
+    @classmethod
+    def of(cls, text: bytes, final: bool = False) -> Segment:
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+        flush = zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH
+        return cls(compressor.compress(text) + compressor.flush(flush), zlib.crc32(text), len(text))
+
+
+_ZEROS = memoryview(bytes(1 << 20))
+
+
+def _crc_shift(crc: int, length: int) -> int:
+    """The CRC-32 state `crc` advanced over `length` zero bytes, minus what zeros alone add.
+
+    CRC-32 is affine, so crc(A + B) = shift(crc(A), len(B)) ^ crc(B); this is
+    zlib's crc32combine, which Python does not expose, done with zlib.crc32.
+    """
+    shifted, plain = crc, 0
+    while length:
+        step = min(length, len(_ZEROS))
+        shifted = zlib.crc32(_ZEROS[:step], shifted)
+        plain = zlib.crc32(_ZEROS[:step], plain)
+        length -= step
+    return shifted ^ plain
+
+
+def combine(segments: Iterable[Segment]) -> tuple[int, int]:
+    crc = size = 0
+    for segment in segments:
+        crc = _crc_shift(crc, segment.size) ^ segment.crc
+        size += segment.size
+    return crc, size
+
+
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+_INFLATE_INPUT = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Body:
+    """One representation of /metrics as one gzip member, kept in parts (never joined).
+
+    A scrape that accepts gzip gets the parts as they are; one that does not
+    gets them inflated as it is written (`plain_pieces`), which costs the
+    exporter far less memory than keeping an uncompressed copy of every body.
+    """
+
+    content_type: str
+    gzip_parts: tuple[bytes | bytearray, ...]
+    length: int
+    """Uncompressed bytes."""
+
+    @property
+    def gzip_length(self) -> int:
+        return sum(len(part) for part in self.gzip_parts)
+
+    @property
+    def gzipped(self) -> bytes:
+        return b"".join(self.gzip_parts)
+
+    def plain_pieces(self, piece: int = 1 << 20) -> Iterator[bytes]:
+        """The text in pieces of at most `piece` bytes, inflated as they are asked for.
+
+        The input is fed in slices too: `unconsumed_tail` is a copy of what is
+        left of the input, and a part can be the whole deflated group block, so
+        a scrape that stalls would otherwise hold a copy of it.
+        """
+        inflater = zlib.decompressobj(wbits=31)
+        for part in self.gzip_parts:
+            view = memoryview(part)
+            for start in range(0, len(view), _INFLATE_INPUT):
+                data: bytes | memoryview = view[start : start + _INFLATE_INPUT]
+                while data:
+                    out = inflater.decompress(data, piece)
+                    if out:
+                        yield out
+                    data = inflater.unconsumed_tail
+        rest = inflater.flush()
+        if rest:
+            yield rest
+
+    def plain(self) -> bytes:
+        return b"".join(self.plain_pieces())
+
+
+@dataclass(frozen=True)
+class OpenBody:
+    """A body whose gzip stream is still open after the tail: per-scrape series can follow."""
+
+    content_type: str
+    parts: tuple[bytes | bytearray, ...]
+    crc: int
+    size: int
+    openmetrics: bool
+
+    def finish(self, extra: bytes) -> Body:
+        if self.openmetrics:
+            extra += b"# EOF\n"
+        end = Segment.of(extra, final=True)
+        crc = zlib.crc32(extra, self.crc)  # the text is at hand: continue the CRC over it
+        length = self.size + end.size
+        trailer = struct.pack("<II", crc & 0xFFFFFFFF, length & 0xFFFFFFFF)
+        return Body(self.content_type, (*self.parts, end.data, trailer), length)
