@@ -103,6 +103,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     test_command = next(c for c in commands if "pytest" in c)
     demo_command = next(c for c in commands if "--demo" in c)
     assert test_command in (ROOT / ".ci" / "run").read_text()
+    assert test_command in (DOCS / "development.md").read_text()
     assert demo_command.endswith("webex-campaign-exporter --demo")
 
 
