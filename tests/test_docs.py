@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from exporter import metrics as m
+from exporter import simulator
 from exporter.cli import build_parser
 from exporter.settings import ENV_PREFIX, Settings
 
@@ -180,6 +181,25 @@ def test_metrics_table_is_the_contract() -> None:
     }
     declared = (*m.ALL, *m.PROCESS)
     assert documented == {metric.name: (metric.type, metric.labels) for metric in declared}
+
+
+def test_every_environment_variable_named_is_a_setting() -> None:
+    settings = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    for page in PAGES:
+        named = set(re.findall(rf"\b{ENV_PREFIX}[A-Z][A-Z_]*[A-Z]\b", page.read_text()))
+        assert named <= settings, f"{page.relative_to(ROOT)}: not settings: {named - settings}"
+
+
+def test_fault_scenarios_table_matches_the_simulator() -> None:
+    documented: dict[str, str] = {}
+    for names, _, counted in table_rows(DOCS / "security.md", "scenario"):
+        scenarios = re.findall(r"`([\w-]+)`", names)
+        pairs = re.findall(r"`(\w+/\w+)`", counted)
+        for index, scenario in enumerate(scenarios):
+            documented[scenario] = pairs[index if len(pairs) > 1 else 0] if pairs else ""
+    assert set(documented) == set(simulator.SCENARIOS)
+    for name, scenario in simulator.SCENARIOS.items():
+        assert documented[name] == ("/".join(scenario.expected) if scenario.expected else ""), name
 
 
 # --- runbooks against the alert rules ---------------------------------------------------
