@@ -16,9 +16,9 @@ from exporter import metrics
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "prometheus" / "alerts.yaml"
 RULE_TESTS = sorted((ROOT / "prometheus" / "tests").glob("*.yaml"))
-README = ROOT / "README.md"
+# Each alert's runbook is its heading on docs/runbooks.md (tests/test_docs.py checks the page).
 RUNBOOK_BASE = (
-    "https://github.com/webex-campaign-exporter/webex-campaign-exporter/blob/main/README.md#"
+    "https://github.com/webex-campaign-exporter/webex-campaign-exporter/blob/main/docs/runbooks.md#"
 )
 SEVERITIES = {"critical", "warning", "info"}
 # `up` is Prometheus's own per-target series, the only foreign name a rule may use.
@@ -125,40 +125,3 @@ def test_never_matches_on_a_job_name() -> None:
     # Users name their scrape jobs as they like (and the Helm chart picks its own).
     for rule in ALERTS:
         assert not re.search(r"\bjob\s*=~?", rule["expr"]), rule["alert"]
-
-
-def test_readme_has_a_runbook_per_alert() -> None:
-    # GitHub anchors of "### WebexCampaignApiDown" are the lower-cased heading.
-    assert README.is_file(), "README.md is missing (its Alerts section holds the runbooks)"
-    headings = {
-        line.lstrip("#").strip().lower()
-        for line in README.read_text().splitlines()
-        if line.startswith("#")
-    }
-    missing = [a for a in ALERT_IDS if a.lower() not in headings]
-    assert not missing, f"README.md lacks runbook headings for {missing}"
-
-
-def _readme_table(first_header: str) -> list[list[str]]:
-    lines = README.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
-    rows = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    return rows
-
-
-def test_readme_alerts_table_matches_the_rules() -> None:
-    documented = {row[0]: (row[2], row[3]) for row in _readme_table("alert")}
-    assert documented == {a["alert"]: (a["for"], a["labels"]["severity"]) for a in ALERTS}
-
-
-def test_readme_names_the_chart_value_that_rebases_runbooks() -> None:
-    chart_values = yaml.safe_load(
-        (ROOT / "helm" / "webex-campaign-exporter" / "values.yaml").read_text()
-    )
-    assert "runbookUrl" in chart_values["prometheusRule"]
-    alerts_section = README.read_text().partition("## Alerts")[2].partition("\n## ")[0]
-    assert "prometheusRule.runbookUrl" in alerts_section

@@ -907,26 +907,25 @@ def test_every_default_value_is_covered_by_the_schema() -> None:
     jsonschema.validate(values, schema)
 
 
-def _readme_values_examples() -> list[str]:
-    readme = ROOT / "README.md"
-    text = readme.read_text() if readme.is_file() else ""
+def _docs_values_examples() -> list[str]:
+    """The yaml blocks of docs/deployment.md's Helm section and of the chart README."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
     section = text.partition("## Install with Helm")[2].partition("\n## ")[0]
     chart_readme = (CHART / "README.md").read_text()
     return re.findall(r"```yaml\n(.*?)```", section + chart_readme, re.DOTALL)
 
 
-def test_readme_values_examples_install(
+def test_docs_values_examples_install(
     run_helm: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
-    examples = _readme_values_examples()
-    if not examples:
-        pytest.skip("README.md has no 'Install with Helm' section with values examples yet")
+    examples = _docs_values_examples()
+    assert len(examples) >= 3, "docs/deployment.md lost its Helm values examples"
     for index, example in enumerate(examples):
-        values = tmp_path / f"readme-{index}.yaml"
+        values = tmp_path / f"docs-{index}.yaml"
         values.write_text(example)
         for command in (["template", "wce"], ["lint", "--strict"]):
             result = run_helm(*command, str(CHART), "-f", str(values))
-            assert result.returncode == 0, f"README example {index}:\n{example}\n{result.stderr}"
+            assert result.returncode == 0, f"docs example {index}:\n{example}\n{result.stderr}"
 
 
 # --- Probes under a web config, replayed against the real exporter ------------------------

@@ -129,10 +129,10 @@ def _yaml_blocks(markdown: Path, section: str | None = None) -> list[str]:
 
 
 def _example_values() -> dict[str, dict[str, Any]]:
-    """Every values example users may copy: ci/*-values.yaml and the READMEs' yaml blocks."""
+    """Every values example users may copy: ci/*-values.yaml and the docs' yaml blocks."""
     examples = {p.name: yaml.safe_load(p.read_text()) for p in sorted(CHART.glob("ci/*.yaml"))}
     blocks = {
-        "README": _yaml_blocks(ROOT / "README.md", "## Install with Helm"),
+        "docs-deployment": _yaml_blocks(ROOT / "docs" / "deployment.md", "## Install with Helm"),
         "chart-README": _yaml_blocks(CHART / "README.md"),
     }
     for source, texts in blocks.items():

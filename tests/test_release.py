@@ -233,7 +233,7 @@ def test_runbooks_label_and_chart_point_at_the_source() -> None:
     for alerts in (ROOT / "prometheus" / "alerts.yaml", CHART / "files" / "alerts.yaml"):
         groups = yaml.safe_load(alerts.read_text())["groups"]
         for rule in (rule for group in groups for rule in group["rules"] if "alert" in rule):
-            expected = f"{source_url()}/blob/main/README.md#{rule['alert'].lower()}"
+            expected = f"{source_url()}/blob/main/docs/runbooks.md#{rule['alert'].lower()}"
             assert rule["annotations"]["runbook_url"] == expected
     label = re.search(
         r'org\.opencontainers\.image\.source="([^"]+)"', (ROOT / "Dockerfile").read_text()
