@@ -286,3 +286,13 @@ def test_the_fast_path_reads_any_list_as_pydantic_does(changes: list[dict[str, o
     items = [{**SEED_RECORDS[index % 2], **change} for index, change in enumerate(changes)]
     payload = body(items)
     assert parse_payload(payload) == pydantic_reading(payload)
+
+
+def test_dates_answered_from_the_recent_ones_match_a_fresh_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(DateParser, "_RECENT_LIMIT", 3)
+    dates = DateParser("Europe/Berlin")
+    strings = ["14/Dec/2022 15:16", "null", "01/Jul/2023 00:05", "bad", "14/Dec/2022 15:16"] * 3
+    assert [dates(s) for s in strings] == [DateParser("Europe/Berlin")(s) for s in strings]
+    assert len(dates._recent) <= 3
