@@ -94,7 +94,7 @@ class Record(TypedDict):
 
 
 class TargetGroup(msgspec.Struct, frozen=True, gc=False):
-    """One validated target group, ~600 bytes with its strings.
+    """One validated target group, ~500 bytes with its strings (49 MB for 100,000).
 
     A msgspec struct decoded straight from the body's bytes: built, compared
     and hashed in C, and untracked by the cyclic GC (its fields are strings,
