@@ -1,4 +1,4 @@
-"""Target-group records: a pydantic schema that accepts the payload's quirks.
+"""Target-group records: a msgspec fast path, and a pydantic schema that accepts the quirks.
 
 Quirks handled (see the API description): counts as floats (`2.0`), strings
 that say `"null"`, numbers where text is expected, unknown extra fields, and
@@ -8,12 +8,13 @@ dates such as `14/Dec/2022 15:16` in the tenant's (unstated) time zone.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Annotated, NamedTuple, NotRequired
+from typing import TYPE_CHECKING, Annotated, Any, NotRequired
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pydantic_core
 from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
@@ -47,17 +48,30 @@ def error_code(value: object) -> str | None:
 
 Count = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Text = str | None
+# msgspec's reading of a count: a JSON number, finite (1e400 is out of range), not negative.
+_Count = Annotated[float, msgspec.Meta(ge=0, le=sys.float_info.max)]
+# Text the API sends as an integer code (`"loadType": 1`): read as `str(value)` on decoding.
+# Typed as what it holds once decoded (`__post_init__` makes it text).
+if TYPE_CHECKING:
+    _Code = Text
+else:
+    _Code = str | int | None
+_set = msgspec.structs.force_setattr
+# One object per distinct value of the low-cardinality fields, emptied past _SHARED_MAX
+# values (checked once a parse) so that a tenant with unusual data cannot grow it forever.
+_SHARED: dict[object, Any] = {}
+_SHARED_MAX = 10_000
+_share = _SHARED.setdefault
 
 
 class Record(TypedDict):
     """The schema of one record as the API sends it: the fields the exporter uses.
 
-    Validation is all native to pydantic-core (no Python validators), which
-    keeps a 100,000-group poll fast: numbers become strings where text is
-    expected, floats are accepted for counts, unknown fields are ignored.
-    A TypedDict validates faster than a model or a dataclass (0.5 s against
-    0.85 s for 100,000 records); each batch is then turned into compact
-    `TargetGroup` tuples, so the dicts never pile up.
+    The reference reading, and the lax one: numbers become strings where text
+    is expected, numeric strings and floats are accepted for counts, an id is
+    stripped, unknown fields are ignored. `TargetGroup` reads the same records
+    faster when their types are the documented ones; this schema decides the
+    rest and words the problems.
     """
 
     __pydantic_config__ = ConfigDict(extra="ignore", coerce_numbers_to_str=True)  # type: ignore[misc]
@@ -79,63 +93,90 @@ class Record(TypedDict):
     lastUpdatedOn: NotRequired[Text]
 
 
-class TargetGroup(NamedTuple):
-    """One validated target group: a tuple, built and hashed in C, ~200 bytes a group.
+class TargetGroup(msgspec.Struct, frozen=True, gc=False):
+    """One validated target group, ~500 bytes with its strings (49 MB for 100,000).
+
+    A msgspec struct decoded straight from the body's bytes: built, compared
+    and hashed in C, and untracked by the cyclic GC (its fields are strings,
+    numbers and a tuple of strings, which cannot form a cycle).
 
     Text is kept as sent; normalising it (`text()`), the state (`state`) and the
     channels (`channels`) happens where they are used.
     """
 
     id: str
-    total_count: float
-    valid_count: float
-    error_count: float
+    total_count: _Count = msgspec.field(name="totalCount")
+    valid_count: _Count = msgspec.field(name="validcount")
+    error_count: _Count = msgspec.field(name="errorcount")
     name: Text = None
     behaviour: Text = None
-    target_state: int | float | str | None = None
-    status_value: Text = None
-    user_group: Text = None
-    load_type: Text = None
-    source: Text = None
-    target_group_type: Text = None
-    supported_channels: tuple[str, ...] | str | None = None
-    created_on: Text = None
-    last_updated_on: Text = None
+    target_state: int | float | str | None = msgspec.field(default=None, name="targetState")
+    status_value: Text = msgspec.field(default=None, name="statusValue")
+    user_group: Text = msgspec.field(default=None, name="userGroup")
+    load_type: _Code = msgspec.field(default=None, name="loadType")
+    source: _Code = None
+    target_group_type: _Code = msgspec.field(default=None, name="targetGroupType")
+    supported_channels: tuple[str, ...] | str | None = msgspec.field(
+        default=None, name="supportedChannels"
+    )
+    created_on: Text = msgspec.field(default=None, name="createdOn")
+    last_updated_on: Text = msgspec.field(default=None, name="lastUpdatedOn")
+
+    def __post_init__(self) -> None:
+        # Codes the API sends as integers are text, as pydantic reads them; the
+        # fields with a handful of values tenant-wide share one object per value,
+        # a third less memory at 100,000 groups.
+        share = _share
+        load_type: object = self.load_type
+        if type(load_type) is int:
+            _set(self, "load_type", str(load_type))
+        source: object = self.source
+        if type(source) is int:
+            _set(self, "source", str(source))
+        target_group_type: object = self.target_group_type
+        if type(target_group_type) is int:
+            _set(self, "target_group_type", str(target_group_type))
+        _set(self, "behaviour", share(self.behaviour, self.behaviour))
+        _set(self, "status_value", share(self.status_value, self.status_value))
+        _set(self, "user_group", share(self.user_group, self.user_group))
+        _set(self, "load_type", share(self.load_type, self.load_type))
+        _set(self, "source", share(self.source, self.source))
+        _set(self, "target_group_type", share(self.target_group_type, self.target_group_type))
+        _set(self, "supported_channels", share(self.supported_channels, self.supported_channels))
 
     @classmethod
     def of(cls, record: Record) -> TargetGroup:
-        get = record.get
-        return tuple.__new__(
-            cls,
-            (
-                record["id"],
-                record["totalCount"],
-                record["validcount"],
-                record["errorcount"],
-                get("name"),
-                get("behaviour"),
-                get("targetState"),
-                get("statusValue"),
-                get("userGroup"),
-                get("loadType"),
-                get("source"),
-                get("targetGroupType"),
-                get("supportedChannels"),
-                get("createdOn"),
-                get("lastUpdatedOn"),
-            ),
+        """A record as pydantic validated it (the slow path) as a target group."""
+        return cls(
+            record["id"],
+            record["totalCount"],
+            record["validcount"],
+            record["errorcount"],
+            record.get("name"),
+            record.get("behaviour"),
+            record.get("targetState"),
+            record.get("statusValue"),
+            record.get("userGroup"),
+            record.get("loadType"),
+            record.get("source"),
+            record.get("targetGroupType"),
+            record.get("supportedChannels"),
+            record.get("createdOn"),
+            record.get("lastUpdatedOn"),
         )
 
     @property
     def state(self) -> int | None:
         """0 in progress, 1 ready, None unknown; statusValue when targetState says neither."""
         value = self.target_state
+        if type(value) is int and (value == 0 or value == 1):
+            return value  # as the API sends it
         if isinstance(value, str) and value.strip() in ("0", "1"):
             return int(value)
         if isinstance(value, int | float) and not isinstance(value, bool) and value in (0, 1):
             return int(value)
         status = text(self.status_value).strip().lower().replace(" ", "")
-        return {"inprogress": 0, "ready": 1}.get(status)
+        return _STATUSES.get(status)
 
     @property
     def channels(self) -> str:
@@ -148,10 +189,11 @@ class TargetGroup(NamedTuple):
         return ",".join(value)
 
 
-BATCH_BYTES = 4 << 20
-_BOUNDARY = re.compile(rb"\}\s*,\s*\{")
-_RECORD_LIST: TypeAdapter[list[Record]] = TypeAdapter(list[Record])
 _RECORD: TypeAdapter[Record] = TypeAdapter(Record)
+# The fast path: records exactly as the API sends them, straight from the bytes.
+_GROUPS = msgspec.json.Decoder(list[TargetGroup])
+_GROUP = msgspec.json.Decoder(TargetGroup)
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def validate_record(record: object) -> TargetGroup:
@@ -177,60 +219,78 @@ class ParsedPayload:
     """A short reason per skipped record (for one log line per poll that skipped any)."""
 
 
-BATCH_BYTES = 4 << 20
-_BOUNDARY = re.compile(rb"\}\s*,\s*\{")
+Body = bytes | bytearray
 
 
-def parse_payload(body: bytes | bytearray) -> ParsedPayload:
+def parse_payload(body: Body) -> ParsedPayload:
     """Parse a response body into target groups, skipping malformed records.
 
-    A large list is validated in batches of about BATCH_BYTES: pydantic-core
-    builds an intermediate several times the size of what it parses, which for
-    a 65 MB body would cost ~270 MB at once. Batches are cut at `}, {` between
-    records; a cut that falls anywhere else (inside a string, or between the
-    objects of a nested list) leaves a batch that is not valid JSON, and the
-    body is then parsed whole. Only a batch with bad records is walked record by
-    record.
+    Two decoders, one schema. msgspec decodes the body's bytes (no str copy,
+    no intermediate dicts) into `TargetGroup` structs when every record has
+    the types the API documents, which is the case poll after poll. Whatever
+    it refuses is decided by pydantic, the `Record` schema's lax reading
+    (numbers as text, text as numbers, stray whitespace in an id) and the
+    source of the `problems` wording: a record msgspec refuses is validated
+    alone by pydantic; a body msgspec cannot read as a list at all is left to
+    pydantic whole, which says why it is not one. msgspec never accepts a
+    record pydantic refuses, nor reads one differently (tests/test_records.py
+    checks both).
     """
     groups: list[TargetGroup] = []
     problems: list[str] = []
-    batches = 0
+    if len(_SHARED) > _SHARED_MAX:
+        _SHARED.clear()
     try:
-        for batch in _batches(body):  # one batch copy at a time
-            batches += 1
-            _parse_list(batch, groups, problems)
-    except PayloadError:
-        if batches < 2:
-            raise
-        groups, problems = [], []
-        _parse_list(body, groups, problems)
+        groups = _GROUPS.decode(body)
+    except msgspec.ValidationError:
+        _parse_each(body, groups, problems)
+    except msgspec.DecodeError:
+        _parse_with_pydantic(body, groups, problems)
+    else:
+        if not all(map(_clean_id, groups)):
+            groups = []
+            _parse_each(body, groups, problems)
     return _dedupe(groups, len(problems), tuple(problems))
 
 
-def _batches(body: bytes | bytearray) -> Iterator[bytes | bytearray]:
-    """`[...]` of consecutive records, about BATCH_BYTES each; the body as is if small."""
-    start = body.find(b"[")
-    if len(body) < 2 * BATCH_BYTES or start < 0 or body[:start].strip():
-        yield body
-        return
-    start += 1
-    while True:
-        cut = _BOUNDARY.search(body, start + BATCH_BYTES)
-        if cut is None:
-            yield b"[" + body[start:]
-            return
-        yield b"[" + body[start : cut.start() + 1] + b"]"
-        start = cut.end() - 1
+def _clean_id(group: TargetGroup) -> bool:
+    """Not empty, nothing for pydantic's schema to strip: msgspec's reading stands."""
+    id_ = group.id
+    return bool(id_) and not id_[0].isspace() and not id_[-1].isspace()
 
 
-def _parse_list(body: bytes | bytearray, groups: list[TargetGroup], problems: list[str]) -> None:
-    """Append the records of one JSON list to `groups`, and a problem for each bad one."""
-    first = len(groups) + len(problems)
+def _parse_each(body: Body, groups: list[TargetGroup], problems: list[str]) -> None:
+    """A list with records msgspec refuses: each of those goes to pydantic alone."""
     try:
-        groups.extend(map(TargetGroup.of, _RECORD_LIST.validate_json(body)))
+        items = _RAW_LIST.decode(body)
+    except msgspec.ValidationError:
+        _parse_with_pydantic(body, groups, problems)  # not a list: pydantic says what it is
         return
-    except ValidationError:
-        pass
+    for index, item in enumerate(items):
+        try:
+            group = _GROUP.decode(item)
+        except msgspec.ValidationError:
+            pass
+        else:
+            if _clean_id(group):
+                groups.append(group)
+                continue
+        _validate_one(index, pydantic_core.from_json(bytes(item)), groups, problems)
+
+
+def _validate_one(index: int, item: object, groups: list[TargetGroup], problems: list[str]) -> None:
+    try:
+        groups.append(validate_record(item))
+    except ValidationError as exc:
+        problems.append(f"record {index}: {_summary(exc)}")
+
+
+def _parse_with_pydantic(body: Body, groups: list[TargetGroup], problems: list[str]) -> None:
+    """What msgspec cannot read (not JSON to it, or not a list): pydantic's verdict.
+
+    Each record is validated as a Python object, as `_parse_each` does, so that
+    both read a number sent as an id the same way (`0.0` -> `"0.0"`).
+    """
     try:
         data = pydantic_core.from_json(body)
     except ValueError:
@@ -242,11 +302,8 @@ def _parse_list(body: bytes | bytearray, groups: list[TargetGroup], problems: li
         raise PayloadError("JSON object in place of the list")
     if not isinstance(data, list):
         raise PayloadError(f"JSON {type(data).__name__} in place of the list")
-    for index, item in enumerate(data, first):
-        try:
-            groups.append(validate_record(item))
-        except ValidationError as exc:
-            problems.append(f"record {index}: {_summary(exc)}")
+    for index, item in enumerate(data):
+        _validate_one(index, item, groups, problems)
 
 
 def _summary(exc: ValidationError) -> str:
@@ -257,6 +314,8 @@ def _summary(exc: ValidationError) -> str:
 
 def _dedupe(groups: list[TargetGroup], invalid: int, problems: tuple[str, ...]) -> ParsedPayload:
     """Keep the first record of each id; later duplicates count as invalid."""
+    if len({group.id for group in groups}) == len(groups):
+        return ParsedPayload(groups, invalid, problems)  # the usual case, checked in C
     seen: set[str] = set()
     unique: list[TargetGroup] = []
     duplicates: list[str] = []
@@ -266,11 +325,11 @@ def _dedupe(groups: list[TargetGroup], invalid: int, problems: tuple[str, ...]) 
             continue
         seen.add(group.id)
         unique.append(group)
-    if not duplicates:
-        return ParsedPayload(groups, invalid, problems)
     return ParsedPayload(unique, invalid + len(duplicates), problems + tuple(duplicates))
 
 
+_UNSEEN = object()
+_STATUSES = {"inprogress": 0, "ready": 1}
 _MONTHS = {
     name: number
     for number, name in enumerate(
@@ -286,17 +345,30 @@ class DateParser:
     Fast path for the API's exact form (`DD/Mon/YYYY HH:MM`): slice it and add
     the minutes to the cached start of that local hour, so a 100,000-group poll
     costs one dict lookup per date; DST is exact because offsets only change
-    on the hour. Anything else goes through the regular expression.
+    on the hour. Anything else goes through the regular expression. In front
+    of both, the answers for the last few thousand strings: the groups that
+    change in a poll were mostly updated in the same few minutes.
     """
 
     _CACHE_LIMIT = 100_000
+    _RECENT_LIMIT = 4096
 
     def __init__(self, timezone: str) -> None:
         # datetime's own UTC is an order of magnitude faster than ZoneInfo("UTC").
         self._zone: tzinfo = UTC if timezone in ("UTC", "Etc/UTC") else ZoneInfo(timezone)
         self._hours: dict[str, float | None] = {}
+        self._recent: dict[str | None, float | None] = {}
 
     def __call__(self, value: str | None) -> float | None:
+        stamp = self._recent.get(value, _UNSEEN)
+        if stamp is not _UNSEEN:
+            return stamp  # type: ignore[return-value]
+        if len(self._recent) >= self._RECENT_LIMIT:
+            self._recent.clear()
+        stamp = self._recent[value] = self._parse(value)
+        return stamp
+
+    def _parse(self, value: str | None) -> float | None:
         if not value or value == "null":
             return None
         if len(value) != 17 or value[14] != ":":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -83,7 +84,12 @@ class Lifecycle:
     durations: Mapping[str, Durations] = field(default_factory=_initial_durations)
 
 
-_Seen = tuple[int | None, float, str | None, float | None, str | None, float | None]
+# What decides a group's state and dates, as sent: targetState, statusValue, createdOn,
+# lastUpdatedOn. Equal to the last poll's, and nothing derived from them needs redoing.
+_Key = tuple[object, str | None, str | None, str | None]
+# id -> (key, state, since, created, last updated)
+_Seen = tuple[_Key, int | None, float, float | None, float | None]
+_key = operator.attrgetter("target_state", "status_value", "created_on", "last_updated_on")
 
 
 class StateTracker:
@@ -104,8 +110,8 @@ class StateTracker:
     """
 
     def __init__(self) -> None:
-        # id -> (state, since, createdOn, created, lastUpdatedOn, last updated): small
-        # enough to keep between polls, unlike the records themselves.
+        # Small enough to keep between polls (the strings are the records' own),
+        # unlike the records themselves.
         self._seen: dict[str, _Seen] = {}
         self._transitions = _initial_transitions()
         self._durations = _initial_durations()
@@ -125,33 +131,30 @@ class StateTracker:
     ) -> tuple[GroupSample, ...]:
         """This poll's samples; counts the state changes since the previous call.
 
-        `timed=False` after a long outage (polls failed for longer than the
-        stale-after period): changes still count as transitions, but no import
+        A group whose state and date fields are as in the last poll (most
+        groups, most polls) costs a tuple comparison: no state derived, no date
+        parsed. `timed=False` after a long outage (polls failed for longer than
+        the stale-after period): changes still count as transitions, but no import
         duration is observed, since the change happened somewhere in the gap and
         timing it to this poll would report the outage as slow imports.
         """
         seen: dict[str, _Seen] = {}
         samples: list[GroupSample] = []
-        previous = self._seen
+        previous = self._seen.get
         changes: list[tuple[TargetGroup, int | None, _Seen]] = []
+        new_sample = tuple.__new__  # GroupSample's own __new__ is a Python function
         for group in groups:
-            state = group.state
-            created_on, updated_on = group.created_on, group.last_updated_on
-            before = previous.get(group.id)
-            if before is not None and before[2] == created_on and before[4] == updated_on:
-                created, updated = before[3], before[5]  # most groups, most polls: no parsing
-            else:
-                created, updated = parse_date(created_on), parse_date(updated_on)
-            if before is not None and before[0] == state:
-                since = before[1]
-            elif before is None and updated is not None and updated < now:
-                since = updated
-            else:
-                since = now
-                if before is not None:
-                    changes.append((group, state, before))
-            seen[group.id] = (state, since, created_on, created, updated_on, updated)
-            samples.append(GroupSample(group, state, created, updated, since))
+            key: _Key = _key(group)
+            before = previous(group.id)
+            if before is None or before[0] != key:
+                entry = _entry(group, key, before, now, parse_date)
+                if before is not None and entry[1] != before[1]:
+                    changes.append((group, entry[1], before))
+                before = entry
+            seen[group.id] = before
+            samples.append(
+                new_sample(GroupSample, (group, before[1], before[3], before[4], before[2]))
+            )
         self._seen = seen
         if changes:
             self._count(changes, now, timed)
@@ -163,13 +166,31 @@ class StateTracker:
         """Count the groups that changed state; few a poll, so kept off the loop above."""
         for group, state, before in changes:
             behaviour = text(group.behaviour)
-            was, is_ = _state_name(before[0]), _state_name(state)
+            was, is_ = _state_name(before[1]), _state_name(state)
             key = (behaviour, was, is_)
             self._transitions[key] = self._transitions.get(key, 0) + 1
             if timed and was == "in_progress" and is_ == "ready":
                 durations = self._durations.get(behaviour) or Durations.empty()
-                self._durations[behaviour] = durations.observe(max(0.0, now - before[1]))
+                self._durations[behaviour] = durations.observe(max(0.0, now - before[2]))
         self._lifecycle = Lifecycle(dict(self._transitions), dict(self._durations))
+
+
+def _entry(
+    group: TargetGroup, key: _Key, before: _Seen | None, now: float, parse_date: DateParser
+) -> _Seen:
+    """A group new to the tracker, or one whose state or dates changed since the last poll."""
+    state = group.state
+    if before is not None and before[0][2:] == key[2:]:
+        created, updated = before[3], before[4]
+    else:
+        created, updated = parse_date(key[2]), parse_date(key[3])
+    if before is not None and before[1] == state:
+        since = before[2]
+    elif before is None and updated is not None and updated < now:
+        since = updated
+    else:
+        since = now
+    return (key, state, since, created, updated)
 
 
 def _state_name(state: int | None) -> str:

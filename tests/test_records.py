@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from exporter import records
 from exporter.exposition import Health, render, render_groups
-from exporter.records import DateParser, PayloadError, parse_payload, text
+from exporter.records import DateParser, PayloadError, parse_payload, text, validate_record
 from exporter.simulator import SEED_RECORDS
 from exporter.snapshot import StateTracker
 
@@ -156,27 +156,19 @@ def test_unparseable_dates_are_absent(text: str) -> None:
     assert DateParser("UTC")(text) is None
 
 
-@pytest.fixture
-def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(records, "BATCH_BYTES", 2000)
-
-
 def many(count: int) -> list[dict[str, object]]:
     return [{**SEED_RECORDS[0], "id": f"g{i}", "name": f"group {i}"} for i in range(count)]
 
 
-@pytest.mark.usefixtures("small_batches")
 @pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")])
-def test_large_lists_parse_in_batches_like_whole(separators: tuple[str, str]) -> None:
-    payload = json.dumps(many(300), separators=separators).encode()
-    assert len(list(records._batches(payload))) > 10
+def test_large_lists_parse_whole(separators: tuple[str, str]) -> None:
+    payload = json.dumps(many(3000), separators=separators).encode()
     parsed = parse_payload(payload)
-    assert [g.id for g in parsed.groups] == [f"g{i}" for i in range(300)]
+    assert [g.id for g in parsed.groups] == [f"g{i}" for i in range(3000)]
     assert parsed.invalid == 0
 
 
-@pytest.mark.usefixtures("small_batches")
-def test_bad_records_in_later_batches_keep_their_index() -> None:
+def test_bad_records_far_down_the_list_keep_their_index() -> None:
     items: list[object] = many(300)
     items[250] = {"id": "broken"}
     items[251] = "not a record"
@@ -187,15 +179,14 @@ def test_bad_records_in_later_batches_keep_their_index() -> None:
     assert len(parsed.groups) == 298
 
 
-@pytest.mark.usefixtures("small_batches")
 @pytest.mark.parametrize(
     "trap",
     [
         {"name": 'tricky "}, {" name'},
-        {"extra": [{"a": 1}, {"b": 2}] * 40},  # objects in a nested list, cut between them
+        {"extra": [{"a": 1}, {"b": 2}] * 40},
     ],
 )
-def test_cuts_inside_a_record_fall_back_to_the_whole_body(trap: dict[str, object]) -> None:
+def test_records_with_json_inside_parse_like_others(trap: dict[str, object]) -> None:
     items = many(300)
     for index in range(0, 300, 7):
         items[index] = {**items[index], **trap}
@@ -204,10 +195,56 @@ def test_cuts_inside_a_record_fall_back_to_the_whole_body(trap: dict[str, object
     assert parsed.groups[0].name == items[0]["name"]
 
 
-@pytest.mark.usefixtures("small_batches")
 def test_truncated_large_body_still_fails_the_poll() -> None:
     with pytest.raises(PayloadError):
         parse_payload(body(many(300))[:-500])
+
+
+def test_the_documented_types_take_the_fast_path_with_codes_as_text() -> None:
+    """Integer codes (`"loadType": 1`) read as text by the fast decoder, as by pydantic."""
+    record = {**SEED_RECORDS[1], "loadType": 1, "source": 6, "targetGroupType": None}
+    (fast,) = records._GROUPS.decode(body([record]))
+    assert (fast.load_type, fast.source, fast.target_group_type) == ("1", "6", None)
+    assert fast == validate_record(record)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"id": "  padded  "},  # pydantic strips it
+        {"id": 42},  # a number where text is expected
+        {"userGroup": 7, "loadType": 1.5},
+        {"totalCount": "5.0"},
+        {"supportedChannels": [1, 2]},
+        {"targetState": True},
+    ],
+)
+def test_quirks_msgspec_refuses_are_read_by_pydantic(record: dict[str, object]) -> None:
+    payload = body([SEED_RECORDS[0], {**SEED_RECORDS[1], **record}])
+    parsed = parse_payload(payload)
+    assert parsed.invalid == 0
+    assert parsed.groups == [validate_record(r) for r in json.loads(payload)]
+
+
+def test_a_blank_id_is_invalid_whichever_decoder_reads_it() -> None:
+    parsed = parse_payload(body([SEED_RECORDS[0], {**SEED_RECORDS[1], "id": " \t"}]))
+    assert [g.id for g in parsed.groups] == [SEED_RECORDS[0]["id"]]
+    assert parsed.problems == ("record 1: id: String should have at least 1 character",)
+
+
+def test_a_key_sent_twice_counts_its_last_value_in_both_decoders() -> None:
+    one = json.dumps(SEED_RECORDS[0])[:-1]
+    payload = f'[{one}, "totalCount": 9.0}}]'.encode()
+    assert parse_payload(payload).groups[0].total_count == 9.0
+    assert pydantic_reading(payload).groups[0].total_count == 9.0
+
+
+def pydantic_reading(payload: bytes) -> records.ParsedPayload:
+    """The reference: the whole body read by the pydantic schema alone."""
+    groups: list[records.TargetGroup] = []
+    problems: list[str] = []
+    records._parse_with_pydantic(payload, groups, problems)
+    return records._dedupe(groups, len(problems), tuple(problems))
 
 
 JSON = st.recursive(
@@ -273,3 +310,22 @@ def test_payload_errors_say_why(payload: bytes, reason: str, code: str | None) -
     with pytest.raises(PayloadError) as caught:
         parse_payload(payload)
     assert (str(caught.value), caught.value.reason, caught.value.code) == (reason, reason, code)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=st.lists(st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=4), max_size=3))
+def test_the_fast_path_reads_any_list_as_pydantic_does(changes: list[dict[str, object]]) -> None:
+    """msgspec never accepts what pydantic refuses, nor reads it differently."""
+    items = [{**SEED_RECORDS[index % 2], **change} for index, change in enumerate(changes)]
+    payload = body(items)
+    assert parse_payload(payload) == pydantic_reading(payload)
+
+
+def test_dates_answered_from_the_recent_ones_match_a_fresh_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(DateParser, "_RECENT_LIMIT", 3)
+    dates = DateParser("Europe/Berlin")
+    strings = ["14/Dec/2022 15:16", "null", "01/Jul/2023 00:05", "bad", "14/Dec/2022 15:16"] * 3
+    assert [dates(s) for s in strings] == [DateParser("Europe/Berlin")(s) for s in strings]
+    assert len(dates._recent) <= 3

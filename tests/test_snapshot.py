@@ -216,3 +216,40 @@ def test_a_group_first_seen_takes_each_sample_field_from_its_record() -> None:
     assert sample.group == group(targetState=0)
     assert sample.state == 0
     assert (sample.created, sample.last_updated) == (UPDATED, UPDATED)
+
+
+class CountingDates(DateParser):
+    """A DateParser that counts the strings it is asked to parse."""
+
+    def __init__(self) -> None:
+        super().__init__("UTC")
+        self.calls = 0
+
+    def __call__(self, value: str | None) -> float | None:
+        self.calls += 1
+        return super().__call__(value)
+
+
+def test_an_unchanged_group_parses_no_date_and_keeps_its_sample() -> None:
+    tracker, dates = StateTracker(), CountingDates()
+    (first,) = tracker.observe([group(targetState=0)], T0, dates)
+    assert dates.calls == 2
+    (again,) = tracker.observe([group(targetState=0, name="renamed")], T0 + 60, dates)
+    assert dates.calls == 2
+    assert (again.state, again.created, again.last_updated, again.state_since) == (
+        first.state,
+        first.created,
+        first.last_updated,
+        first.state_since,
+    )
+    assert again.group.name == "renamed"  # the sample carries this poll's record
+
+
+def test_a_state_change_is_seen_with_the_dates_unchanged() -> None:
+    tracker, dates = StateTracker(), CountingDates()
+    tracker.observe([group(targetState=None, statusValue="Inprogress")], T0, dates)
+    (sample,) = tracker.observe([group(targetState=None, statusValue="Ready")], T0 + 60, dates)
+    assert (sample.state, sample.state_since) == (1, T0 + 60)
+    assert dates.calls == 2  # the dates did not change: parsed once, at first sight
+    assert tracker.lifecycle.transitions[("S", "in_progress", "ready")] == 1
+    assert tracker.lifecycle.durations["S"].count == 1
