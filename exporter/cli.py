@@ -29,6 +29,7 @@ from .settings import (
     describe_setting,
     load_settings,
 )
+from .tenants import TenantConfigError, check_lines, load_tenants, tenants_from_settings
 from .webconfig import load_web_config, wrap_server
 from .worker import PollerProcess, PollerSpec
 
@@ -123,19 +124,26 @@ def _demo_tenant(settings: Settings) -> Simulator:
 
 def build(settings: Settings) -> Exporter:
     """Check everything that can be wrong before anything starts, then wire the pieces."""
-    credentials = credentials_from(settings)  # the poller process builds its own
+    # TODO(issue 13 runtime): poll every tenant of this shard, not only the first.
+    tenants = tenants_from_settings(settings)
+    if not tenants:
+        raise ConfigError(
+            f"{describe_setting('shard')}: no tenant of {settings.config_file} is in shard"
+            f" {settings.shard} of {settings.total_shards} (several tenants are not wired yet)"
+        )
+    first = tenants[0]
+    credentials = credentials_from(first)  # the poller process builds its own
     configure_logging(settings.log_level, settings.log_format, credentials.secrets)
-    tls_verify(settings)
+    tls_verify(first)
     web = load_web_config(settings.web_config_file) if settings.web_config_file else None
-    tenant = settings.tenant_label
     latest = Latest(
-        initial_published(tenant, dict.fromkeys(m.DOCUMENTED_FAILURES, 0)),
-        stall_after=settings.stall_after,
+        initial_published(first.tenant_label, dict.fromkeys(m.DOCUMENTED_FAILURES, 0)),
+        stall_after=first.stall_after,
     )
-    simulator = _demo_tenant(settings) if settings.demo else None
-    base_url = simulator.base_url if simulator else settings.base_url
+    simulator = _demo_tenant(first) if first.demo else None
+    base_url = simulator.base_url if simulator else first.base_url
     assert base_url is not None
-    poller = PollerProcess(PollerSpec(settings, base_url), latest)
+    poller = PollerProcess(PollerSpec(first, base_url), latest)
     processes = ProcessMetrics(lambda: poller.pid)
     try:
         servers = [_serve(settings, address, latest, processes) for address in settings.listen]
@@ -146,7 +154,7 @@ def build(settings: Settings) -> Exporter:
     if web is not None:
         for server in servers:
             wrap_server(server, web)
-    return Exporter(settings, base_url, servers, latest, poller, simulator)
+    return Exporter(first, base_url, servers, latest, poller, simulator)
 
 
 def _serve(
@@ -168,13 +176,36 @@ def _serve(
         ) from None
 
 
+def check(settings: Settings) -> list[str]:
+    """--config.check: every check start-up makes, then one line per tenant; starts nothing.
+
+    Raises ConfigError or TenantConfigError.
+    """
+    if settings.config_file is None:
+        tenants: tuple[Settings, ...] = (settings,)
+        credentials_from(settings)
+        tls_verify(settings)
+    else:
+        tenants = load_tenants(settings.config_file, settings, check_files=True)
+    if settings.web_config_file is not None:
+        load_web_config(settings.web_config_file)
+    return check_lines(tenants, settings.shard, settings.total_shards)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     overrides = _overrides(build_parser().parse_args(argv))
     try:
         settings = load_settings(**overrides)
+        if settings.config_check:
+            print(*check(settings), sep="\n")
+            return 0
         exporter = build(settings)
     except ConfigError as exc:
         print(f"webex-campaign-exporter: error: {exc}", file=sys.stderr)
+        return 2
+    except TenantConfigError as exc:
+        for problem in exc.problems:
+            print(f"webex-campaign-exporter: error: {problem}", file=sys.stderr)
         return 2
     stop = threading.Event()
 
@@ -188,16 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info(
         "exporter_started",
         version=__version__,
-        tenant=settings.tenant_label,
+        tenant=exporter.settings.tenant_label,
         listen_address=[str(address) for address in settings.listen],
         base_url=exporter.base_url,
-        poll_interval_s=settings.poll_interval,
-        stale_after_s=settings.effective_stale_after,
+        poll_interval_s=exporter.settings.poll_interval,
+        stale_after_s=exporter.settings.effective_stale_after,
         demo=settings.demo,
         web_config=str(settings.web_config_file) if settings.web_config_file else None,
     )
     while not stop.wait(0.5):
         pass
     exporter.stop()
-    log.info("exporter_stopped", tenant=settings.tenant_label)
+    log.info("exporter_stopped", tenant=exporter.settings.tenant_label)
     return 0
