@@ -278,6 +278,7 @@ class _Layers:
                 self.problems.add(
                     where, key, f"secrets are never inline; use {key}_file or {key}_env"
                 )
+                values[key] = _MISSING
             elif key not in allowed:
                 self.problems.add(where, str(key), f"unknown key; allowed: {', '.join(allowed)}")
             elif key != "name":
@@ -307,7 +308,7 @@ class _Layers:
 
 
 class _Missing:
-    """A secret whose variable is unset: already reported, still counted as given."""
+    """A secret inline or from an unset variable: reported, and still counted as given."""
 
 
 _MISSING = _Missing()
@@ -317,9 +318,10 @@ def _merge(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     """`defaults:` then the entry; an entry giving a secret in one form drops both forms."""
     merged = dict(shared)
     for secret in SECRETS:
-        if f"{secret}_file" in own or f"{secret}_env" in own:
-            merged.pop(f"{secret}_file", None)
-            merged.pop(f"{secret}_env", None)
+        forms = (secret, f"{secret}_file", f"{secret}_env")
+        if any(form in own for form in forms):
+            for form in forms:
+                merged.pop(form, None)
     merged.update(own)
     for secret in SECRETS:
         if f"{secret}_env" in merged:
