@@ -6,20 +6,20 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 
 from . import __version__
-from . import metrics as m
 from .api import credentials_from, tls_verify
 from .logs import configure_logging
 from .process_metrics import ProcessMetrics
 from .scenarios import DEMO_KEY
-from .server import Latest, MetricsServer, initial_published, make_server
+from .server import Latest, MetricsServer, Published, ScrapeSeries, make_server
 from .settings import (
+    DEMO_TENANT,
     OPTIONS,
     ConfigError,
     Flag,
@@ -29,8 +29,10 @@ from .settings import (
     describe_setting,
     load_settings,
 )
+from .tenancy import Reloader, ReloadStatus, Tenancy, Tenant, load_shard
+from .tenants import TenantConfigError, check_lines, load_tenants, shard_of
 from .webconfig import load_web_config, wrap_server
-from .worker import PollerProcess, PollerSpec
+from .worker import Logging, PollerProcess
 
 if TYPE_CHECKING:
     from .simulator import Simulator
@@ -84,74 +86,144 @@ class Exporter:
     """The running pieces, started and stopped together."""
 
     settings: Settings
-    base_url: str
+    tenants: list[Tenant]
+    """The tenants polled at start (reloads change the poller's list, not this one)."""
     servers: list[MetricsServer]
     latest: Latest
     poller: PollerProcess
-    simulator: Simulator | None
+    simulators: list[Simulator]
+    reloader: Reloader | None
+
+    @property
+    def base_url(self) -> str:
+        return self.tenants[0].base_url if self.tenants else ""
+
+    @property
+    def simulator(self) -> Simulator | None:
+        return self.simulators[0] if self.simulators else None
 
     def start(self) -> None:
         self.latest.watch(self.poller.start())
+        if self.reloader is not None:
+            self.reloader.start()
         for server in self.servers:
             threading.Thread(
                 target=server.serve_forever, args=(0.1,), name="http", daemon=True
             ).start()
 
+    def request_reload(self) -> None:
+        """SIGHUP: reload --config.file soon (a signal handler must not wait for locks)."""
+        if self.reloader is None:
+            log.info("reload_ignored", reason="no --config.file to reload")
+        else:
+            self.reloader.request()
+
     def stop(self) -> None:
+        if self.reloader is not None:
+            self.reloader.stop()
         self.poller.stop()
         for server in self.servers:
             server.shutdown()
             server.server_close()
-        if self.simulator is not None:
-            self.simulator.stop()
+        for simulator in self.simulators:
+            simulator.stop()
 
 
-def _demo_tenant(settings: Settings) -> Simulator:
+def _demo_tenants(settings: Settings) -> list[tuple[Settings, Simulator]]:
+    """--demo: `--demo.tenants` simulated tenants on loopback (this shard's are started).
+
+    The first answers as `--demo.scenario` says; with several, the second fails now
+    and then (flaky), so a multi-tenant dashboard shows a tenant in trouble.
+    """
     # Imported here, so only --demo loads the simulator: production code never does.
     from .scenarios import FLAKY_SHARE, SCENARIOS
     from .simulator import Simulator, Tenant
 
-    tenant = Tenant(timezone=settings.timezone)
-    tenant.slow_seconds = settings.timeout + 5
-    tenant.too_large_bytes = settings.max_response_bytes + 1
-    if settings.demo_scenario == "flaky":
-        tenant.flaky = FLAKY_SHARE
-    elif settings.demo_scenario != "healthy":
-        tenant.scenario = SCENARIOS[settings.demo_scenario]
-    return Simulator(tenant, keys=frozenset({DEMO_KEY})).start(tick_seconds=DEMO_TICK_SECONDS)
+    count = settings.demo_tenants
+    names = [DEMO_TENANT] if count == 1 else [f"{DEMO_TENANT}-{n}" for n in range(1, count + 1)]
+    chosen = []
+    for index, name in enumerate(names):
+        if shard_of(name, settings.total_shards) != settings.shard:
+            continue
+        tenant = Tenant(timezone=settings.timezone)
+        tenant.slow_seconds = settings.timeout + 5
+        tenant.too_large_bytes = settings.max_response_bytes + 1
+        scenario = settings.demo_scenario if index == 0 else "flaky" if index == 1 else "healthy"
+        if scenario == "flaky":
+            tenant.flaky = FLAKY_SHARE
+        elif scenario != "healthy":
+            tenant.scenario = SCENARIOS[scenario]
+        simulator = Simulator(tenant, keys=frozenset({DEMO_KEY}))
+        chosen.append((settings.model_copy(update={"tenant": name}), simulator))
+    return chosen
+
+
+def _tenants(settings: Settings) -> tuple[list[Tenant], list[Simulator]]:
+    """The tenants this instance polls, and the demo's simulators (started)."""
+    if settings.config_file is not None:
+        return load_shard(settings), []
+    if not settings.demo:
+        assert settings.base_url is not None
+        return [Tenant(settings, settings.base_url)], []
+    tenants, simulators = [], []
+    for tenant_settings, simulator in _demo_tenants(settings):
+        simulators.append(simulator.start(tick_seconds=DEMO_TICK_SECONDS))
+        tenants.append(Tenant(tenant_settings, simulators[-1].base_url))
+    return tenants, simulators
 
 
 def build(settings: Settings) -> Exporter:
     """Check everything that can be wrong before anything starts, then wire the pieces."""
     demo_key = DEMO_KEY if settings.demo else None
-    credentials = credentials_from(settings, demo_key)  # the poller process builds its own
-    configure_logging(settings.log_level, settings.log_format, credentials.secrets)
-    tls_verify(settings)
+    if settings.config_file is not None:
+        checked = load_shard(settings)  # before anything starts: raises TenantConfigError
+    else:
+        checked = [Tenant(settings, settings.base_url or "")]
+    # The poller process builds its own; these check the keys and CA files first.
+    credentials = [credentials_from(t.settings, demo_key) for t in checked]
+    for tenant in checked:
+        tls_verify(tenant.settings)
+
+    def secrets() -> list[str]:
+        return [secret for c in credentials for secret in c.secrets()]
+
+    configure_logging(settings.log_level, settings.log_format, secrets)
     web = load_web_config(settings.web_config_file) if settings.web_config_file else None
-    tenant = settings.tenant_label
-    latest = Latest(
-        initial_published(tenant, dict.fromkeys(m.DOCUMENTED_FAILURES, 0)),
-        stall_after=settings.stall_after,
-    )
-    simulator = _demo_tenant(settings) if settings.demo else None
-    base_url = simulator.base_url if simulator else settings.base_url
-    assert base_url is not None
-    poller = PollerProcess(PollerSpec(settings, base_url, demo_key), latest)
-    processes = ProcessMetrics(lambda: poller.pid)
+    latest = Latest(Published.of_slots([]))
+    tenancy = Tenancy(latest, demo_key)
+    tenants, simulators = _tenants(settings)
+    tenancy.apply(tenants)
+    poller = PollerProcess(Logging(settings.log_level, settings.log_format), tenancy.specs, latest)
+    tenancy.poller = poller
+    status = ReloadStatus() if settings.config_file is not None else None
+    reloader = Reloader(settings, tenancy, status) if status is not None else None
+    series: list[ScrapeSeries] = [ProcessMetrics(lambda: poller.pid)]
+    if status is not None:
+        series.append(status)
+    reload = None
+    if settings.web_enable_lifecycle:
+
+        def reload() -> str | None:
+            return None if reloader is None else reloader.reload("POST /-/reload")
+
     try:
-        servers = [_serve(settings, address, latest, processes) for address in settings.listen]
+        servers = [_serve(settings, address, latest, series, reload) for address in settings.listen]
     except ConfigError:
-        if simulator is not None:
+        for simulator in simulators:
             simulator.stop()
         raise
     if web is not None:
         for server in servers:
             wrap_server(server, web)
-    return Exporter(settings, base_url, servers, latest, poller, simulator)
+    return Exporter(settings, tenants, servers, latest, poller, simulators, reloader)
 
 
 def _serve(
-    settings: Settings, address: ListenAddress, latest: Latest, processes: ProcessMetrics
+    settings: Settings,
+    address: ListenAddress,
+    latest: Latest,
+    series: Sequence[ScrapeSeries],
+    reload: Callable[[], str | None] | None,
 ) -> MetricsServer:
     try:
         return make_server(
@@ -160,7 +232,8 @@ def _serve(
             max_connections=settings.web_max_connections,
             read_header_timeout=settings.web_read_header_timeout,
             telemetry_path=settings.web_telemetry_path,
-            process_metrics=processes,
+            scrape_series=series,
+            reload=reload,
         )
     except OSError as exc:
         raise ConfigError(
@@ -169,13 +242,36 @@ def _serve(
         ) from None
 
 
+def check(settings: Settings) -> list[str]:
+    """--config.check: every check start-up makes, then one line per tenant; starts nothing.
+
+    Raises ConfigError or TenantConfigError.
+    """
+    if settings.config_file is None:
+        tenants: tuple[Settings, ...] = (settings,)
+        credentials_from(settings, DEMO_KEY if settings.demo else None)
+        tls_verify(settings)
+    else:
+        tenants = load_tenants(settings.config_file, settings, check_files=True)
+    if settings.web_config_file is not None:
+        load_web_config(settings.web_config_file)
+    return check_lines(tenants, settings.shard, settings.total_shards)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     overrides = _overrides(build_parser().parse_args(argv))
     try:
         settings = load_settings(**overrides)
+        if settings.config_check:
+            print(*check(settings), sep="\n")
+            return 0
         exporter = build(settings)
     except ConfigError as exc:
         print(f"webex-campaign-exporter: error: {exc}", file=sys.stderr)
+        return 2
+    except TenantConfigError as exc:
+        for problem in exc.problems:
+            print(f"webex-campaign-exporter: error: {problem}", file=sys.stderr)
         return 2
     stop = threading.Event()
 
@@ -185,20 +281,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: exporter.request_reload())
     exporter.start()
     log.info(
         "exporter_started",
         version=__version__,
-        tenant=settings.tenant_label,
+        tenants=[tenant.name for tenant in exporter.tenants],
         listen_address=[str(address) for address in settings.listen],
-        base_url=exporter.base_url,
-        poll_interval_s=settings.poll_interval,
-        stale_after_s=settings.effective_stale_after,
+        base_url=[tenant.base_url for tenant in exporter.tenants],
+        poll_interval_s=[tenant.settings.poll_interval for tenant in exporter.tenants],
+        config_file=str(settings.config_file) if settings.config_file else None,
+        shard=f"{settings.shard} of {settings.total_shards}",
         demo=settings.demo,
         web_config=str(settings.web_config_file) if settings.web_config_file else None,
     )
     while not stop.wait(0.5):
         pass
     exporter.stop()
-    log.info("exporter_stopped", tenant=settings.tenant_label)
+    log.info("exporter_stopped")
     return 0

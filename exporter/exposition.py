@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
@@ -68,16 +67,47 @@ def _header(metric: m.Metric, openmetrics: bool = False) -> str:
 
 
 @dataclass(frozen=True)
-class GroupBlock:
-    """The per-group families of one snapshot as deflate segments, in order."""
+class FamilyPart:
+    """One tenant's samples of one family (no HELP or TYPE) as raw deflate segments,
+    with the CRC-32 and length of their text."""
 
-    parts: tuple[bytes | bytearray, ...]
+    parts: tuple[bytes | bytearray | memoryview, ...]
     crc: int
     size: int
-    """Uncompressed bytes."""
+
+    @classmethod
+    def of(cls, text: bytes) -> FamilyPart:
+        if not text:
+            return EMPTY_PART
+        segment = Segment.of(text)
+        return cls((segment.data,), segment.crc, segment.size)
+
+    @classmethod
+    def joined(cls, segments: Sequence[Segment]) -> FamilyPart:
+        crc, size = combine(segments)
+        return cls(tuple(segment.data for segment in segments if segment.size), crc, size)
+
+
+EMPTY_PART = FamilyPart((), 0, 0)
+
+
+@dataclass(frozen=True)
+class GroupBlock:
+    """The per-group families of one snapshot, one part per family of m.PER_GROUP."""
+
+    families: tuple[FamilyPart, ...]
     groups: int
     truncated: int = 0
     """Label values cut to the length cap."""
+
+    @property
+    def parts(self) -> tuple[bytes | bytearray | memoryview, ...]:
+        return tuple(part for family in self.families for part in family.parts)
+
+    @property
+    def size(self) -> int:
+        """Uncompressed bytes of the samples."""
+        return sum(family.size for family in self.families)
 
 
 DEFAULT_MAX_LABEL_LENGTH = 1024
@@ -186,7 +216,6 @@ class BlockRenderer:
     def __init__(self, tenant: str, max_label_length: int = DEFAULT_MAX_LABEL_LENGTH) -> None:
         self._max_label_length = max_label_length
         self._tenant = f'{m.TENANT}="{escape(tenant)}"'
-        self._headers = {metric: Segment.of(_header(metric).encode()) for metric in m.PER_GROUP}
         self._cache: dict[int, _Chunk] = {}
         self._suffixes: dict[tuple[_LabelSet, object], tuple[str, int]] = {}
         self._last: tuple[list[int], GroupBlock] | None = None
@@ -208,25 +237,22 @@ class BlockRenderer:
         self._cache = cache
         if len(self._suffixes) > 10_000:
             self._suffixes.clear()
-        ordered = [
-            segment
-            for family, metric in enumerate(m.PER_GROUP)
-            for segment in (self._headers[metric], *(segments[family] for segments in rendered))
-        ]
-        crc, size = combine(ordered)
-        parts = tuple(segment.data for segment in ordered if segment.size)
-        block = GroupBlock(parts, crc, size, len(samples), truncated)
+        families = tuple(
+            FamilyPart.joined([segments[family] for segments in rendered])
+            for family in range(len(m.PER_GROUP))
+        )
+        block = GroupBlock(families, len(samples), truncated)
         self._last = (keys, block)
         return block
 
     def render_with(
         self, samples: Sequence[GroupSample] | None, health: Health
-    ) -> tuple[GroupBlock, Health]:
-        """The block of `samples` (None: the last block again), and `health` counting
-        the label values it cut."""
+    ) -> TenantExposition:
+        """The tenant's share of every family: the block of `samples` (None: the last
+        block again) and `health`, counting the label values the block cut."""
         if samples is not None or self._block is None:
             self._block = self.render(samples or ())
-        return self._block, replace(health, truncated=self._block.truncated)
+        return TenantExposition.of(self._block, health)
 
     def _split(self, samples: Sequence[GroupSample]) -> list[Sequence[GroupSample]]:
         chunks = []
@@ -299,40 +325,37 @@ class Health:
     """Label values of the served group block cut to the length cap."""
 
 
-def _tail(health: Health, openmetrics: bool) -> bytes:
-    """The health series (OpenMetrics' `# EOF` is added later, after any per-scrape series)."""
-    tenant = f'tenant="{escape(health.tenant)}"'
-    out: list[str] = []
+def _tenant_lines(health: Health) -> list[bytes]:
+    """A tenant's samples of each family of m.PER_TENANT, in order (the same text in both
+    formats: counters keep `_total` on their samples in OpenMetrics too)."""
+    tenant = f'{m.TENANT}="{escape(health.tenant)}"'
 
-    def gauge(metric: m.Metric, value: float | None, labels: str = tenant) -> None:
-        out.append(_header(metric, openmetrics))
-        if value is not None:
-            out.append(f"{metric.name}{{{labels}}} {format_value(value)}\n")
+    def gauge(value: float | None, labels: str = tenant, metric: m.Metric = m.UP) -> str:
+        return "" if value is None else f"{metric.name}{{{labels}}} {format_value(value)}\n"
 
-    out.append(_header(m.GROUPS, openmetrics))
-    for state in m.STATES:
-        count = health.group_counts.get(state, 0)
-        out.append(f'{m.GROUPS.name}{{{tenant},state="{state}"}} {count}\n')
-    gauge(m.UP, 1.0 if health.up else 0.0)
-    gauge(m.LAST_POLL_SUCCESS, health.last_success)
-    gauge(m.POLL_DURATION, health.poll_duration)
-    gauge(m.INVALID_GROUPS, float(health.invalid))
-    gauge(m.TRUNCATED_LABELS, float(health.truncated))
     python = ".".join(str(part) for part in sys.version_info[:3])
-    gauge(
-        m.BUILD_INFO,
-        1.0,
-        f'{tenant},version="{escape(__version__)}",python_version="{python}"',
-    )
-    gauge(m.API_REQUESTS, float(health.requests))
-    out.append(_header(m.API_FAILURES, openmetrics))
-    for (status, code), count in sorted(health.failures.items()):
-        out.append(
+    build = f'{tenant},version="{escape(__version__)}",python_version="{python}"'
+    texts = {
+        m.GROUPS: "".join(
+            f'{m.GROUPS.name}{{{tenant},state="{state}"}} {health.group_counts.get(state, 0)}\n'
+            for state in m.STATES
+        ),
+        m.UP: gauge(1.0 if health.up else 0.0),
+        m.LAST_POLL_SUCCESS: gauge(health.last_success, metric=m.LAST_POLL_SUCCESS),
+        m.POLL_DURATION: gauge(health.poll_duration, metric=m.POLL_DURATION),
+        m.INVALID_GROUPS: gauge(float(health.invalid), metric=m.INVALID_GROUPS),
+        m.TRUNCATED_LABELS: gauge(float(health.truncated), metric=m.TRUNCATED_LABELS),
+        m.BUILD_INFO: gauge(1.0, build, m.BUILD_INFO),
+        m.API_REQUESTS: gauge(float(health.requests), metric=m.API_REQUESTS),
+        m.API_FAILURES: "".join(
             f'{m.API_FAILURES.name}{{{tenant},status="{escape(status)}",code="{escape(code)}"}}'
             f" {count}\n"
-        )
-    out.extend(_lifecycle_lines(tenant, health.lifecycle, openmetrics))
-    return "".join(out).encode()
+            for (status, code), count in sorted(health.failures.items())
+        ),
+        m.TRANSITIONS: _transition_lines(tenant, health.lifecycle),
+        m.IMPORT_DURATION: _duration_lines(tenant, health.lifecycle),
+    }
+    return [texts[metric].encode() for metric in m.PER_TENANT]
 
 
 _LE = tuple(
@@ -341,32 +364,57 @@ _LE = tuple(
 )
 
 
-def _lifecycle_lines(tenant: str, lifecycle: Lifecycle, openmetrics: bool) -> list[str]:
-    """The state-transition counter and the import-duration histogram of one tenant.
+def _behaviour(behaviour: str) -> str:
+    # The API's text: bounded like every other label (the default cap; the behaviours
+    # the API documents are one letter).
+    return escape(cut_label(behaviour, DEFAULT_MAX_LABEL_LENGTH) or behaviour)
 
-    A few dozen series, so they are rendered with the tail on every poll attempt.
-    """
 
-    def label_of(behaviour: str) -> str:
-        # The API's text: bounded like every other label (the default cap; the
-        # behaviours the API documents are one letter).
-        return escape(cut_label(behaviour, DEFAULT_MAX_LABEL_LENGTH) or behaviour)
+def _transition_lines(tenant: str, lifecycle: Lifecycle) -> str:
+    """The state-transition counter of one tenant: a few dozen series, rendered per poll."""
+    return "".join(
+        f'{m.TRANSITIONS.name}{{{tenant},behaviour="{_behaviour(behaviour)}",'
+        f'from="{before}",to="{after}"}} {count}\n'
+        for (behaviour, before, after), count in sorted(lifecycle.transitions.items())
+    )
 
-    out = [_header(m.TRANSITIONS, openmetrics)]
-    for (behaviour, before, after), count in sorted(lifecycle.transitions.items()):
-        out.append(
-            f'{m.TRANSITIONS.name}{{{tenant},behaviour="{label_of(behaviour)}",'
-            f'from="{before}",to="{after}"}} {count}\n'
-        )
-    out.append(_header(m.IMPORT_DURATION, openmetrics))
+
+def _duration_lines(tenant: str, lifecycle: Lifecycle) -> str:
+    """The import-duration histogram of one tenant."""
+    out = []
     name = m.IMPORT_DURATION.name
     for behaviour, durations in sorted(lifecycle.durations.items()):
-        labels = f'{tenant},behaviour="{label_of(behaviour)}"'
+        labels = f'{tenant},behaviour="{_behaviour(behaviour)}"'
         for le, count in zip(_LE, durations.cumulative(), strict=True):
             out.append(f'{name}_bucket{{{labels},le="{le}"}} {count}\n')
         out.append(f"{name}_sum{{{labels}}} {format_value(durations.sum)}\n")
         out.append(f"{name}_count{{{labels}}} {durations.count}\n")
-    return out
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class TenantExposition:
+    """One tenant's share of every family (m.TENANT_FAMILIES), rendered and deflated by
+    the poller process; the serving process only stitches tenants together."""
+
+    families: tuple[FamilyPart, ...]
+    health: Health
+    groups: int
+
+    @classmethod
+    def of(cls, block: GroupBlock, health: Health) -> TenantExposition:
+        health = replace(health, truncated=block.truncated)
+        tail = tuple(FamilyPart.of(text) for text in _tenant_lines(health))
+        return cls((*block.families, *tail), health, block.groups)
+
+    @property
+    def tenant(self) -> str:
+        return self.health.tenant
+
+    def with_health(self, health: Health) -> TenantExposition:
+        """The same groups with other health figures (the poller process died: up 0)."""
+        tail = tuple(FamilyPart.of(text) for text in _tenant_lines(health))
+        return replace(self, families=(*self.families[: len(m.PER_GROUP)], *tail), health=health)
 
 
 @dataclass(frozen=True)
@@ -387,22 +435,37 @@ class Exposition:
         return self.openmetrics if openmetrics else self.text
 
 
-def render(block: GroupBlock, health: Health) -> Exposition:
-    """Stitch a deflated group block and this poll's health series into both formats.
+_HEADERS = {
+    openmetrics: tuple(
+        Segment.of(_header(metric, openmetrics).encode()) for metric in m.TENANT_FAMILIES
+    )
+    for openmetrics in (False, True)
+}
 
-    Only the small tail is compressed here; the block's deflate data is reused
-    as is, and the gzip CRC continues from the block's.
-    """
+
+def assemble(tenants: Sequence[TenantExposition]) -> Exposition:
+    """Every tenant's series in both formats, family by family: one HELP and TYPE per
+    family, then each tenant's samples of it. Nothing is re-rendered or re-compressed:
+    the tenants' deflate data is reused as is, and only the CRC is combined."""
     complete: list[Body] = []
     opened: list[OpenBody] = []
     for openmetrics, content_type in ((False, TEXT_CONTENT_TYPE), (True, OPENMETRICS_CONTENT_TYPE)):
-        tail = _tail(health, openmetrics)
-        middle = Segment.of(tail)
-        crc = zlib.crc32(tail, block.crc)  # the text is at hand: continue the CRC over it
-        parts = (GZIP_HEADER, *block.parts, middle.data)
-        opened.append(OpenBody(content_type, parts, crc, block.size + middle.size, openmetrics))
-        head = (GZIP_HEADER, *block.parts)
-        complete.append(
-            OpenBody(content_type, head, block.crc, block.size, openmetrics).finish(tail)
-        )
+        pieces: list[Segment | FamilyPart] = []
+        for index, header in enumerate(_HEADERS[openmetrics]):
+            pieces.append(header)
+            pieces.extend(tenant.families[index] for tenant in tenants)
+        crc, size = combine(pieces)
+        parts = (GZIP_HEADER, *(part for piece in pieces for part in _data_of(piece)))
+        body = OpenBody(content_type, parts, crc, size, openmetrics)
+        opened.append(body)
+        complete.append(body.finish(b""))
     return Exposition(complete[0], complete[1], (opened[0], opened[1]))
+
+
+def _data_of(piece: Segment | FamilyPart) -> tuple[bytes | bytearray | memoryview, ...]:
+    return piece.parts if isinstance(piece, FamilyPart) else (piece.data,)
+
+
+def render(block: GroupBlock, health: Health) -> Exposition:
+    """One tenant's exposition in both formats."""
+    return assemble([TenantExposition.of(block, health)])

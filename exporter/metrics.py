@@ -263,6 +263,21 @@ IMPORT_DURATION = Metric(
     IMPORT_DURATION_BUCKETS,
 )
 
+# Process-wide, with --config.file only: read at scrape time in the serving process.
+CONFIG_RELOAD_SUCCESSFUL = Metric(
+    PREFIX + "config_last_reload_successful",
+    "gauge",
+    "1 if the last reload of --config.file succeeded (or none was tried since the start), else 0.",
+    (),
+)
+CONFIG_RELOAD_SUCCESS_TIME = Metric(
+    PREFIX + "config_last_reload_success_timestamp_seconds",
+    "gauge",
+    "When --config.file was last loaded successfully (at start or by a reload), as Unix time.",
+    (),
+)
+CONFIG: tuple[Metric, ...] = (CONFIG_RELOAD_SUCCESSFUL, CONFIG_RELOAD_SUCCESS_TIME)
+
 # Read at scrape time from /proc for both processes (exporter.process_metrics):
 # the names prometheus_client's ProcessCollector writes, with the label `process`.
 PROCESS: tuple[Metric, ...] = (
@@ -297,17 +312,23 @@ PER_GROUP: tuple[Metric, ...] = (  # in the order they are exposed
     STATE_SINCE,
 )
 
-ALL: tuple[Metric, ...] = (
-    *PER_GROUP,
+# A tenant's own series outside the per-group ones, in the order they are exposed.
+PER_TENANT: tuple[Metric, ...] = (
     GROUPS,
     UP,
     LAST_POLL_SUCCESS,
     POLL_DURATION,
-    API_REQUESTS,
-    API_FAILURES,
     INVALID_GROUPS,
     TRUNCATED_LABELS,
     BUILD_INFO,
+    API_REQUESTS,
+    API_FAILURES,
     TRANSITIONS,
     IMPORT_DURATION,
 )
+
+# Every family a tenant has samples in, in exposition order: with several tenants each
+# family is written once, every tenant's samples of it together.
+TENANT_FAMILIES: tuple[Metric, ...] = (*PER_GROUP, *PER_TENANT)
+
+ALL: tuple[Metric, ...] = (*TENANT_FAMILIES, *CONFIG)

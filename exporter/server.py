@@ -15,20 +15,49 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import structlog
 
 from . import __version__
-from .exposition import Exposition, GroupBlock, Health, empty_group_block, render
-from .process_metrics import ProcessMetrics
+from . import metrics as m
+from .exposition import Exposition, Health, TenantExposition, assemble, empty_group_block
 from .settings import ListenAddress
 
 log = structlog.get_logger("exporter.server")
+
+
+@dataclass(frozen=True)
+class TenantSlot:
+    """What the server holds for one tenant: its share of the exposition."""
+
+    key: int
+    """Which poller this is (a tenant whose settings change by a reload gets a new one):
+    a late result of a poller that was replaced or removed is dropped."""
+    exposition: TenantExposition
+    ready: bool
+    """Its first poll has completed, successfully or not."""
+
+    @property
+    def health(self) -> Health:
+        return self.exposition.health
+
+    @classmethod
+    def pending(cls, key: int, tenant: str) -> TenantSlot:
+        preset = dict.fromkeys(m.DOCUMENTED_FAILURES, 0)
+        health = Health(tenant, False, None, None, 0, preset, 0)
+        return cls(key, TenantExposition.of(empty_group_block(), health), ready=False)
+
+    def down(self) -> TenantSlot:
+        """The same values with `webex_campaign_up` 0 (the poller process died)."""
+        if not self.ready or not self.health.up:
+            return self
+        health = replace(self.health, up=False)
+        return replace(self, exposition=self.exposition.with_health(health))
 
 
 @dataclass(frozen=True)
@@ -36,13 +65,26 @@ class Published:
     """What the HTTP server reads: swapped atomically after each poll attempt."""
 
     exposition: Exposition
-    block: GroupBlock
-    health: Health
-    ready: bool = True
+    tenants: tuple[TenantSlot, ...]
 
     @classmethod
-    def of(cls, block: GroupBlock, health: Health) -> Published:
-        return cls(render(block, health), block, health)
+    def of_slots(cls, slots: Sequence[TenantSlot]) -> Published:
+        return cls(assemble([slot.exposition for slot in slots]), tuple(slots))
+
+    @classmethod
+    def of(cls, tenant: TenantExposition) -> Published:
+        """One tenant, polled."""
+        return cls.of_slots([TenantSlot(0, tenant, ready=True)])
+
+    @property
+    def ready(self) -> bool:
+        """Every tenant's first poll has completed."""
+        return all(slot.ready for slot in self.tenants)
+
+    # One tenant's figures (the first one's), for single-tenant callers.
+    @property
+    def health(self) -> Health:
+        return self.tenants[0].health
 
     @property
     def up(self) -> bool:
@@ -54,21 +96,23 @@ class Published:
 
     @property
     def groups(self) -> int:
-        return self.block.groups
+        return self.tenants[0].exposition.groups
 
     def down(self) -> Published:
-        """The same values with `webex_campaign_up` 0 (the poller itself failed)."""
-        return Published.of(self.block, replace(self.health, up=False))
+        """The same values with `webex_campaign_up` 0 for every tenant."""
+        return Published.of_slots([slot.down() for slot in self.tenants])
 
 
-def initial_published(tenant: str, stats_preset: dict[tuple[str, str], int]) -> Published:
-    health = Health(tenant, False, None, None, 0, stats_preset, 0)
-    block = empty_group_block()
-    return Published(render(block, health), block, health, ready=False)
+def initial_published(tenant: str, key: int = 0) -> Published:
+    return Published.of_slots([TenantSlot.pending(key, tenant)])
 
 
 class Latest:
     """Holds the last Published; a plain attribute swap is atomic under the GIL.
+
+    Tenants are kept in the order they were configured; results update their
+    tenant's slot and re-stitch the exposition (under a lock: results and
+    reloads come from different threads; scrapes take no lock).
 
     It also tells whether polling still makes progress, for `/-/healthy`: every
     poll attempt publishes (success or failure), so a result older than
@@ -87,10 +131,40 @@ class Latest:
         self._clock = clock
         self._progress = clock()
         self._workers: list[threading.Thread] = []
+        self._lock = threading.Lock()
 
     def set(self, value: Published) -> None:
         self.value = value
         self._progress = self._clock()
+
+    def configure(self, tenants: Sequence[tuple[int, str]], stall_after: float) -> None:
+        """Serve these tenants (key, name), in this order: kept keys keep their values,
+        new ones wait for their first poll, the others are gone from the next scrape."""
+        with self._lock:
+            slots = {slot.key: slot for slot in self.value.tenants}
+            self.stall_after = stall_after
+            self.set(
+                Published.of_slots(
+                    [slots.get(key) or TenantSlot.pending(key, name) for key, name in tenants]
+                )
+            )
+
+    def update(self, key: int, tenant: TenantExposition) -> bool:
+        """A poll result of the tenant polled as `key`; False (dropped) if it is no longer
+        served."""
+        with self._lock:
+            slots = list(self.value.tenants)
+            index = next((i for i, slot in enumerate(slots) if slot.key == key), None)
+            if index is None:
+                return False
+            slots[index] = TenantSlot(key, tenant, ready=True)
+            self.set(Published.of_slots(slots))
+            return True
+
+    def down(self) -> None:
+        """The poller process died: every tenant's `webex_campaign_up` goes to 0."""
+        with self._lock:
+            self.value = self.value.down()
 
     def watch(self, worker: threading.Thread) -> None:
         """Count `worker` dying as polling stopped."""
@@ -100,6 +174,8 @@ class Latest:
         """Why polling is not making progress, or None while it is."""
         if any(not worker.is_alive() for worker in self._workers):
             return "the thread receiving poll results has stopped"
+        if not self.value.tenants:
+            return None  # nothing to poll (a shard without tenants)
         idle = self._clock() - self._progress
         if idle > self.stall_after:
             return f"no poll result for {idle:.0f} s"
@@ -146,16 +222,13 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
 
 _LANDING = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Webex Campaign exporter</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:48em}}
-td{{padding:.2em 1em .2em 0}}</style></head>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:60em}}
+td,th{{padding:.2em 1em .2em 0;text-align:left}}</style></head>
 <body><h1>Webex Campaign exporter</h1>
-<p>Prometheus exporter for Webex Campaign target groups.</p>
+<p>Prometheus exporter for Webex Campaign target groups. Version {version}.</p>
 <table>
-<tr><td>Version</td><td>{version}</td></tr>
-<tr><td>Tenant</td><td>{tenant}</td></tr>
-<tr><td>API</td><td>{up}</td></tr>
-<tr><td>Target groups</td><td>{groups}</td></tr>
-<tr><td>Snapshot age</td><td>{age}</td></tr>
+<tr><th>Tenant</th><th>API</th><th>Target groups</th><th>Snapshot age</th></tr>
+{rows}
 </table>
 <p><a href="{metrics}">Metrics</a> &middot; <a href="/-/healthy">Health</a>
 &middot; <a href="/-/ready">Readiness</a></p>
@@ -163,25 +236,36 @@ td{{padding:.2em 1em .2em 0}}</style></head>
 """
 
 
-def landing_page(published: Published, now: float, telemetry_path: str = "/metrics") -> bytes:
-    if published.last_success is None:
+def _row(slot: TenantSlot, now: float) -> str:
+    health = slot.health
+    if health.last_success is None:
         age = "no successful poll yet"
     else:
-        age = f"{max(0.0, now - published.last_success):.0f} s"
-    if not published.ready:
+        age = f"{max(0.0, now - health.last_success):.0f} s"
+    if not slot.ready:
         up = "first poll pending"
     else:
-        up = "up" if published.up else "down (serving the last good values)"
+        up = "up" if health.up else "down (serving the last good values)"
+    cells = (html.escape(health.tenant), up, str(slot.exposition.groups), age)
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
+def landing_page(published: Published, now: float, telemetry_path: str = "/metrics") -> bytes:
+    rows = "\n".join(_row(slot, now) for slot in published.tenants)
     return _LANDING.format(
         version=html.escape(__version__),
-        tenant=html.escape(published.health.tenant),
-        up=up,
-        groups=published.groups,
-        age=age,
+        rows=rows or '<tr><td colspan="4">no tenant to poll</td></tr>',
         metrics=html.escape(telemetry_path, quote=True),
     ).encode()
 
 
+class ScrapeSeries(Protocol):
+    """Series read at scrape time, after the tenants' (process metrics, reload status)."""
+
+    def render(self, openmetrics: bool) -> bytes: ...
+
+
+RELOAD_PATH = "/-/reload"
 DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_READ_HEADER_TIMEOUT = 10.0
 # What one plain-text scrape holds at a time, whatever the size of the exposition.
@@ -225,7 +309,9 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 60  # a client that stops reading frees its thread
     read_header_timeout: ClassVar[float] = DEFAULT_READ_HEADER_TIMEOUT
     telemetry_path: ClassVar[str] = "/metrics"
-    process_metrics: ClassVar[ProcessMetrics | None] = None
+    scrape_series: ClassVar[tuple[ScrapeSeries, ...]] = ()
+    reload: ClassVar[Callable[[], str | None] | None] = None
+    """POST /-/reload (--web.enable-lifecycle): reloads and returns the error, if any."""
     latest: ClassVar[Latest]
     authorize: ClassVar[Callable[[BaseHTTPRequestHandler], bool]] = staticmethod(lambda _h: True)
 
@@ -255,7 +341,34 @@ class Handler(BaseHTTPRequestHandler):
             extra={"Allow": "GET, HEAD"},
         )
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _other
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] != RELOAD_PATH:
+            self._other()
+            return
+        if not type(self).authorize(self):
+            return
+        self._discard_body()
+        reload = type(self).reload
+        if reload is None:
+            message = b"Lifecycle API is not enabled: start with --web.enable-lifecycle\n"
+            self._send(HTTPStatus.FORBIDDEN, message, head=False)
+            return
+        error = reload()
+        if error is None:
+            self._send(HTTPStatus.OK, b"Reloaded\n", head=False)
+        else:
+            self._send(HTTPStatus.INTERNAL_SERVER_ERROR, f"{error}\n".encode(), head=False)
+
+    def _discard_body(self) -> None:
+        """Read what the client sent with the POST (nothing is expected), up to a bound."""
+        try:
+            length = min(int(self.headers.get("Content-Length") or 0), 65536)
+        except ValueError:
+            length = 0
+        if length > 0:
+            self.rfile.read(length)
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _other
 
     def _respond(self, head: bool) -> None:
         if not type(self).authorize(self):
@@ -275,16 +388,18 @@ class Handler(BaseHTTPRequestHandler):
                 message = f"Unhealthy: polling has stopped ({stalled})\n".encode()
                 self._send(HTTPStatus.SERVICE_UNAVAILABLE, message, head)
         elif path == "/-/ready":
-            if published.ready:
+            pending = [slot.health.tenant for slot in published.tenants if not slot.ready]
+            if not pending:
                 self._send(HTTPStatus.OK, b"Ready\n", head)
             else:
-                self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"First poll pending\n", head)
+                message = f"First poll pending: {', '.join(pending)}\n".encode()
+                self._send(HTTPStatus.SERVICE_UNAVAILABLE, message, head)
         else:
             self._send(HTTPStatus.NOT_FOUND, b"Not found\n", head)
 
     def _metrics(self, published: Published, head: bool) -> None:
         openmetrics = wants_openmetrics(self.headers.get("Accept"))
-        extra = b"" if self.process_metrics is None else self.process_metrics.render(openmetrics)
+        extra = b"".join(series.render(openmetrics) for series in self.scrape_series)
         body = published.exposition.select(openmetrics, extra)
         gzip = accepts_gzip(self.headers.get("Accept-Encoding"))
         self.send_response(HTTPStatus.OK)
@@ -395,7 +510,8 @@ def make_server(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     read_header_timeout: float = DEFAULT_READ_HEADER_TIMEOUT,
     telemetry_path: str = "/metrics",
-    process_metrics: ProcessMetrics | None = None,
+    scrape_series: Sequence[ScrapeSeries] = (),
+    reload: Callable[[], str | None] | None = None,
 ) -> MetricsServer:
     handler = type(
         "BoundHandler",
@@ -404,7 +520,8 @@ def make_server(
             "latest": latest,
             "read_header_timeout": read_header_timeout,
             "telemetry_path": telemetry_path,
-            "process_metrics": process_metrics,
+            "scrape_series": tuple(scrape_series),
+            "reload": staticmethod(reload) if reload is not None else None,
         },
     )
     try:

@@ -15,11 +15,12 @@ import ipaddress
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .scenarios import DEMO_SCENARIOS, FLAKY_SHARE, SCENARIOS
@@ -221,6 +222,41 @@ class Settings(BaseSettings):
             "BYTES",
         ),
     ] = 1024
+    config_file: Annotated[
+        Path | None,
+        Flag(
+            "--config.file",
+            "YAML file listing several tenants (instead of the single-tenant settings)",
+            "PATH",
+        ),
+    ] = None
+    config_check: Annotated[
+        bool,
+        Flag(
+            "--config.check",
+            "validate the settings, the tenants file and the key files it names, print one"
+            " line per tenant, and exit",
+            switch=True,
+        ),
+    ] = False
+    shard: Annotated[
+        int,
+        Field(ge=0),
+        Flag(
+            "--shard",
+            "this instance polls the tenants of --config.file whose FNV-1a hash of the name,"
+            " modulo --total-shards, is N",
+            "N",
+        ),
+    ] = 0
+    total_shards: Annotated[
+        int,
+        Field(ge=1),
+        Flag("--total-shards", "number of instances sharing the tenants of --config.file", "M"),
+    ] = 1
+    web_enable_lifecycle: Annotated[
+        bool, Flag("--web.enable-lifecycle", "enable POST /-/reload", switch=True)
+    ] = False
     demo: Annotated[
         bool,
         Flag(
@@ -238,6 +274,11 @@ class Settings(BaseSettings):
             "NAME",
         ),
     ] = "healthy"
+    demo_tenants: Annotated[
+        int,
+        Field(ge=1, le=10_000),
+        Flag("--demo.tenants", "number of simulated tenants with --demo", "N"),
+    ] = 1
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -311,10 +352,20 @@ class Settings(BaseSettings):
             path = getattr(self, field)
             if path is not None and not path.is_file():
                 raise _SettingError(field, f"{path} is not a readable file")
+        self._check_shard()
+        if not self.demo:
+            for field in ("demo_scenario", "demo_tenants"):
+                if getattr(self, field) != Settings.model_fields[field].default:
+                    raise _SettingError(field, f"only applies with {FLAGS['demo']}")
+        if self.config_file is not None:
+            self._check_config_file()
+            return self
         if self.demo:
             return self
-        if self.demo_scenario != "healthy":
-            raise _SettingError("demo_scenario", f"only applies with {FLAGS['demo']}")
+        if self.total_shards != 1:
+            raise _SettingError(
+                "total_shards", f"only applies with {describe_setting('config_file')}"
+            )
         if self.base_url is None:
             raise _SettingError(
                 "base_url",
@@ -343,6 +394,30 @@ class Settings(BaseSettings):
                 " to a file holding the API secret key",
             )
         return self
+
+    def _check_shard(self) -> None:
+        if self.shard >= self.total_shards:
+            raise _SettingError(
+                "shard",
+                f"is {self.shard}: it must be less than {describe_setting('total_shards')}"
+                f" ({self.total_shards}); shards count from 0",
+            )
+
+    def _check_config_file(self) -> None:
+        assert self.config_file is not None
+        if self.demo:
+            raise _SettingError(
+                "config_file", f"and {describe_setting('demo')} do not mix: choose one"
+            )
+        given = [field for field in SINGLE_TENANT_SETTINGS if getattr(self, field) is not None]
+        if given:
+            raise _SettingError(
+                "config_file",
+                f"and {describe_setting(given[0])} do not mix: give tenants in the file"
+                " (a secret as *_file or *_env)",
+            )
+        if not self.config_file.is_file():
+            raise _SettingError("config_file", f"{self.config_file} is not a readable file")
 
     @property
     def uses_token_flow(self) -> bool:
@@ -409,6 +484,26 @@ class Settings(BaseSettings):
             return host.split(".", 1)[0]
 
 
+# The settings that describe the one tenant of a single-tenant exporter: with
+# --config.file, the file gives them per tenant instead.
+SINGLE_TENANT_SETTINGS = (
+    "base_url",
+    "api_key",
+    "api_key_file",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "auth_key",
+    "auth_key_file",
+    "token_url",
+    "tenant",
+)
+
+
+# Settings whose value is never shown: no flag, no echo in errors.
+SECRETS = ("api_key", "client_secret", "auth_key")
+
+
 class _SettingError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -459,17 +554,39 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _first_error(exc: ValidationError) -> str:
-    error = exc.errors(include_url=False)[0]
+    problem = setting_problems(exc)[0]
+    if problem.unknown:
+        return f"unknown setting {env_name(problem.field)}"
+    separator = " " if problem.reads_on else ": "
+    return f"{describe_setting(problem.field)}{separator}{problem.message}"
+
+
+class SettingProblem(NamedTuple):
+    """One validation error: the setting and what is wrong, never a secret's value."""
+
+    field: str
+    message: str
+    reads_on: bool = False
+    """The message continues a sentence whose subject is the setting ("... is required")."""
+    unknown: bool = False
+
+
+def setting_problems(exc: ValidationError) -> list[SettingProblem]:
+    """Every error of a Settings validation, in pydantic's order."""
+    return [_problem(error) for error in exc.errors(include_url=False)]
+
+
+def _problem(error: ErrorDetails) -> SettingProblem:
     context = error.get("ctx", {})
     inner = context.get("error")
     if isinstance(inner, _SettingError):
-        return f"{describe_setting(inner.field)} {inner.message}"
+        return SettingProblem(inner.field, inner.message, reads_on=True)
     field = str(error["loc"][0]) if error["loc"] else "settings"
+    if error["type"] == "extra_forbidden":
+        return SettingProblem(field, "unknown setting", unknown=True)
     message = str(inner) if isinstance(inner, ValueError) else error["msg"]
     message = message.removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        return f"unknown setting {env_name(field)}"
     value = error.get("input")
-    secret = field in ("api_key", "client_secret", "auth_key")
+    secret = field in SECRETS
     shown = "" if secret or isinstance(value, dict) else f" (got {value!r})"
-    return f"{describe_setting(field)}: {message}{shown}"
+    return SettingProblem(field, f"{message}{shown}")

@@ -1,11 +1,17 @@
-"""The poller in a process of its own, so that scrapes never wait for a poll.
+"""The pollers in a process of their own, so that scrapes never wait for a poll.
 
-Parsing and validating a large payload is one long call into pydantic-core
-that holds the GIL (about a second at 100,000 groups); in the same
-interpreter every scrape would wait for it. In a child process the poller
-has its own GIL: it fetches, parses, renders and deflates, then sends the
-deflated group block (about 0.25 KB a group) and the health figures over a pipe.
-The parent only stitches the small tail and swaps the published exposition.
+Parsing and validating a large payload holds the GIL for a long while (about a
+second at 100,000 groups); in the same interpreter every scrape would wait for
+it. In a child process the pollers have their own GIL. There is one poller
+thread per tenant, each with its own client and schedule, so a tenant that
+hangs until its timeout delays no other. After each poll attempt a poller
+renders and deflates its tenant's share of every family and sends it over
+the pipe (about 0.25 KB a group); the parent only stitches the tenants
+together family by family and swaps the published exposition.
+
+The parent sends the tenants to poll on the child's stdin, again after each
+reload: tenants kept (same key) go on polling with their state, removed ones
+stop, new ones start.
 
 If the child dies (a bug, the OOM killer), the parent keeps serving the last
 values with `webex_campaign_up` 0, logs it, and starts a new child with
@@ -27,16 +33,16 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import BinaryIO, cast
 
 import structlog
 
 from . import metrics as m
 from .api import ApiClient, RequestStats, credentials_from, tls_verify
-from .exposition import BlockRenderer, GroupBlock, Health
+from .exposition import BlockRenderer, FamilyPart, TenantExposition
 from .logs import configure_logging
 from .poller import Poller, PollResult, PollTiming
-from .server import Latest, Published
+from .server import Latest
 from .settings import Settings
 
 log = structlog.get_logger("exporter.worker")
@@ -78,6 +84,12 @@ class PollerSpec:
     base_url: str
     demo_key: str | None = None
     """The demo tenant's key in demo mode (the simulator stays at the edge)."""
+    key: int = 0
+    """Names this poller: the serving process drops results of keys it no longer serves."""
+
+    @property
+    def tenant(self) -> str:
+        return self.settings.tenant_label
 
 
 _HEADER = struct.Struct("!QQ")
@@ -99,7 +111,7 @@ class Pipe:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def send(self, meta: object, parts: Sequence[bytes | bytearray]) -> None:
+    def send(self, meta: object, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         header = pickle.dumps(meta)
         size = sum(len(part) for part in parts)
         pending = [memoryview(b) for b in (_HEADER.pack(len(header), size), header, *parts)]
@@ -130,62 +142,158 @@ class Pipe:
 _IOV_MAX = 512
 
 
-def run_poller(spec: PollerSpec, conn: Pipe) -> None:
-    """Entry point of the child process."""
+def _wire(
+    tenant: TenantExposition,
+) -> tuple[TenantExposition, list[int], list[bytes | bytearray | memoryview]]:
+    """The tenant's exposition without its deflate data, the data's lengths per family,
+    and the data, which travels raw after the pickled rest."""
+    lengths = [len(family.parts) for family in tenant.families]
+    parts = [part for family in tenant.families for part in family.parts]
+    bare = tuple(FamilyPart((), family.crc, family.size) for family in tenant.families)
+    return replace(tenant, families=bare), lengths, parts
+
+
+def _unwire(
+    tenant: TenantExposition, lengths: list[int], parts: list[int], data: bytearray
+) -> TenantExposition:
+    """`_wire` undone: the families' parts are views of the one buffer received."""
+    view = memoryview(data)
+    offset = 0
+    sliced: list[memoryview] = []
+    for size in parts:
+        sliced.append(view[offset : offset + size])
+        offset += size
+    families = []
+    for family, count in zip(tenant.families, lengths, strict=True):
+        families.append(FamilyPart(tuple(sliced[:count]), family.crc, family.size))
+        del sliced[:count]
+    return replace(tenant, families=tuple(families))
+
+
+class _TenantPoller:
+    """One tenant's poller thread in the child."""
+
+    def __init__(
+        self,
+        spec: PollerSpec,
+        send: Callable[[PollerSpec, TenantExposition, PollTiming | None], None],
+    ) -> None:
+        settings = spec.settings
+        self.spec = spec
+        self._stopped = False
+        credentials = credentials_from(settings, spec.demo_key)
+        client = ApiClient(
+            spec.base_url,
+            credentials,
+            settings.timeout,
+            settings.max_response_bytes,
+            RequestStats(m.DOCUMENTED_FAILURES),
+            verify=tls_verify(settings),
+        )
+        renderer = BlockRenderer(settings.tenant_label, settings.max_label_length)
+
+        def publish(result: PollResult) -> None:
+            if not self._stopped:
+                send(spec, renderer.render_with(result.samples, result.health), result.timing)
+
+        self._poller = Poller(
+            client,
+            settings.tenant_label,
+            settings.timezone,
+            settings.poll_interval,
+            settings.effective_stale_after,
+            publish,
+        )
+        self._client = client
+        self.secrets = credentials.secrets
+        self._thread = threading.Thread(target=self._run, name=f"poll-{spec.key}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._poller.run(after_poll=release_memory)
+        finally:
+            self._client.close()
+
+    def start(self) -> _TenantPoller:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ends after the poll in flight, whose result is not sent."""
+        self._stopped = True
+        self._poller.stop()
+
+
+@dataclass(frozen=True)
+class Logging:
+    """How the child logs: the process-wide settings, sent first on its stdin."""
+
+    level: str
+    format: str
+
+
+def run_poller(control: BinaryIO, conn: Pipe) -> None:
+    """Entry point of the child process: a `Logging`, then lists of `PollerSpec` on
+    `control`: each list is every tenant to poll from then on. Ends when it closes."""
     # Ctrl-C reaches the whole process group: the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    settings = spec.settings
-    credentials = credentials_from(settings, spec.demo_key)
-    configure_logging(settings.log_level, settings.log_format, credentials.secrets)
-    client = ApiClient(
-        spec.base_url,
-        credentials,
-        settings.timeout,
-        settings.max_response_bytes,
-        RequestStats(m.DOCUMENTED_FAILURES),
-        verify=tls_verify(settings),
-    )
+    running: dict[int, _TenantPoller] = {}
+    sending = threading.Lock()
 
-    renderer = BlockRenderer(settings.tenant_label, settings.max_label_length)
+    def secrets() -> list[str]:
+        return [secret for poller in list(running.values()) for secret in poller.secrets()]
 
-    def publish(result: PollResult) -> None:
-        block, health = renderer.render_with(result.samples, result.health)
-        # The block travels as raw bytes (no pickled copy) and lands in one buffer
-        # in the parent, which goes back to the system whole when replaced.
+    def send(spec: PollerSpec, tenant: TenantExposition, timing: PollTiming | None) -> None:
+        bare, lengths, parts = _wire(tenant)
+        # The data travels as raw bytes (no pickled copy) and lands in one buffer in
+        # the parent, which goes back to the system whole when replaced.
         try:
-            conn.send((replace(block, parts=()), health, result.timing), block.parts)
+            with sending:
+                conn.send((spec.key, bare, lengths, [len(p) for p in parts], timing), parts)
         except OSError:  # the exporter is gone: nobody left to poll for
             os._exit(0)
 
+    try:
+        logging = cast(Logging, pickle.load(control))  # noqa: S301 - our own parent's
+    except (EOFError, OSError, pickle.UnpicklingError):
+        os._exit(0)
+    configure_logging(logging.level, logging.format, secrets)
     # A poll allocates and drops a million objects, freed by reference counting;
     # the cyclic collector would walk them again and again (a third of a large
     # poll's time). It runs once after each poll instead, when they are gone.
     gc.freeze()
     gc.disable()
-    Poller(
-        client,
-        settings.tenant_label,
-        settings.timezone,
-        settings.poll_interval,
-        settings.effective_stale_after,
-        publish,
-    ).run(after_poll=release_memory)
+    while True:
+        try:
+            wanted = cast(list[PollerSpec], pickle.load(control))  # noqa: S301 - our parent's
+        except (EOFError, OSError, pickle.UnpicklingError):
+            for poller in running.values():
+                poller.stop()
+            os._exit(0)  # the exporter is gone
+        keys = {spec.key for spec in wanted}
+        for key in set(running) - keys:
+            running.pop(key).stop()
+        for spec in wanted:
+            if spec.key not in running:
+                running[spec.key] = _TenantPoller(spec, send).start()
 
 
 class PollerProcess:
     """Runs `run_poller` in a child, publishes what it sends, restarts it if it dies.
 
     The child is a plain `python -m exporter.worker` (no multiprocessing
-    machinery, so no extra helper process): the spec arrives pickled on its
-    stdin, results go back over an inherited pipe.
+    machinery, so no extra helper process): the tenants arrive pickled on its
+    stdin (again after each reload), results come back over an inherited pipe.
     """
 
-    def __init__(self, spec: PollerSpec, latest: Latest) -> None:
-        self._spec = spec
+    def __init__(self, logging: Logging, specs: Sequence[PollerSpec], latest: Latest) -> None:
+        self._logging = logging
+        self._specs = list(specs)
         self._latest = latest
         self._stopping = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Pipe | None = None
+        self._control = threading.Lock()
 
     @property
     def pid(self) -> int | None:
@@ -199,6 +307,22 @@ class PollerProcess:
         thread.start()
         return thread
 
+    def update(self, specs: Sequence[PollerSpec]) -> None:
+        """Poll these tenants from now on (kept keys keep their pollers' state)."""
+        with self._control:
+            self._specs = list(specs)
+            self._tell(self._specs)
+
+    def _tell(self, message: object) -> None:
+        process = self._process
+        if process is None or process.stdin is None:
+            return
+        try:
+            pickle.dump(message, process.stdin)
+            process.stdin.flush()
+        except (OSError, ValueError):  # it died: the restart sends the tenants again
+            pass
+
     def _spawn(self) -> None:
         read_fd, write_fd = os.pipe()
         try:
@@ -209,10 +333,14 @@ class PollerProcess:
             )
         finally:
             os.close(write_fd)  # the child holds the only writing end: its death means EOF
-        assert process.stdin is not None
-        with process.stdin:
-            process.stdin.write(pickle.dumps(self._spec))
-        self._process, self._conn = process, Pipe(read_fd)
+        with self._control:
+            old = self._process
+            if old is not None and old.stdin is not None:
+                with contextlib.suppress(OSError):
+                    old.stdin.close()
+            self._process, self._conn = process, Pipe(read_fd)
+            self._tell(self._logging)
+            self._tell(self._specs)
 
     def _receive(self) -> None:
         backoff = 1.0
@@ -220,8 +348,10 @@ class PollerProcess:
             assert self._conn is not None
             try:
                 meta, data = self._conn.receive()
-                block, health, timing = cast(tuple[GroupBlock, Health, PollTiming | None], meta)
-                block = replace(block, parts=(data,))
+                key, bare, lengths, sizes, timing = cast(
+                    tuple[int, TenantExposition, list[int], list[int], PollTiming | None], meta
+                )
+                tenant = _unwire(bare, lengths, sizes, data)
             except (EOFError, OSError):
                 if self._stopping.is_set():
                     return
@@ -232,9 +362,8 @@ class PollerProcess:
                 self._spawn()
                 continue
             backoff = 1.0
-            self._latest.set(Published.of(block, health))
-            if timing is not None:
-                timing.log_published(health.tenant)
+            if self._latest.update(key, tenant) and timing is not None:
+                timing.log_published(tenant.tenant)
 
     def _on_death(self, backoff: float) -> None:
         assert self._process is not None and self._conn is not None
@@ -244,12 +373,10 @@ class PollerProcess:
         except subprocess.TimeoutExpired:
             self._process.kill()
             exit_code = self._process.wait()
-        published = self._latest.value
-        if published.ready:
-            self._latest.set(published.down())
+        self._latest.down()
         log.error(
             "poller_died",
-            tenant=self._spec.settings.tenant_label,
+            tenants=[spec.tenant for spec in self._specs],
             exit_code=exit_code,
             restart_in_s=backoff,
         )
@@ -265,14 +392,16 @@ class PollerProcess:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=1)
+        if process is not None and process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
         if self._conn is not None:
             self._conn.close()
 
 
 def main() -> None:
     """`python -m exporter.worker FD`: the child's entry point."""
-    spec = pickle.load(sys.stdin.buffer)  # noqa: S301 - written by our own parent
-    run_poller(spec, Pipe(int(sys.argv[1])))
+    run_poller(sys.stdin.buffer, Pipe(int(sys.argv[1])))
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ class Recorder:
     def __call__(self, result: PollResult) -> None:
         self.results.append(result)
         self.published.append(
-            Published.of(*self._renderer.render_with(result.samples, result.health))
+            Published.of(self._renderer.render_with(result.samples, result.health))
         )
 
     @property

@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,9 +18,10 @@ import pytest
 import structlog
 from helpers import free_port
 
-from exporter import __version__, settings
+from exporter import __version__, cli, settings
 from exporter.cli import build, build_parser, main
 from exporter.settings import OPTIONS, Settings, default_text, load_settings
+from exporter.tenants import shard_of
 
 # Generous: the run starts a real poller process; the suite must stay green on busy cores.
 PATIENCE = 60.0
@@ -181,3 +184,158 @@ def test_help_renders_percent_signs_and_defaults() -> None:
     assert "(30% of requests fail at random)" in text
     assert "--poll-interval SECONDS seconds between polls (default 60)" in text
     assert "repeat for several (default :10580)" in text
+
+
+ROOT = Path(__file__).resolve().parent.parent
+US = "https://acme.webexcampaign.io/campaignapi/resources/v3"
+TENANTS = f"""\
+defaults:
+  poll_interval: 30
+tenants:
+  - name: acme-us
+    base_url: {US}
+    api_key_file: us.key
+  - name: acme-eu
+    base_url: https://acme-eu.example/campaignapi/resources/v3
+    api_key_env: ACME_EU_API_KEY
+"""
+
+
+@pytest.fixture
+def tenants_file(tmp_path: Path) -> Path:
+    (tmp_path / "us.key").write_text("us-secret-key\n")
+    path = tmp_path / "tenants.yaml"
+    path.write_text(TENANTS)
+    return path
+
+
+def run_exporter(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The exporter as a user runs it, with the code of this checkout."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_CAMPAIGN_")}
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_config_check_prints_one_line_per_tenant_and_exits_0(tenants_file: Path) -> None:
+    port = free_port()  # a server started here would never exit: the timeout would fail
+    result = run_exporter(
+        "--config.file",
+        str(tenants_file),
+        "--config.check",
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        ACME_EU_API_KEY="eu-secret-key",
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["acme-us", "acme-eu"]
+    assert lines[0].startswith(f"acme-us: ok, {US}, key from file {tenants_file.parent}/us.key")
+    assert all(", poll every 30s, shard 0 of 1 (polled here)" in line for line in lines)
+    assert "secret-key" not in result.stdout
+
+
+def test_config_check_prints_one_line_per_problem_and_exits_2(tenants_file: Path) -> None:
+    tenants_file.write_text(TENANTS.replace("poll_interval: 30", "poll_interval: 0"))
+    (tenants_file.parent / "us.key").write_text("\n")
+    result = run_exporter("--config.file", str(tenants_file), "--config.check")
+    assert (result.returncode, result.stdout) == (2, "")
+    prefix = f"webex-campaign-exporter: error: {tenants_file}: "
+    assert result.stderr.splitlines() == [
+        f"{prefix}tenant acme-us: poll_interval: Input should be greater than 0 (got 0)",
+        f"{prefix}tenant acme-eu: api_key_env: environment variable ACME_EU_API_KEY is not set"
+        " or empty",
+        f"{prefix}tenant acme-eu: poll_interval: Input should be greater than 0 (got 0)",
+    ]
+
+
+def test_config_check_reads_key_files(tenants_file: Path) -> None:
+    (tenants_file.parent / "us.key").write_text("\n")
+    result = run_exporter(
+        "--config.file", str(tenants_file), "--config.check", ACME_EU_API_KEY="eu-secret-key"
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"webex-campaign-exporter: error: {tenants_file}: tenant acme-us: api_key_file:"
+        f" {tenants_file.parent}/us.key is empty or unreadable: it must hold the API secret key"
+    ]
+    assert "secret-key" not in result.stderr
+
+
+def test_config_check_neither_polls_nor_serves(
+    tenants_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def build(_settings: object) -> None:
+        raise AssertionError("--config.check built the exporter")
+
+    monkeypatch.setattr(cli, "build", build)
+    monkeypatch.setenv("ACME_EU_API_KEY", "eu-secret-key")
+    assert cli.main(["--config.file", str(tenants_file), "--config.check"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_config_check_of_one_tenant_without_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--demo", "--config.check"]) == 0
+    assert capsys.readouterr().out == (
+        "demo: ok, embedded simulator, demo key, poll every 60s, shard 0 of 1 (polled here)\n"
+    )
+
+
+def test_config_check_shows_who_polls_each_tenant(tenants_file: Path) -> None:
+    env = {"ACME_EU_API_KEY": "k"}
+    owners = {name: shard_of(name, 3) for name in ("acme-us", "acme-eu")}
+    for shard in range(3):
+        args = ("--config.check", "--shard", str(shard), "--total-shards", "3")
+        result = run_exporter("--config.file", str(tenants_file), *args, **env)
+        assert result.returncode == 0
+        for line in result.stdout.splitlines():
+            name = line.split(":")[0]
+            here = owners[name] == shard
+            assert line.endswith(
+                f"shard {owners[name]} of 3 (polled here)"
+                if here
+                else f"shard {owners[name]} of 3 (not here: this is shard {shard})"
+            )
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--base-url", US], "WEBEX_CAMPAIGN_BASE_URL (--base-url)"),
+        (["--tenant", "acme"], "WEBEX_CAMPAIGN_TENANT (--tenant)"),
+        (["--demo"], "WEBEX_CAMPAIGN_DEMO (--demo)"),
+    ],
+)
+def test_config_file_with_a_single_tenant_setting_exits_2_naming_both(
+    args: list[str], named: str, tenants_file: Path
+) -> None:
+    result = run_exporter("--config.file", str(tenants_file), *args)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        f"webex-campaign-exporter: error: WEBEX_CAMPAIGN_CONFIG_FILE (--config.file) and {named}"
+        " do not mix"
+    )
+
+
+def test_config_file_with_api_key_variable_exits_2(tenants_file: Path) -> None:
+    result = run_exporter("--config.file", str(tenants_file), WEBEX_CAMPAIGN_API_KEY="sekrit-1")
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "WEBEX_CAMPAIGN_CONFIG_FILE (--config.file) and WEBEX_CAMPAIGN_API_KEY do" in line
+    assert "sekrit-1" not in line
+
+
+def test_a_bad_tenants_file_at_start_exits_2_with_its_problems(tenants_file: Path) -> None:
+    tenants_file.write_text("tenants: []\n")
+    result = run_exporter("--config.file", str(tenants_file))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"webex-campaign-exporter: error: {tenants_file}: tenants: must list at least one"
+        " tenant (- name: ...)"
+    ]

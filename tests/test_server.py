@@ -13,8 +13,7 @@ import httpx
 import pytest
 from helpers import FakeClock
 
-from exporter import metrics as m
-from exporter.exposition import Health, render_groups
+from exporter.exposition import Health, TenantExposition, render_groups
 from exporter.server import (
     Latest,
     Published,
@@ -33,7 +32,7 @@ PROMETHEUS_ACCEPT = (
 
 @pytest.fixture
 def latest() -> Latest:
-    return Latest(initial_published("acme", dict.fromkeys(m.DOCUMENTED_FAILURES, 0)))
+    return Latest(initial_published("acme"))
 
 
 @pytest.fixture
@@ -48,7 +47,7 @@ def base(latest: Latest) -> Iterator[str]:
 
 def ready(latest: Latest, last_success: float | None = 1.0) -> None:
     health = Health("acme", True, last_success, 0.1, 1, {}, 0)
-    latest.set(Published.of(render_groups("acme", ()), health))
+    latest.set(Published.of(TenantExposition.of(render_groups("acme", ()), health)))
 
 
 @pytest.mark.parametrize(
@@ -147,7 +146,7 @@ def test_other_methods_are_405(base: str) -> None:
 
 def test_healthy_fails_when_polling_stops_making_progress(clock: FakeClock) -> None:
     latest = Latest(
-        initial_published("acme", dict.fromkeys(m.DOCUMENTED_FAILURES, 0)),
+        initial_published("acme"),
         stall_after=300.0,
         clock=clock,
     )

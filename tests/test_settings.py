@@ -465,6 +465,12 @@ BAD_VALUES: dict[str, tuple[str, dict[str, str]]] = {
     "max_label_length": ("15", {"demo": "true"}),
     "demo": ("maybe", {}),
     "demo_scenario": ("nope", {"demo": "true"}),
+    "demo_tenants": ("0", {"demo": "true"}),
+    "config_file": ("/nonexistent/tenants.yaml", {}),
+    "config_check": ("maybe", {"demo": "true"}),
+    "shard": ("-1", {"demo": "true"}),
+    "total_shards": ("0", {"demo": "true"}),
+    "web_enable_lifecycle": ("maybe", {"demo": "true"}),
 }
 
 
@@ -523,3 +529,95 @@ def test_defaults_without_a_value_to_show_are_described() -> None:
     assert default_text("max_response_bytes") == "256 MiB"
     assert default_text("base_url") is None
     assert default_text("demo") is None
+
+
+@pytest.fixture
+def tenants_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tenants.yaml"
+    path.write_text("tenants: []\n")
+    return path
+
+
+def test_config_file_needs_no_base_url_or_key(tenants_file: Path) -> None:
+    settings = load_settings(config_file=str(tenants_file), poll_interval="5")
+    assert settings.config_file == tenants_file
+    assert settings.base_url is None
+    assert settings.api_key is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("base_url", BASE),
+        ("api_key", "never-shown-secret"),
+        ("api_key_file", "/etc/hostname"),
+        ("client_id", "id"),
+        ("client_secret", "never-shown-secret"),
+        ("client_secret_file", "/etc/hostname"),
+        ("auth_key", "never-shown-secret"),
+        ("auth_key_file", "/etc/hostname"),
+        ("token_url", "https://hub.example/oauth/token"),
+        ("tenant", "acme"),
+    ],
+)
+def test_config_file_refuses_a_single_tenant_setting_naming_both(
+    field: str, value: str, tenants_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(env_name(field), value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=str(tenants_file))
+    message = str(caught.value)
+    assert message.startswith(
+        f"{describe_setting('config_file')} and {describe_setting(field)} do not mix:"
+    )
+    assert "give tenants in the file" in message
+    assert "never-shown" not in message
+
+
+def test_config_file_with_base_url_flag_exits_2_naming_both(
+    tenants_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config.file", str(tenants_file), "--base-url", BASE]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--config.file" in line
+    assert "--base-url" in line
+
+
+def test_config_file_with_demo_exits_2(
+    tenants_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config.file", str(tenants_file), "--demo"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--config.file" in line
+    assert "--demo" in line
+
+
+def test_shard_must_be_below_total_shards(tenants_file: Path) -> None:
+    assert load_settings(config_file=str(tenants_file), shard="2", total_shards="3").shard == 2
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=str(tenants_file), shard="3", total_shards="3")
+    message = str(caught.value)
+    assert describe_setting("shard") in message
+    assert describe_setting("total_shards") in message
+
+
+def test_sharding_needs_a_tenants_file() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(base_url=BASE, api_key="k", total_shards="2")
+    assert str(caught.value).startswith(
+        f"{describe_setting('total_shards')} only applies with {describe_setting('config_file')}"
+    )
+
+
+def test_demo_tenants_only_with_demo() -> None:
+    assert load_settings(demo=True, demo_tenants="3").demo_tenants == 3
+    with pytest.raises(ConfigError, match=r"DEMO_TENANTS \(--demo.tenants\) only applies with"):
+        load_settings(base_url=BASE, api_key="k", demo_tenants="3")
+
+
+def test_new_switches_default_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(demo=True)
+    assert (settings.config_check, settings.web_enable_lifecycle) == (False, False)
+    assert (settings.shard, settings.total_shards, settings.demo_tenants) == (0, 1, 1)
+    monkeypatch.setenv(env_name("web_enable_lifecycle"), "true")
+    assert load_settings(demo=True).web_enable_lifecycle

@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives import serialization
 from helpers import FakeClock
 
 from exporter import metrics as m
-from exporter.api import RequestStats
 from exporter.server import Latest, MetricsServer, initial_published, make_server
 from exporter.settings import ConfigError, ListenAddress
 from exporter.webconfig import (
@@ -94,8 +93,7 @@ def serve() -> Iterator[Serve]:
 
     def start(config_path: Path, check_interval: float = 60.0) -> str:
         config = load_web_config(config_path)
-        stats = RequestStats(m.DOCUMENTED_FAILURES)
-        latest = Latest(initial_published("test", stats.read()[1]))
+        latest = Latest(initial_published("test"))
         server = make_server(ListenAddress("127.0.0.1", 0), latest)
         wrap_server(server, config, check_interval=check_interval)
         # a short poll interval keeps shutdown() in teardown quick
@@ -370,7 +368,7 @@ def test_probe_endpoints_answer_without_credentials_and_reveal_only_a_status(
     healthy = get(f"{auth_url}/-/healthy")
     assert (healthy.status_code, healthy.text) == (200, "Healthy\n")
     ready = get(f"{auth_url}/-/ready")  # no poll has completed in this server
-    assert (ready.status_code, ready.text) == (503, "First poll pending\n")
+    assert (ready.status_code, ready.text) == (503, "First poll pending: test\n")
     assert m.PREFIX not in healthy.text + ready.text
     assert ready.headers["X-Frame-Options"] == "deny", "configured headers still apply"
     with httpx.Client(timeout=5) as client:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import io
 import itertools
 import os
 import pickle
@@ -12,6 +11,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +27,7 @@ from exporter import worker
 from exporter.server import Latest, initial_published
 from exporter.settings import load_settings
 from exporter.simulator import DEMO_KEY, Simulator
-from exporter.worker import Pipe, PollerProcess, PollerSpec
+from exporter.worker import Logging, Pipe, PollerProcess, PollerSpec
 
 # Generous: a child process starts in well under a second, but the suite must stay
 # green on a machine whose cores are busy with something else.
@@ -162,8 +162,9 @@ class RecordedWaits(threading.Event):
 
 def poller_process(settings_overrides: dict[str, object], base_url: str) -> PollerProcess:
     settings = load_settings(**settings_overrides)
-    latest = Latest(initial_published(settings.tenant_label, {}))
-    return PollerProcess(PollerSpec(settings, base_url), latest)
+    latest = Latest(initial_published(settings.tenant_label, key=1))
+    spec = PollerSpec(settings, base_url, key=1)
+    return PollerProcess(Logging(settings.log_level, settings.log_format), [spec], latest)
 
 
 def test_a_child_that_keeps_dying_is_restarted_with_doubling_capped_backoff(
@@ -216,8 +217,11 @@ def test_a_killed_child_is_replaced_and_the_last_values_served_as_down(
             assert first.up  # type: ignore[attr-defined]
             assert process._process is not None
             process._process.kill()
-            down = published.get(timeout=PATIENCE)
-            assert not down.up  # type: ignore[attr-defined]
+            deadline = time.monotonic() + PATIENCE
+            while latest.value.up and time.monotonic() < deadline:
+                time.sleep(0.01)
+            down = latest.value
+            assert not down.up
             text = text_of(down.exposition)  # type: ignore[attr-defined]
             assert series(text, m.TOTAL_RECORDS.name) == series(
                 text_of(first.exposition),
@@ -259,9 +263,11 @@ def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
     settings = load_settings(
         base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=0.01, log_level="error"
     )
-    spec = PollerSpec(settings, simulator.base_url)
+    spec = PollerSpec(settings, simulator.base_url, key=7)
     read_fd, write_fd = os.pipe()
-    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(pickle.dumps(spec))))
+    stdin_read, stdin_write = os.pipe()
+    os.write(stdin_write, pickle.dumps(Logging("error", "json")) + pickle.dumps([spec]))
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=os.fdopen(stdin_read, "rb")))
     monkeypatch.setattr(sys, "argv", ["exporter.worker", str(write_fd)])
 
     def exit_(code: int) -> None:
@@ -273,7 +279,8 @@ def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
     def parent() -> None:
         reader = Pipe(read_fd)
         received.append(reader.receive())
-        reader.close()  # the exporter is gone
+        reader.close()  # the exporter is gone: its pipes close
+        os.close(stdin_write)
 
     thread = threading.Thread(target=parent, daemon=True)
     thread.start()
@@ -286,8 +293,11 @@ def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
     assert exited.value.code == 0
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # Ctrl-C is the parent's call
     ((meta, data),) = received
-    block, health, timing = meta  # type: ignore[misc]
-    assert block.parts == ()  # the block's bytes travel raw, after the pickled header
+    key, tenant, lengths, sizes, timing = meta  # type: ignore[misc]
+    assert key == 7
+    assert all(family.parts == () for family in tenant.families)  # the bytes travel raw
+    assert sum(sizes) == len(data) and sum(lengths) == len(sizes)
+    health = tenant.health
     assert health.up and health.tenant == "127.0.0.1"
     assert timing.groups == len(simulator.tenant.records())
     assert data  # the deflated group block
