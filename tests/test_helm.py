@@ -185,8 +185,16 @@ def _annotations(manifest: Manifest) -> dict[str, str]:
     return manifest["metadata"].get("annotations") or {}
 
 
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")  # the StatefulSet when sharding
+
+
+def workload(manifests: list[Manifest]) -> Manifest:
+    (found,) = [m for m in manifests if m["kind"] in WORKLOAD_KINDS]
+    return found
+
+
 def container(manifests: list[Manifest]) -> dict[str, Any]:
-    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    pod = workload(manifests)["spec"]["template"]["spec"]
     (exporter_container,) = pod["containers"]
     return exporter_container
 
@@ -313,7 +321,8 @@ def test_rendered_manifests_match_kubernetes_schemas(
         _require_chart_file(canonical)
     manifests = render(values=[values] if values else [])
     kinds = {m["kind"] for m in manifests}
-    assert {"Deployment", "Service", "ServiceAccount", "Pod"} <= kinds
+    assert {"Service", "ServiceAccount", "Pod"} <= kinds
+    assert len(kinds & set(WORKLOAD_KINDS)) == 1
     for manifest in manifests:
         if manifest["apiVersion"].partition("/")[0] in FOREIGN_API_GROUPS:
             assert manifest["kind"] in _extra_manifest_kinds(values), "only from extraManifests"

@@ -36,6 +36,8 @@ spec:
       imagePullPolicy: {{ .Values.image.pullPolicy }}
       args:
         - --web.listen-address=:{{ .Values.containerPort }}
+        {{- /* With tenants, the tenant settings are in the config file (wce.tenantsConfig). */}}
+        {{- if not .Values.tenants }}
         {{- if .Values.demo }}
         - --demo
         {{- else }}
@@ -50,6 +52,7 @@ spec:
         - --stale-after={{ .Values.staleAfter }}
         {{- end }}
         - {{ printf "--timezone=%s" .Values.timezone | quote }}
+        {{- end }}
         - --log.level={{ .Values.logLevel }}
         - --log.format={{ .Values.logFormat }}
         {{- if .Values.webConfig.enabled }}
@@ -64,7 +67,20 @@ spec:
       {{- end }}
       {{- if or (not .Values.demo) .Values.extraEnv }}
       env:
-        {{- if not .Values.demo }}
+        {{- if .Values.tenants }}
+        # The tenants and their key files; the exporter re-reads both when the kubelet updates them.
+        - name: WEBEX_CAMPAIGN_CONFIG_FILE
+          value: {{ include "wce.configDir" . }}/config.yaml
+        {{- if .Values.sharding.enabled }}
+        # The replica's ordinal, 0 to replicas-1: a label the StatefulSet controller sets (1.28+).
+        - name: WEBEX_CAMPAIGN_SHARD
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.labels['apps.kubernetes.io/pod-index']
+        - name: WEBEX_CAMPAIGN_TOTAL_SHARDS
+          value: {{ .Values.sharding.replicas | quote }}
+        {{- end }}
+        {{- else if not .Values.demo }}
         # The key is read from a mounted file, re-read when the kubelet updates it.
         - name: WEBEX_CAMPAIGN_API_KEY_FILE
           value: {{ include "wce.apiKeyDir" . }}/api-key
@@ -93,7 +109,15 @@ spec:
         # The root filesystem is read-only; Python and libraries may still want a /tmp.
         - name: tmp
           mountPath: /tmp
-        {{- if not .Values.demo }}
+        {{- if .Values.tenants }}
+        # Directory mounts, never subPath: subPath mounts miss ConfigMap and Secret updates.
+        - name: tenants-config
+          mountPath: {{ include "wce.configDir" . }}
+          readOnly: true
+        - name: tenant-keys
+          mountPath: {{ include "wce.tenantKeysDir" . }}
+          readOnly: true
+        {{- else if not .Values.demo }}
         # A directory mount, never subPath: subPath mounts miss Secret updates (rotation).
         - name: api-key
           mountPath: {{ include "wce.apiKeyDir" . }}
@@ -111,7 +135,30 @@ spec:
     - name: tmp
       emptyDir:
         sizeLimit: 16Mi
-    {{- if not .Values.demo }}
+    {{- if .Values.tenants }}
+    - name: tenants-config
+      configMap:
+        name: {{ include "wce.tenantsConfigMapName" . }}
+    # One file per tenant, named after it: the chart's Secret holds the inline keys (so adding
+    # such a tenant changes no pod spec), each existingSecret adds its one key.
+    - name: tenant-keys
+      projected:
+        defaultMode: 0440
+        sources:
+          {{- if include "wce.inlineKeyTenants" . }}
+          - secret:
+              name: {{ include "wce.tenantKeysSecretName" . }}
+          {{- end }}
+          {{- range .Values.tenants }}
+          {{- if .existingSecret }}
+          - secret:
+              name: {{ .existingSecret }}
+              items:
+                - key: {{ .existingSecretKey | default "api-key" | quote }}
+                  path: {{ .name | quote }}
+          {{- end }}
+          {{- end }}
+    {{- else if not .Values.demo }}
     - name: api-key
       secret:
         secretName: {{ include "wce.apiKeySecretName" . }}
