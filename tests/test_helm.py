@@ -858,6 +858,41 @@ def test_helm_test_pod_checks_readiness(render: Callable[..., list[Manifest]]) -
 
 # --- Bad values fail at install time, with a message naming the setting -------------------
 
+# Mistakes in `tenants`: --set values, what the schema says, what the templates say.
+TENANT_MISTAKES: dict[str, tuple[list[str], str, str]] = {
+    "empty tenant name": (
+        [*ONE_OF_TENANTS, "tenants[0].name="],
+        "tenants.0.name",
+        "tenants[0].name is required",
+    ),
+    "tenant without base url": (
+        [*ONE_OF_TENANTS, "tenants[0].baseUrl="],
+        "tenants.0.baseUrl",
+        "tenants[0] (acme-us): baseUrl is required",
+    ),
+    "tenant without key": (ONE_OF_TENANTS[:3], "tenants.0", "exactly one of existingSecret"),
+    "tenant with both keys": (
+        [*ONE_OF_TENANTS, "tenants[0].apiKey=k"],
+        "tenants.0",
+        "exactly one of existingSecret",
+    ),
+    "inline secret in settings": (
+        [*ONE_OF_TENANTS, "tenants[0].settings.client_secret=x"],
+        "tenants.0.settings",
+        "tenants[0].settings.client_secret: not a setting here",
+    ),
+    "chart's key in settings": (
+        [*ONE_OF_TENANTS, "tenants[0].settings.api_key_file=/k"],
+        "tenants.0.settings",
+        "tenants[0].settings.api_key_file: not a setting here",
+    ),
+    "inline secret in tenant defaults": (
+        [*ONE_OF_TENANTS, "tenantDefaults.api_key=x"],
+        "tenantDefaults",
+        "tenantDefaults.api_key: not a default",
+    ),
+}
+
 # Rejected by values.schema.json: both `helm template` and `helm lint` fail.
 BAD_VALUES: dict[str, tuple[list[str], str]] = {
     "unknown key": (["pollIntervall=5"], "pollIntervall"),
@@ -882,32 +917,15 @@ BAD_VALUES: dict[str, tuple[list[str], str]] = {
     "envFrom": (["envFrom[0]=x"], "envFrom"),
     "deployment annotation": (["deploymentAnnotations.a=1"], "deploymentAnnotations"),
     "client cert flag": (["webConfig.clientCertRequired=maybe"], "clientCertRequired"),
-    "tenant without base url": (
-        [*ONE_OF_TENANTS[:2], ONE_OF_TENANTS[3]],
-        "tenants.0: baseUrl is required",
-    ),
     "tenant base url scheme": ([*ONE_OF_TENANTS, "tenants[0].baseUrl=ftp://x"], "baseUrl"),
-    "tenant without key": (ONE_OF_TENANTS[:3], "tenants.0"),
-    "tenant with both keys": ([*ONE_OF_TENANTS, "tenants[0].apiKey=k"], "tenants.0"),
     "tenant name not a file name": ([*ONE_OF_TENANTS, "tenants[0].name=a/b"], "tenants.0.name"),
     "tenant unknown field": ([*ONE_OF_TENANTS, "tenants[0].pollInterval=5"], "pollInterval"),
-    "inline secret in settings": (
-        [*ONE_OF_TENANTS, "tenants[0].settings.client_secret=x"],
-        "tenants.0.settings",
-    ),
-    "chart's key in settings": (
-        [*ONE_OF_TENANTS, "tenants[0].settings.api_key_file=/k"],
-        "tenants.0.settings",
-    ),
     "camelCase setting": (
         [*ONE_OF_TENANTS, "tenants[0].settings.pollInterval=5"],
         "tenants.0.settings",
     ),
-    "inline secret in tenant defaults": (
-        [*ONE_OF_TENANTS, "tenantDefaults.api_key=x"],
-        "tenantDefaults",
-    ),
     "no shards": ([*ONE_OF_TENANTS, "sharding.enabled=true", "sharding.replicas=0"], "replicas"),
+    **{name: (sets, message) for name, (sets, message, _) in TENANT_MISTAKES.items()},
 }
 
 # Combinations the chart refuses with `fail` and a one-line fix (helm lint only reports
@@ -955,13 +973,26 @@ def test_bad_values_are_rejected(
         assert message in output, output
 
 
+TEMPLATE_FAILURES = {
+    **{name: ([], *case) for name, case in BAD_COMBINATIONS.items()},
+    # The templates check tenants themselves too, for installs that skip the schema.
+    **{
+        f"{name} (no schema)": (["--skip-schema-validation"], sets, message)
+        for name, (sets, _, message) in TENANT_MISTAKES.items()
+    },
+}
+
+
 @pytest.mark.parametrize(
-    ("sets", "message"), BAD_COMBINATIONS.values(), ids=BAD_COMBINATIONS.keys()
+    ("flags", "sets", "message"), TEMPLATE_FAILURES.values(), ids=TEMPLATE_FAILURES.keys()
 )
 def test_bad_combinations_fail_with_a_fix(
-    run_helm: Callable[..., subprocess.CompletedProcess[str]], sets: list[str], message: str
+    run_helm: Callable[..., subprocess.CompletedProcess[str]],
+    flags: list[str],
+    sets: list[str],
+    message: str,
 ) -> None:
-    result = run_helm("template", "wce", str(CHART), *_helm_args([], sets))
+    result = run_helm("template", "wce", str(CHART), *flags, *_helm_args([], sets))
     assert result.returncode != 0, f"helm template accepted {sets}"
     assert message in result.stderr, result.stderr
 

@@ -166,13 +166,13 @@ the chart writes itself), one line each.
 {{- end }}
 {{- range $key, $_ := $tenant.settings }}
 {{- if has $key (include "wce.chartTenantKeys" $ | splitList " ") }}
-{{- fail (printf "%s.settings.%s: the chart writes this key; use %s.baseUrl and apiKey or existingSecret" $where $key $where) }}
+{{- fail (printf "%s.settings.%s: not a setting here: the chart writes name, base URL and key file, and secrets are never inline; use %s.baseUrl, apiKey or existingSecret, or a *_file setting" $where $key $where) }}
 {{- end }}
 {{- end }}
 {{- end }}
 {{- range $key, $_ := .Values.tenantDefaults }}
 {{- if has $key (include "wce.chartTenantKeys" $ | splitList " ") }}
-{{- fail (printf "tenantDefaults.%s: the chart writes this key per tenant" $key) }}
+{{- fail (printf "tenantDefaults.%s: not a default: the chart writes name, base URL and key file per tenant, and secrets are never inline" $key) }}
 {{- end }}
 {{- end }}
 {{- if and .Values.sharding.enabled (semverCompare "<1.28.0-0" .Capabilities.KubeVersion.Version) }}
