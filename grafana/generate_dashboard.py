@@ -14,12 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from grafana_foundation_sdk.builders import bargauge, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.builders import common as common_builder
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
@@ -29,8 +32,11 @@ OUTPUT = Path(__file__).resolve().parent / "dashboards" / "webex-campaign-export
 UID = "webex-campaign-exporter"
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 # Every selector is narrowed by the three variables: several releases (jobs, instances) may
-# export the same tenant in one Prometheus.
-SCOPE = ('job=~"$job"', 'instance=~"$instance"', 'tenant=~"$tenant"')
+# export the same tenant in one Prometheus, and several shards share the tenants out.
+EXPORTERS = ('job=~"$job"', 'instance=~"$instance"')
+SCOPE = (*EXPORTERS, 'tenant=~"$tenant"')
+# What "All" stands for: any value, but never a missing label.
+ALL_VALUE = ".+"
 # Same threshold as the WebexCampaignTargetGroupStuckInProgress alert.
 STUCK_AFTER_SECONDS = 3600
 TOP_GROUPS = 10
@@ -39,6 +45,15 @@ TOP_GROUPS = 10
 def _m(name: str, *matchers: str) -> str:
     """A selector of `name` restricted to the chosen jobs, instances and tenants."""
     return f"webex_campaign_{name}{{{', '.join((*SCOPE, *matchers))}}}"
+
+
+def _of_exporters_polling_chosen_tenants(name: str) -> str:
+    """A process-wide series (no `tenant`) of the exporters that poll a chosen tenant.
+
+    Filtering it by tenant directly would drop it; joining on the exporter's job and
+    instance keeps, with shards, just the instances serving the chosen tenants.
+    """
+    return f"webex_campaign_{name}{{{', '.join(EXPORTERS)}}} and on (job, instance) {_m('up')}"
 
 
 def _unnamed(expr: str) -> str:
@@ -79,13 +94,25 @@ STATE_MAPPINGS: list[model.ValueMapping] = [
 ]
 
 
-def _stat(title: str, description: str, expr: str) -> stat.Panel:
+UP_MAPPINGS: list[model.ValueMapping] = [
+    model.ValueMap(
+        options={
+            "0": model.ValueMappingResult(text="Down", color="red", index=0),
+            "1": model.ValueMappingResult(text="Up", color="green", index=1),
+        }
+    )
+]
+# The WebexCampaignSnapshotStale alert fires at 900 s.
+SNAPSHOT_AGE_THRESHOLDS = _thresholds((None, "green"), (300, "orange"), (900, "red"))
+
+
+def _stat(title: str, description: str, expr: str, legend: str = "") -> stat.Panel:
     return (
         stat.Panel()
         .title(title)
         .description(description)
         .datasource(DATASOURCE)
-        .with_target(_query(expr).instant())
+        .with_target(_query(expr, legend).instant())
         .height(4)
         .span(4)
         .graph_mode(common.BigValueGraphMode.NONE)
@@ -135,16 +162,7 @@ def overview_stats() -> list[stat.Panel]:
             " when several are selected).",
             f"min({_m('up')})",
         )
-        .mappings(
-            [
-                model.ValueMap(
-                    options={
-                        "0": model.ValueMappingResult(text="Down", color="red", index=0),
-                        "1": model.ValueMappingResult(text="Up", color="green", index=1),
-                    }
-                )
-            ]
-        )
+        .mappings(UP_MAPPINGS)
         .thresholds(_thresholds((None, "red"), (1, "green"))),
         _stat(
             "Snapshot age",
@@ -154,7 +172,7 @@ def overview_stats() -> list[stat.Panel]:
             f"max(time() - {_m('last_poll_success_timestamp_seconds')})",
         )
         .unit("s")
-        .thresholds(_thresholds((None, "green"), (300, "orange"), (900, "red"))),
+        .thresholds(SNAPSHOT_AGE_THRESHOLDS),
     ]
 
 
@@ -187,6 +205,41 @@ TABLE_HIDDEN = (
 )
 
 
+def _color_text(*properties: model.DynamicConfigValue) -> list[model.DynamicConfigValue]:
+    return [
+        *properties,
+        model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
+    ]
+
+
+def _merged_table(
+    title: str,
+    description: str,
+    queries: Sequence[cogbuilder.Builder[cogvariants.Dataquery]],
+    columns: dict[str, str],
+    sort_desc: str,
+    hidden: tuple[str, ...] = TABLE_HIDDEN,
+) -> table.Panel:
+    """A table of instant queries joined on their labels, one row per label set, sorted by
+    the column `sort_desc`, largest first."""
+    organize = {
+        "excludeByName": dict.fromkeys(hidden, True),
+        "indexByName": {field: index for index, field in enumerate(columns)},
+        "renameByName": columns,
+    }
+    return (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(list(queries))
+        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(model.DataTransformerConfig(id_val="organize", options=organize))
+        .sort_by([common_builder.TableSortByFieldState().display_name(sort_desc).desc(True)])
+        .unit("short")
+    )
+
+
 def groups_table() -> table.Panel:
     queries = [
         _instant_table(_unnamed(_m("target_group_total_records")), "A"),
@@ -201,45 +254,32 @@ def groups_table() -> table.Panel:
         _instant_table(_unnamed(_m("target_group_state")), "E"),
         _instant_table(f"time() - {_m('target_group_state_since_timestamp_seconds')}", "F"),
     ]
-    organize = {
-        "excludeByName": dict.fromkeys(TABLE_HIDDEN, True),
-        "indexByName": {field: index for index, field in enumerate(TABLE_COLUMNS)},
-        "renameByName": TABLE_COLUMNS,
-    }
     return (
-        table.Panel()
-        .title("Target groups")
-        .description(
+        _merged_table(
+            "Target groups",
             "Every target group in the last snapshot: records, share of error records,"
-            " import state and how long the group has been in that state."
+            " import state and how long the group has been in that state.",
+            queries,
+            TABLE_COLUMNS,
+            sort_desc="Error ratio",
         )
-        .datasource(DATASOURCE)
-        .targets(queries)
         .height(10)
         .span(24)
-        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
-        .with_transformation(model.DataTransformerConfig(id_val="organize", options=organize))
-        .sort_by([common_builder.TableSortByFieldState().display_name("Error ratio").desc(True)])
-        .unit("short")
         .override_by_name(
             "State",
-            [
-                model.DynamicConfigValue(id_val="mappings", value=STATE_MAPPINGS),
-                model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
-            ],
+            _color_text(model.DynamicConfigValue(id_val="mappings", value=STATE_MAPPINGS)),
         )
         .override_by_name("Time in state", [model.DynamicConfigValue(id_val="unit", value="s")])
         .override_by_name(
             "Error ratio",
-            [
+            _color_text(
                 model.DynamicConfigValue(id_val="unit", value="percentunit"),
                 model.DynamicConfigValue(id_val="decimals", value=1),
                 model.DynamicConfigValue(
                     id_val="thresholds",
                     value=_thresholds((None, "green"), (0.000001, "orange"), (0.05, "red")).build(),
                 ),
-                model.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
-            ],
+            ),
         )
     )
 
@@ -283,6 +323,10 @@ def _timeseries(title: str, description: str, unit: str) -> timeseries.Panel:
     )
 
 
+# Ids are unique within a tenant only.
+GROUP_LEGEND = "{{tenant}} {{name}} ({{id}})"
+
+
 def records_panels() -> list[timeseries.Panel]:
     return [
         _timeseries(
@@ -290,14 +334,20 @@ def records_panels() -> list[timeseries.Panel]:
             f"Valid records of the {TOP_GROUPS} target groups with the most valid records"
             " in the time range.",
             "short",
-        ).with_target(_query(_top_groups("target_group_valid_records"), "{{name}} ({{id}})")),
+        ).with_target(_query(_top_groups("target_group_valid_records"), GROUP_LEGEND)),
         _timeseries(
             f"Error records, top {TOP_GROUPS} groups",
             f"Error records of the {TOP_GROUPS} target groups with the most error records"
             " in the time range: records uploaded but not imported.",
             "short",
-        ).with_target(_query(_top_groups("target_group_error_records"), "{{name}} ({{id}})")),
+        ).with_target(_query(_top_groups("target_group_error_records"), GROUP_LEGEND)),
     ]
+
+
+def _per_tenant(expr: str) -> str:
+    """One line per tenant: while a restarted exporter's old and new series overlap, or
+    a tenant moves to another shard, the worst of them."""
+    return f"max by (tenant) ({expr})"
 
 
 def api_panels() -> list[timeseries.Panel]:
@@ -329,19 +379,142 @@ def api_panels() -> list[timeseries.Panel]:
             " while polls succeed and climbs steadily while they fail.",
             "s",
         ).with_target(
-            _query(f"time() - {_m('last_poll_success_timestamp_seconds')}", "{{tenant}}")
+            _query(
+                _per_tenant(f"time() - {_m('last_poll_success_timestamp_seconds')}"), "{{tenant}}"
+            )
         ),
         _timeseries(
             "Poll duration",
             "How long the last poll took: the API request plus processing of the response.",
             "s",
-        ).with_target(_query(_m("poll_duration_seconds"), "{{tenant}}")),
+        ).with_target(_query(_per_tenant(_m("poll_duration_seconds")), "{{tenant}}")),
         _timeseries(
             "Malformed records skipped",
             "Records of the last API response that were skipped as malformed; each is"
             " logged by the exporter.",
             "short",
-        ).with_target(_query(_m("invalid_target_groups"), "{{tenant}}")),
+        ).with_target(_query(_per_tenant(_m("invalid_target_groups")), "{{tenant}}")),
+    ]
+
+
+# -- Health of each tenant and of each exporter (issue 13: several tenants, shards) --------
+
+TENANT_COLUMNS: dict[str, str] = {
+    "tenant": "Tenant",
+    "instance": "Exporter",
+    "Value #A": "API",
+    "Value #B": "Snapshot age",
+    "Value #C": "Failed requests",
+}
+# The counts over the whole time range, asked at its end: how often each tenant failed in
+# the range the dashboard shows, whatever the step.
+IN_RANGE = "[$__range]"
+
+
+def tenant_health_table() -> table.Panel:
+    """One row per tenant and the exporter (shard) that polls it."""
+    by = "by (tenant, instance)"
+    queries = [
+        _instant_table(f"max {by} ({_m('up')})", "A"),
+        _instant_table(f"max {by} (time() - {_m('last_poll_success_timestamp_seconds')})", "B"),
+        _instant_table(f"sum {by} (increase({_m('api_failures_total')}{IN_RANGE}))", "C"),
+    ]
+    return (
+        _merged_table(
+            "Tenant health",
+            "One row per tenant: the exporter (shard) that polls it, whether its last poll"
+            " succeeded, the age of its snapshot and the API requests that failed in the"
+            " time range; the oldest snapshots first.",
+            queries,
+            TENANT_COLUMNS,
+            sort_desc="Snapshot age",
+            hidden=("Time",),
+        )
+        .height(8)
+        .span(12)
+        .override_by_name(
+            "API",
+            _color_text(model.DynamicConfigValue(id_val="mappings", value=UP_MAPPINGS)),
+        )
+        .override_by_name(
+            "Snapshot age",
+            _color_text(
+                model.DynamicConfigValue(id_val="unit", value="s"),
+                model.DynamicConfigValue(
+                    id_val="thresholds", value=SNAPSHOT_AGE_THRESHOLDS.build()
+                ),
+            ),
+        )
+        .override_by_name(
+            "Failed requests",
+            _color_text(
+                model.DynamicConfigValue(
+                    id_val="thresholds", value=_thresholds((None, "green"), (1, "orange")).build()
+                ),
+            ),
+        )
+    )
+
+
+def failures_by_code() -> bargauge.Panel:
+    expr = f"sum by (tenant, code) (increase({_m('api_failures_total')}{IN_RANGE})) > 0"
+    return (
+        bargauge.Panel()
+        .title("API failures by tenant and code")
+        .description(
+            "Failed API requests in the time range, per tenant and code: the code of the"
+            " response body, else the HTTP status, else timeout, connection, tls,"
+            " invalid_response or too_large. Empty while every request succeeds."
+        )
+        .datasource(DATASOURCE)
+        .with_target(_query(expr, "{{tenant}} {{code}}").instant())
+        .height(8)
+        .span(12)
+        .unit("short")
+        .no_value("no failures")
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .reduce_options(common_builder.ReduceDataOptions().calcs(["lastNotNull"]))
+        .thresholds(_thresholds((None, "orange")))
+    )
+
+
+def exporter_stats() -> list[stat.Panel]:
+    reloaded = _of_exporters_polling_chosen_tenants("config_last_reload_success_timestamp_seconds")
+    return [
+        _stat(
+            "Config reload",
+            "Whether the last reload of each exporter's tenants file (--config.file, on"
+            " SIGHUP or POST /-/reload) succeeded. A failed reload changes nothing: the"
+            " exporter keeps polling as the last valid file said. The"
+            " WebexCampaignExporterConfigReloadFailed alert fires after 10 minutes.",
+            "min by (instance) ("
+            + _of_exporters_polling_chosen_tenants("config_last_reload_successful")
+            + ")",
+            "{{instance}}",
+        )
+        .span(12)
+        .mappings(
+            [
+                model.ValueMap(
+                    options={
+                        "0": model.ValueMappingResult(text="Failed", color="red", index=0),
+                        "1": model.ValueMappingResult(text="OK", color="green", index=1),
+                    }
+                )
+            ]
+        )
+        .thresholds(_thresholds((None, "red"), (1, "green"))),
+        _stat(
+            "Config loaded",
+            "When each exporter last loaded its tenants file successfully, at start or on"
+            " a reload.",
+            f"max by (instance) ({reloaded}) * 1000",
+            "{{instance}}",
+        )
+        .span(12)
+        .unit("dateTimeFromNow")
+        .thresholds(_thresholds((None, "blue"))),
     ]
 
 
@@ -400,7 +573,7 @@ def _multi_variable(name: str, label: str, query: str) -> dash.QueryVariable:
         .sort(model.VariableSort.ALPHABETICAL_ASC)
         .multi(True)
         .include_all(True)
-        .all_value(".*")
+        .all_value(ALL_VALUE)
     )
 
 
@@ -439,18 +612,18 @@ def build() -> dash.Dashboard:
             )
         )
     )
-    builder = builder.with_row(dash.Row("Overview"))
-    for panel in overview_stats():
-        builder = builder.with_panel(panel)
-    builder = builder.with_row(dash.Row("Target groups")).with_panel(groups_table())
-    for panel in records_panels():
-        builder = builder.with_panel(panel)
-    builder = builder.with_row(dash.Row("API and polling"))
-    for panel in api_panels():
-        builder = builder.with_panel(panel)
-    builder = builder.with_row(dash.Row("Imports"))
-    for panel in import_panels():
-        builder = builder.with_panel(panel)
+    rows: dict[str, Sequence[cogbuilder.Builder[model.Panel]]] = {
+        "Overview": overview_stats(),
+        "Tenant health": [tenant_health_table(), failures_by_code()],
+        "Target groups": [groups_table(), *records_panels()],
+        "API and polling": api_panels(),
+        "Imports": import_panels(),
+        "Exporter health": exporter_stats(),
+    }
+    for title, panels in rows.items():
+        builder = builder.with_row(dash.Row(title))
+        for panel in panels:
+            builder = builder.with_panel(panel)
     return builder
 
 

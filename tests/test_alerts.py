@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tools import promql_metric_names, require_tool
+from tools import PROCESS_WIDE, known_metric_names, promql_metric_names, require_tool
 
 from exporter import metrics
 
@@ -22,7 +22,7 @@ RUNBOOK_BASE = (
 )
 SEVERITIES = {"critical", "warning", "info"}
 # `up` is Prometheus's own per-target series, the only foreign name a rule may use.
-KNOWN_METRICS = {name for m in metrics.ALL for name in m.series_names} | {"up"}
+KNOWN_METRICS = known_metric_names() | {"up"}
 
 
 def _alerts() -> list[dict[str, Any]]:
@@ -30,8 +30,15 @@ def _alerts() -> list[dict[str, Any]]:
     return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
 
 
+def _is_per_tenant(rule: dict[str, Any]) -> bool:
+    """Whether the rule is about tenants, not about an exporter process (`up`, config)."""
+    names = promql_metric_names(rule["expr"]) - {"up"}
+    return any(not PROCESS_WIDE.fullmatch(name) for name in names)
+
+
 ALERTS = _alerts()
 ALERT_IDS = [a["alert"] for a in ALERTS]
+PER_TENANT = [a for a in ALERTS if _is_per_tenant(a)]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -107,9 +114,11 @@ def test_description_names_tenant_and_group(rule: dict[str, Any]) -> None:
     if used & {m.name for m in metrics.PER_GROUP}:
         for label in ("tenant", "name", "id"):
             assert f"$labels.{label}" in description, f"description must name the group {label}"
-    elif not rule["expr"].lstrip().startswith("up "):
-        # Only the target-down alert speaks of `up`, which carries no tenant label.
+    elif _is_per_tenant(rule):
         assert "$labels.tenant" in description
+    else:
+        # `up` and the process-wide series carry no tenant: name the exporter instead.
+        assert "$labels.instance" in description
 
 
 @pytest.mark.parametrize("rule", ALERTS, ids=ALERT_IDS)
@@ -125,3 +134,26 @@ def test_never_matches_on_a_job_name() -> None:
     # Users name their scrape jobs as they like (and the Helm chart picks its own).
     for rule in ALERTS:
         assert not re.search(r"\bjob\s*=~?", rule["expr"]), rule["alert"]
+
+
+AGGREGATIONS = r"sum|min|max|avg|group|count|stddev|stdvar|topk|bottomk|quantile|count_values"
+
+
+def test_process_wide_alerts_are_the_exporter_s() -> None:
+    process_wide = {a["alert"] for a in ALERTS} - {a["alert"] for a in PER_TENANT}
+    assert process_wide == {
+        "WebexCampaignExporterDown",
+        "WebexCampaignExporterConfigReloadFailed",
+    }
+
+
+@pytest.mark.parametrize("rule", PER_TENANT, ids=[a["alert"] for a in PER_TENANT])
+def test_per_tenant_alerts_never_aggregate_the_tenant_away(rule: dict[str, Any]) -> None:
+    # One exporter polls several tenants and several exporters (shards) share them: an alert
+    # must fire once per tenant in trouble, labelled with it (prometheus/tests/tenants_test.yaml).
+    expr = rule["expr"]
+    assert not re.search(rf"\b(?:{AGGREGATIONS})\s*\(", expr), "aggregate with by or without"
+    for keyword, labels in re.findall(r"\b(by|on|without|ignoring)\s*\(([^)]*)\)", expr):
+        kept = keyword in ("by", "on")
+        names = {label.strip() for label in labels.split(",")}
+        assert ("tenant" in names) == kept, f"{keyword} ({labels}) loses the tenant"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from tools import promql_metric_names
+from tools import PROCESS_WIDE, known_metric_names, promql_metric_names
 
 from exporter import metrics
 
@@ -21,7 +21,7 @@ GENERATOR = ROOT / "grafana" / "generate_dashboard.py"
 DASHBOARD = ROOT / "grafana" / "dashboards" / "webex-campaign-exporter.json"
 ALERTS = ROOT / "prometheus" / "alerts.yaml"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-KNOWN_METRICS = {name for m in metrics.ALL for name in m.series_names}
+KNOWN_METRICS = known_metric_names()
 
 
 def _load_generator() -> ModuleType:
@@ -49,6 +49,17 @@ def _targets(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _exprs(dashboard: dict[str, Any]) -> list[str]:
     return [t["expr"] for t in _targets(dashboard)]
+
+
+def _rows(dashboard: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Row title -> the panels that follow it, up to the next row."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            current = rows.setdefault(panel["title"], [])
+        else:
+            current.append(panel)
+    return rows
 
 
 def test_committed_json_is_the_generator_output() -> None:
@@ -116,10 +127,11 @@ def test_variables(dashboard: dict[str, Any]) -> None:
         assert variable["type"] == "query"
         assert variable["datasource"] == DATASOURCE
         assert variable["query"] == query
-        # Several releases in one cluster: pick any number of them, All by default.
+        # Several releases, shards and tenants: pick any number of them, or All.
         assert variable["multi"] is True
         assert variable["includeAll"] is True
-        assert variable["allValue"] == ".*"
+        # Any value, but never a missing label.
+        assert variable["allValue"] == ".+"
 
 
 def test_every_panel_and_target_uses_the_datasource_variable(dashboard: dict[str, Any]) -> None:
@@ -146,23 +158,39 @@ def test_every_expression_uses_only_known_metrics(dashboard: dict[str, Any]) -> 
         assert promql_metric_names(expr) <= KNOWN_METRICS, expr
 
 
+SELECTOR = re.compile(r"\b(webex_campaign_\w+)(\{[^}]*\})?")
+TENANTS_OF_THE_EXPORTER = re.compile(
+    r' and on \(job, instance\) webex_campaign_up\{job=~"\$job", instance=~"\$instance",'
+    r' tenant=~"\$tenant"\}'
+)
+
+
 def test_every_selector_is_filtered_by_job_instance_and_tenant(dashboard: dict[str, Any]) -> None:
     for expr in _exprs(dashboard):
-        for selector in re.finditer(r"\bwebex_campaign_\w+(\{[^}]*\})?", expr):
-            matchers = selector.group(1) or ""
-            for variable in ("job", "instance", "tenant"):
+        assert 'tenant="' not in expr, "several tenants may be chosen: match with =~"
+        for selector in SELECTOR.finditer(expr):
+            matchers = selector.group(2) or ""
+            for variable in ("job", "instance"):
                 assert f'{variable}=~"${variable}"' in matchers, expr
+            if PROCESS_WIDE.fullmatch(selector.group(1)):
+                # No tenant label: it would never match. The exporters that poll a chosen
+                # tenant instead.
+                assert "tenant" not in matchers, expr
+                assert TENANTS_OF_THE_EXPORTER.search(expr[selector.end() :]), expr
+            else:
+                assert 'tenant=~"$tenant"' in matchers, expr
 
 
 def test_rates_use_rate_interval(dashboard: dict[str, Any]) -> None:
     calls = [
-        m.group(0)
-        for expr in _exprs(dashboard)
-        for m in re.finditer(r"\b(?:rate|irate|increase)\([^\[]*\[[^\]]*\]", expr)
+        (m.group(0), target.get("instant", False))
+        for target in _targets(dashboard)
+        for m in re.finditer(r"\b(?:rate|irate|increase)\([^\[]*\[[^\]]*\]", target["expr"])
     ]
     assert calls, "the dashboard shows API request rates"
-    for call in calls:
-        assert call.endswith("[$__rate_interval]"), call
+    for call, instant in calls:
+        # An instant query counts over the whole time range shown, at its end.
+        assert call.endswith("[$__range]" if instant else "[$__rate_interval]"), call
 
 
 def test_has_the_panels_the_issue_asks_for(dashboard: dict[str, Any]) -> None:
@@ -186,7 +214,7 @@ def test_has_the_panels_the_issue_asks_for(dashboard: dict[str, Any]) -> None:
 def test_table_shows_records_error_ratio_state_and_time_in_state(
     dashboard: dict[str, Any],
 ) -> None:
-    (table,) = (p for p in _panels(dashboard) if p["type"] == "table")
+    (table,) = (p for p in _panels(dashboard) if p["title"] == "Target groups")
     exprs = " ".join(t["expr"] for t in table["targets"])
     for metric in (
         metrics.TOTAL_RECORDS,
@@ -209,6 +237,62 @@ def test_table_shows_records_error_ratio_state_and_time_in_state(
     assert not hidden & {"tenant", "name", "id", "behaviour"}
     assert [t["id"] for t in table["transformations"]][:1] == ["merge"], "merge before hiding"
     assert {"State", "Error ratio", "Time in state"} <= overridden <= set(renamed.values())
+
+
+def test_per_series_panels_show_and_keep_the_tenant(dashboard: dict[str, Any]) -> None:
+    # Several tenants chosen: each line or bar is one tenant's, and says which.
+    drawn = [p for p in _panels(dashboard) if p["type"] in ("timeseries", "bargauge")]
+    assert drawn
+    for panel in drawn:
+        for target in panel["targets"]:
+            assert "{{tenant}}" in target["legendFormat"], panel["title"]
+            for labels in re.findall(r"\bby \(([^)]*)\)", target["expr"]):
+                assert "tenant" in labels.split(", "), f"{panel['title']}: by ({labels})"
+            assert not re.search(r"\b(?:sum|min|max|avg|count)\(", target["expr"]), panel["title"]
+
+
+def test_tenant_health_row_shows_up_snapshot_age_and_failures_by_code(
+    dashboard: dict[str, Any],
+) -> None:
+    rows = _rows(dashboard)
+    assert list(rows)[:2] == ["Overview", "Tenant health"], "right below the overview"
+    panels = {p["title"]: p for p in rows["Tenant health"]}
+    table = panels["Tenant health"]
+    exprs = [t["expr"] for t in table["targets"]]
+    assert exprs[0].startswith("max by (tenant, instance) (webex_campaign_up{")
+    assert exprs[1].startswith(
+        "max by (tenant, instance) (time() - webex_campaign_last_poll_success_timestamp_seconds{"
+    )
+    assert exprs[2].startswith(
+        "sum by (tenant, instance) (increase(webex_campaign_api_failures_total{"
+    )
+    assert all(t["format"] == "table" and t["instant"] for t in table["targets"])
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")
+    shown = organize["options"]["renameByName"]
+    assert {shown["tenant"], shown["instance"]} == {"Tenant", "Exporter"}, "which shard"
+    assert not organize["options"]["excludeByName"].keys() & {"tenant", "instance"}
+    (failures,) = panels["API failures by tenant and code"]["targets"]
+    assert failures["expr"].startswith(
+        "sum by (tenant, code) (increase(webex_campaign_api_failures_total{"
+    )
+    assert failures["legendFormat"] == "{{tenant}} {{code}}"
+
+
+def test_exporter_health_row_shows_config_reload_status(dashboard: dict[str, Any]) -> None:
+    panels = {p["title"]: p for p in _rows(dashboard)["Exporter health"]}
+    (reload,) = panels["Config reload"]["targets"]
+    assert reload["expr"].startswith(
+        "min by (instance) (webex_campaign_config_last_reload_successful{"
+    )
+    assert reload["legendFormat"] == "{{instance}}"
+    (loaded,) = panels["Config loaded"]["targets"]
+    assert "webex_campaign_config_last_reload_success_timestamp_seconds" in loaded["expr"]
+    texts = {
+        m["options"][value]["text"]
+        for m in panels["Config reload"]["fieldConfig"]["defaults"]["mappings"]
+        for value in m["options"]
+    }
+    assert texts == {"OK", "Failed"}
 
 
 def _threshold_after(expr: str, metric: str) -> float:

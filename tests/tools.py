@@ -1,4 +1,4 @@
-"""Helpers shared by tests that need an external tool (promtool, prometheus, helm, hadolint)."""
+"""Helpers shared by tests: external tools (promtool, prometheus, helm, hadolint), PromQL names."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+
+from exporter import metrics
 
 
 def require_tool(name: str) -> str:
@@ -65,6 +67,24 @@ def promql_metric_names(expr: str) -> set[str]:
             continue
         names.add(word)
     return names
+
+
+# Process-wide series of several tenants in one exporter (SPEC, issue 13), which the rules
+# and the dashboard read: known even before exporter/metrics.py declares them.
+CONFIG_RELOAD_METRICS = frozenset(
+    {
+        "webex_campaign_config_last_reload_successful",
+        "webex_campaign_config_last_reload_success_timestamp_seconds",
+    }
+)
+# Series about the exporter process, not about a tenant: they carry no `tenant` label.
+PROCESS_WIDE = re.compile(r"\bwebex_campaign_(?:exporter|config)_\w+")
+
+
+def known_metric_names() -> set[str]:
+    """Every series name the exporter declares, plus the config reload metrics."""
+    declared = {name for metric in metrics.ALL for name in metric.series_names}
+    return declared | CONFIG_RELOAD_METRICS
 
 
 def exporter_script() -> str:
