@@ -212,26 +212,30 @@ class BlockRenderer:
 
     CHUNK = 1024
     CHUNK_MAX = 4096
+    _key = staticmethod(hash)
 
     def __init__(self, tenant: str, max_label_length: int = DEFAULT_MAX_LABEL_LENGTH) -> None:
         self._max_label_length = max_label_length
         self._tenant = f'{m.TENANT}="{escape(tenant)}"'
-        self._cache: dict[int, _Chunk] = {}
+        self._cache: dict[int, tuple[tuple[GroupSample, ...], _Chunk]] = {}
+        """Last poll's chunks by the hash of their samples, with the samples: a hit must
+        also compare equal (an unchanged group keeps its sample object, so that is cheap)."""
         self._suffixes: dict[tuple[_LabelSet, object], tuple[str, int]] = {}
-        self._last: tuple[list[int], GroupBlock] | None = None
+        self._last: tuple[list[tuple[GroupSample, ...]], GroupBlock] | None = None
         self._block: GroupBlock | None = None
 
     def render(self, samples: Sequence[GroupSample]) -> GroupBlock:
-        chunks = self._split(samples)
-        keys = [hash(tuple(chunk)) for chunk in chunks]
-        if self._last is not None and self._last[0] == keys:
+        chunks = [tuple(chunk) for chunk in self._split(samples)]
+        if self._last is not None and self._last[0] == chunks:
             return self._last[1]  # nothing changed: not even the CRC to combine again
-        cache: dict[int, _Chunk] = {}
+        cache: dict[int, tuple[tuple[GroupSample, ...], _Chunk]] = {}
         rendered: list[tuple[Segment, ...]] = []
         truncated = 0
-        for key, chunk in zip(keys, chunks, strict=True):
-            done = cache.get(key) or self._cache.get(key) or self._render(chunk)
-            cache[key] = done
+        for chunk in chunks:
+            key = self._key(chunk)
+            hit = cache.get(key) or self._cache.get(key)
+            done = hit[1] if hit is not None and hit[0] == chunk else self._render(chunk)
+            cache[key] = (chunk, done)
             rendered.append(done[0])
             truncated += done[1]
         self._cache = cache
@@ -242,7 +246,7 @@ class BlockRenderer:
             for family in range(len(m.PER_GROUP))
         )
         block = GroupBlock(families, len(samples), truncated)
-        self._last = (keys, block)
+        self._last = (chunks, block)
         return block
 
     def render_with(

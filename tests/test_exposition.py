@@ -290,6 +290,24 @@ def test_incremental_render_equals_a_fresh_one_and_reuses_unchanged_chunks(
     assert 'id="new"' in text
 
 
+def test_chunks_whose_hashes_collide_are_never_taken_for_each_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reuse is exact: a chunk found by its hash is taken only if its samples are equal."""
+    monkeypatch.setattr(BlockRenderer, "CHUNK", 64)
+    monkeypatch.setattr(BlockRenderer, "_key", staticmethod(lambda _chunk: 42))
+    renderer = BlockRenderer("acme")
+    renderer.render(samples_for(many(1000)))
+    records = many(1000)
+    records[500]["errorcount"] = 7.0
+    after = samples_for(records)
+    block = renderer.render(after)
+    assert (
+        render(block, health()).text.plain()
+        == render(render_groups("acme", after), health()).text.plain()
+    )
+
+
 def test_large_block_round_trips() -> None:
     records = [{**SEED_RECORDS[0], "id": f"g{i}", "name": f"group {i}"} for i in range(3000)]
     block = render_groups("acme", samples_for(records))
