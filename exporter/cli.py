@@ -19,7 +19,6 @@ from .process_metrics import ProcessMetrics
 from .scenarios import DEMO_KEY
 from .server import Latest, MetricsServer, Published, ScrapeSeries, make_server
 from .settings import (
-    DEMO_TENANT,
     OPTIONS,
     ConfigError,
     Flag,
@@ -140,7 +139,8 @@ def _demo_tenants(settings: Settings) -> list[tuple[Settings, Simulator]]:
     from .simulator import Simulator, Tenant
 
     count = settings.demo_tenants
-    names = [DEMO_TENANT] if count == 1 else [f"{DEMO_TENANT}-{n}" for n in range(1, count + 1)]
+    label = settings.tenant_label  # `demo`, or --tenant
+    names = [label] if count == 1 else [f"{label}-{n}" for n in range(1, count + 1)]
     chosen = []
     for index, name in enumerate(names):
         if shard_of(name, settings.total_shards) != settings.shard:
