@@ -258,3 +258,30 @@ def test_telemetry_path_and_several_listen_addresses(latest: Latest) -> None:
         for server in servers:
             server.shutdown()
             server.server_close()
+
+
+def test_results_are_batched_when_stitching_is_slow_and_none_is_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stitching many large tenants takes time: results arriving faster than a fifth of a
+    core allows are stitched together, and the last one is always served."""
+    stitches = 0
+    real = Published.of_slots.__func__  # type: ignore[attr-defined]
+
+    def slow(cls: type[Published], slots: object) -> Published:
+        nonlocal stitches
+        stitches += 1
+        time.sleep(0.01)
+        return real(cls, slots)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Published, "of_slots", classmethod(slow))
+    latest = Latest(initial_published("acme", key=1))
+    for requests in range(1, 31):
+        health = Health("acme", True, 1.0, 0.1, requests, {}, 0)
+        assert latest.update(1, TenantExposition.of(render_groups("acme", ()), health))
+    assert not latest.update(2, TenantExposition.of(render_groups("x", ()), health))
+    deadline = time.monotonic() + 10
+    while latest.value.health.requests != 30:
+        assert time.monotonic() < deadline, "the last result was never served"
+        time.sleep(0.01)
+    assert stitches < 15  # 30 results, each stitch 10 ms: at most one per 50 ms

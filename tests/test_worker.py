@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -199,33 +199,28 @@ def test_a_killed_child_is_replaced_and_the_last_values_served_as_down(
         {"base_url": simulator.base_url, "api_key": DEMO_KEY, "log_level": "error"},
         simulator.base_url,
     )
-    published: queue.Queue[object] = queue.Queue()
     latest = process._latest
-    original_set = latest.set
-
-    def observed_set(value: object) -> None:
-        original_set(value)  # type: ignore[arg-type]
-        published.put(value)
-
-    latest.set = observed_set  # type: ignore[method-assign]
     waits = RecordedWaits()
     process._stopping = waits
+
+    def until(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + PATIENCE
+        while not condition():
+            assert time.monotonic() < deadline, "not in time"
+            time.sleep(0.01)
+
     thread = process.start()
     try:
         for _ in range(2):  # twice: the backoff starts over after a good message
-            first = published.get(timeout=PATIENCE)
-            assert first.up  # type: ignore[attr-defined]
+            until(lambda: latest.value.ready and latest.value.up)
+            first = latest.value
             assert process._process is not None
             process._process.kill()
-            deadline = time.monotonic() + PATIENCE
-            while latest.value.up and time.monotonic() < deadline:
-                time.sleep(0.01)
+            until(lambda: not latest.value.up)
             down = latest.value
-            assert not down.up
-            text = text_of(down.exposition)  # type: ignore[attr-defined]
+            text = text_of(down.exposition)
             assert series(text, m.TOTAL_RECORDS.name) == series(
-                text_of(first.exposition),
-                m.TOTAL_RECORDS.name,  # type: ignore[attr-defined]
+                text_of(first.exposition), m.TOTAL_RECORDS.name
             )
             assert waits.waits.get(timeout=PATIENCE) == 1.0
     finally:
