@@ -12,6 +12,7 @@ included.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -723,13 +724,28 @@ def _secret(value: SecretStr | None, path: Path | None, field: str) -> Callable[
     return source.value
 
 
-def tls_verify(settings: Settings) -> ssl.SSLContext | bool:
-    """Certificate verification for the API: always on, with the system's CAs or CA_FILE."""
+def tls_verify(settings: Settings) -> ssl.SSLContext:
+    """Certificate verification for the API: always on, with the system's CAs or CA_FILE.
+
+    One context per CA bundle, shared by every tenant's client: a context holds its
+    parsed CAs (about 1 MB), and a hundred tenants need not hold a hundred copies.
+    """
     if settings.ca_file is None:
-        return True
+        return _context(None, 0, 0)
     try:
-        return ssl.create_default_context(cafile=str(settings.ca_file))
+        stat = settings.ca_file.stat()
+        return _context(str(settings.ca_file), stat.st_mtime_ns, stat.st_size)
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(
             f"{describe_setting('ca_file')}: {settings.ca_file} is not a PEM CA bundle ({exc})"
         ) from None
+
+
+@functools.lru_cache(maxsize=64)
+def _context(ca_file: str | None, _mtime_ns: int, _size: int) -> ssl.SSLContext:
+    """A verifying context: httpx's default (certifi, or SSL_CERT_FILE / SSL_CERT_DIR from
+    the environment), or one trusting the bundle `ca_file` (as it is now: a changed file
+    is a new key)."""
+    if ca_file is None:
+        return httpx.create_ssl_context(trust_env=True)
+    return ssl.create_default_context(cafile=ca_file)

@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -115,7 +115,9 @@ class Latest:
     from different threads; scrapes take no lock). Stitching costs time in
     proportion to all tenants' text (the CRCs are combined over it), so with
     many large tenants results are batched: stitching takes at most a fifth of a
-    core (a result waits at most four times the last stitch's duration).
+    core (a result waits at most four times the last stitch's duration). The
+    stitching runs in a thread of its own, so the thread receiving results never
+    stops reading them (a full pipe would hold up the pollers).
 
     It also tells whether polling still makes progress, for `/-/healthy`: every
     poll attempt publishes (success or failure), so a result older than
@@ -141,10 +143,14 @@ class Latest:
         self._slots = list(initial.tenants)
         """The tenants as they are now; `value` has them as last stitched."""
         self._next_stitch = -math.inf
-        self._timer: threading.Timer | None = None
+        self._dirty = threading.Event()
+        self._changes = 0
+        """Counts stitches made under the lock: a slower one begun before is dropped."""
+        self._stitcher: threading.Thread | None = None
 
     def set(self, value: Published) -> None:
         with self._lock:
+            self._changes += 1
             self._slots = list(value.tenants)
             self.value = value
         self._progress = self._clock()
@@ -168,14 +174,11 @@ class Latest:
                 return False
             self._slots[index] = TenantSlot(key, tenant, ready=True)
             self._progress = self._clock()
-            wait = self._next_stitch - time.monotonic()
-            if wait <= 0:
-                self._stitch()
-            elif self._timer is None:
-                self._timer = threading.Timer(wait, self._stitch_later)
-                self._timer.daemon = True
-                self._timer.start()
-            return True
+            if self._stitcher is None:
+                self._stitcher = threading.Thread(target=self._stitch_loop, daemon=True)
+                self._stitcher.start()
+        self._dirty.set()  # stitched by the stitcher thread: the receiver reads on
+        return True
 
     def down(self) -> None:
         """The poller process died: every tenant's `webex_campaign_up` goes to 0."""
@@ -183,16 +186,30 @@ class Latest:
             self._slots = [slot.down() for slot in self._slots]
             self._stitch()
 
-    def _stitch_later(self) -> None:
-        with self._lock:
-            self._timer = None
-            self._stitch()
+    def _stitch_loop(self) -> None:
+        while True:
+            self._dirty.wait()
+            time.sleep(max(0.0, self._next_stitch - time.monotonic()))
+            self._dirty.clear()  # results arriving while stitching set it again
+            with self._lock:
+                slots, changes = list(self._slots), self._changes
+            value, spent = self._stitched(slots)  # without the lock: results go on arriving
+            with self._lock:
+                if self._changes == changes:  # else a reload or a death came in between
+                    self.value = value
+                self._next_stitch = time.monotonic() + spent * (1 / self.STITCH_SHARE - 1)
 
     def _stitch(self) -> None:
+        """Stitch now, holding the lock (the set of tenants or their state changed)."""
+        self._changes += 1
+        self.value, spent = self._stitched(self._slots)
+        self._next_stitch = time.monotonic() + spent * (1 / self.STITCH_SHARE - 1)
+
+    @staticmethod
+    def _stitched(slots: Sequence[TenantSlot]) -> tuple[Published, float]:
         started = time.monotonic()
-        self.value = Published.of_slots(self._slots)
-        ended = time.monotonic()
-        self._next_stitch = ended + (ended - started) * (1 / self.STITCH_SHARE - 1)
+        value = Published.of_slots(slots)
+        return value, time.monotonic() - started
 
     def watch(self, worker: threading.Thread) -> None:
         """Count `worker` dying as polling stopped."""
@@ -298,6 +315,7 @@ DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_READ_HEADER_TIMEOUT = 10.0
 # What one plain-text scrape holds at a time, whatever the size of the exposition.
 PLAIN_PIECE_BYTES = 64 * 1024
+WRITE_BYTES = 64 * 1024
 
 
 class _HeaderDeadlineReader(io.RawIOBase):
@@ -442,8 +460,23 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
-        for piece in body.gzip_parts if gzip else body.plain_pieces(PLAIN_PIECE_BYTES):
-            self.wfile.write(piece)
+        self._write_all(body.gzip_parts if gzip else body.plain_pieces(PLAIN_PIECE_BYTES))
+
+    def _write_all(self, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Write `pieces` in writes of at least WRITE_BYTES: a body stitched from many
+        tenants is thousands of small parts, and a system call each would cost more
+        than the copy into one buffer."""
+        pending = bytearray()
+        for piece in pieces:
+            if not pending and len(piece) >= WRITE_BYTES:
+                self.wfile.write(piece)
+                continue
+            pending += piece
+            if len(pending) >= WRITE_BYTES:
+                self.wfile.write(pending)
+                pending = bytearray()
+        if pending:
+            self.wfile.write(pending)
 
     def _send(
         self,

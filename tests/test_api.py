@@ -541,7 +541,10 @@ def test_token_flow_empty_secret_file_is_a_config_error(
 
 
 def test_tls_verify_uses_the_system_cas_or_the_ca_file(no_env: None, tmp_path: Path) -> None:
-    assert tls_verify(load_settings(demo=True)) is True
+    system = tls_verify(load_settings(demo=True))
+    assert system.verify_mode == ssl.CERT_REQUIRED and system.check_hostname
+    assert len(system.get_ca_certs()) > 10  # certifi's bundle (or SSL_CERT_FILE's)
+    assert tls_verify(load_settings(demo=True, tenant="other")) is system  # one, shared
     ca = trustme.CA()
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
@@ -549,6 +552,10 @@ def test_tls_verify_uses_the_system_cas_or_the_ca_file(no_env: None, tmp_path: P
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert len(context.get_ca_certs()) == 1
+    assert tls_verify(load_settings(demo=True, ca_file=ca_file)) is context
+    ca_file.write_text(ca_file.read_text() + trustme.CA().cert_pem.bytes().decode())
+    renewed = tls_verify(load_settings(demo=True, ca_file=ca_file))
+    assert len(renewed.get_ca_certs()) == 2  # a changed bundle is read again
 
 
 def test_tls_verify_refuses_a_file_that_is_no_ca_bundle(no_env: None, tmp_path: Path) -> None:
