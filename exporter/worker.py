@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import math
 import os
 import pickle
 import signal
@@ -31,6 +32,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import BinaryIO, cast
@@ -62,18 +64,41 @@ def _malloc_trim() -> Callable[[int], int] | None:
 _TRIM = _malloc_trim()
 
 
-def release_memory() -> None:
-    """In the poller, after a poll: collect cycles, then hand the freed heap back.
+class _MemoryRelease:
+    """In the poller process, after a poll: collect cycles, then hand the freed heap back.
 
     A large poll's objects are freed by then, but glibc keeps the pages for
     reuse; trimming keeps the steady RSS close to what is really held. The
     serving process does neither: a collection holds the GIL and a trim holds
     the allocator's lock, and either would stall a scrape. What it receives
     is one large buffer per poll, which goes back to the system when freed.
+
+    A collection walks every object the tenants hold: with many tenants polling
+    it would cost more than the polls, so it runs at most every SHARE-th of the
+    time (its cost measured each time), whichever tenant's poll asks.
     """
-    gc.collect()
-    if _TRIM is not None:
-        _TRIM(0)
+
+    SHARE = 0.05
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = -math.inf
+
+    def __call__(self) -> None:
+        if time.monotonic() < self._next or not self._lock.acquire(blocking=False):
+            return
+        try:
+            started = time.monotonic()
+            gc.collect()
+            if _TRIM is not None:
+                _TRIM(0)
+            ended = time.monotonic()
+            self._next = ended + (ended - started) / self.SHARE
+        finally:
+            self._lock.release()
+
+
+release_memory = _MemoryRelease()
 
 
 @dataclass(frozen=True)

@@ -298,3 +298,28 @@ def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
     assert data  # the deflated group block
     text = zlib.decompressobj(wbits=-zlib.MAX_WBITS).decompress(bytes(data)).decode()
     assert text.count(f"{m.TOTAL_RECORDS.name}{{") == len(simulator.tenant.records())
+
+
+def test_memory_is_released_at_most_a_twentieth_of_the_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many tenants finish polls every few milliseconds: a collection after each would
+    walk every tenant's objects each time."""
+    collections: list[float] = []
+    clock = [100.0]
+
+    def collect() -> int:
+        collections.append(clock[0])
+        clock[0] += 0.5  # a collection of many tenants' objects takes half a second
+        return 0
+
+    monkeypatch.setattr(worker.gc, "collect", collect)
+    monkeypatch.setattr(worker, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    release = worker._MemoryRelease()
+    release()
+    release()  # right after: skipped
+    clock[0] += 9.0  # 9.5 s after the collection began: still within 20 x 0.5 s
+    release()
+    clock[0] += 1.0
+    release()
+    assert collections == [100.0, 110.5]
