@@ -55,14 +55,53 @@ def _plain_zeros_crc(length: int) -> int:
     return _zeros_crc(0, length)
 
 
+_POLY = 0xEDB88320  # CRC-32, bits reversed
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a times b modulo the CRC-32 polynomial (zlib's multmodp)."""
+    m, p = 1 << 31, 0
+    while True:
+        if a & m:
+            p ^= b
+            if not a & (m - 1):
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+
+
+_X2N = [1 << 30]  # x^(2^k) modulo the polynomial, k = 0..31 (zlib's x2n_table)
+for _ in range(31):
+    _X2N.append(_multmodp(_X2N[-1], _X2N[-1]))
+
+
+def _x8nmodp(length: int) -> int:
+    """x^(8 * length) modulo the polynomial: the operator of `length` zero bytes."""
+    p, k = 1 << 31, 3
+    while length:
+        if length & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        length >>= 1
+        k += 1
+    return p
+
+
+_ZERO_FEED_MAX = 1 << 18
+"""Below this, feeding zeros through zlib.crc32 is faster than the polynomial
+arithmetic (tens of microseconds in Python, whatever the length)."""
+
+
 def _crc_shift(crc: int, length: int) -> int:
     """The CRC-32 state `crc` advanced over `length` zero bytes, minus what zeros alone add.
 
     CRC-32 is affine, so crc(A + B) = shift(crc(A), len(B)) ^ crc(B); this is
-    zlib's crc32combine, which Python does not expose, done with zlib.crc32.
+    zlib's crc32_combine, which Python does not expose: zeros fed through
+    zlib.crc32 for short lengths, zlib's own polynomial arithmetic for long ones.
     """
     if not length:
         return crc
+    if length > _ZERO_FEED_MAX:
+        return _multmodp(_x8nmodp(length), crc)
     return _zeros_crc(crc, length) ^ _plain_zeros_crc(length)
 
 
@@ -74,6 +113,14 @@ class Checked(Protocol):
 
     @property
     def size(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """The CRC-32 and length of some text."""
+
+    crc: int
+    size: int
 
 
 def combine(segments: Iterable[Checked]) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from . import metrics as m
-from .body import GZIP_HEADER, Body, OpenBody, Segment, combine
+from .body import GZIP_HEADER, Body, Checked, Checksum, OpenBody, Segment, combine
 from .records import TargetGroup
 from .snapshot import GroupSample, Lifecycle
 
@@ -451,23 +451,26 @@ def assemble(tenants: Sequence[TenantExposition]) -> Exposition:
     """Every tenant's series in both formats, family by family: one HELP and TYPE per
     family, then each tenant's samples of it. Nothing is re-rendered or re-compressed:
     the tenants' deflate data is reused as is, and only the CRC is combined."""
+    # The tenants' samples of each family are the same text in both formats (only some
+    # headers differ): their CRC is combined once, then each format's over the headers.
+    families = [
+        Checksum(*combine(tenant.families[index] for tenant in tenants))
+        for index in range(len(m.TENANT_FAMILIES))
+    ]
     complete: list[Body] = []
     opened: list[OpenBody] = []
     for openmetrics, content_type in ((False, TEXT_CONTENT_TYPE), (True, OPENMETRICS_CONTENT_TYPE)):
-        pieces: list[Segment | FamilyPart] = []
+        checked: list[Checked] = []
+        parts: list[bytes | bytearray | memoryview] = [GZIP_HEADER]
         for index, header in enumerate(_HEADERS[openmetrics]):
-            pieces.append(header)
-            pieces.extend(tenant.families[index] for tenant in tenants)
-        crc, size = combine(pieces)
-        parts = (GZIP_HEADER, *(part for piece in pieces for part in _data_of(piece)))
-        body = OpenBody(content_type, parts, crc, size, openmetrics)
+            checked += (header, families[index])
+            parts.append(header.data)
+            parts.extend(part for tenant in tenants for part in tenant.families[index].parts)
+        crc, size = combine(checked)
+        body = OpenBody(content_type, tuple(parts), crc, size, openmetrics)
         opened.append(body)
         complete.append(body.finish(b""))
     return Exposition(complete[0], complete[1], (opened[0], opened[1]))
-
-
-def _data_of(piece: Segment | FamilyPart) -> tuple[bytes | bytearray | memoryview, ...]:
-    return piece.parts if isinstance(piece, FamilyPart) else (piece.data,)
 
 
 def render(block: GroupBlock, health: Health) -> Exposition:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from tools import require_tool
 
 from exporter import __version__
+from exporter import body as gzip_body
 from exporter import metrics as m
 from exporter.exposition import (
     BlockRenderer,
@@ -552,3 +553,14 @@ def test_metric_declarations_drive_the_per_group_series() -> None:
             if value is not None:
                 expected[frozenset(labels.items())] = value
         assert found == expected, metric.name
+
+
+@pytest.mark.parametrize("length", [0, 1, 7, 4096, (1 << 18) + 1, 3_000_001])
+def test_crc_shift_is_zlibs_combine_on_both_paths(length: int) -> None:
+    """crc(A + B) = shift(crc(A), len(B)) ^ crc(B), with zeros fed or by the polynomial."""
+    a = b"webex_campaign_up 1\n" * 50
+    b = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    assert gzip_body._crc_shift(zlib.crc32(a), len(b)) ^ zlib.crc32(b) == zlib.crc32(a + b)
+    assert gzip_body._multmodp(gzip_body._x8nmodp(length), zlib.crc32(a)) == gzip_body._crc_shift(
+        zlib.crc32(a), length
+    )
