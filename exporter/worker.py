@@ -50,6 +50,8 @@ from .settings import Settings
 log = structlog.get_logger("exporter.worker")
 
 RESTART_BACKOFF_MAX = 60.0
+POLLER_NICENESS = 10
+"""Added to the poller process's nice value: under CPU contention, scrapes win."""
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -262,6 +264,9 @@ def run_poller(control: BinaryIO, conn: Pipe) -> None:
     `control`: each list is every tenant to poll from then on. Ends when it closes."""
     # Ctrl-C reaches the whole process group: the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # When the cores are busy, the process answering scrapes goes first: polls can wait.
+    with contextlib.suppress(OSError):
+        os.nice(POLLER_NICENESS)
     running: dict[int, _TenantPoller] = {}
     sending = threading.Lock()
 

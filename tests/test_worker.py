@@ -269,6 +269,8 @@ def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
         raise SystemExit(code)
 
     monkeypatch.setattr(worker.os, "_exit", exit_)
+    niced: list[int] = []
+    monkeypatch.setattr(worker.os, "nice", niced.append)  # not this test process
     received: list[tuple[object, bytearray]] = []
 
     def parent() -> None:
@@ -287,6 +289,7 @@ def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
     thread.join(PATIENCE)
     assert exited.value.code == 0
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # Ctrl-C is the parent's call
+    assert niced == [worker.POLLER_NICENESS]  # scrapes first when the cores are busy
     ((meta, data),) = received
     key, tenant, lengths, sizes, timing = meta  # type: ignore[misc]
     assert key == 7
@@ -323,3 +326,23 @@ def test_memory_is_released_at_most_a_twentieth_of_the_time(
     clock[0] += 1.0
     release()
     assert collections == [100.0, 110.5]
+
+
+def test_the_poller_process_runs_at_a_lower_cpu_priority(simulator: Simulator) -> None:
+    process = poller_process(
+        {"base_url": simulator.base_url, "api_key": DEMO_KEY, "log_level": "error"},
+        simulator.base_url,
+    )
+    thread = process.start()
+    try:
+        deadline = time.monotonic() + PATIENCE
+        while not process._latest.value.ready:
+            assert time.monotonic() < deadline, "no first poll"
+            time.sleep(0.01)
+        assert process.pid is not None
+        with open(f"/proc/{process.pid}/stat", encoding="ascii") as stat:
+            nice = int(stat.read().rsplit(")", 1)[1].split()[16])
+        assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + worker.POLLER_NICENESS)
+    finally:
+        process.stop()
+        thread.join(PATIENCE)
