@@ -25,6 +25,7 @@ from pathlib import Path
 import structlog
 
 from . import metrics as m
+from .api import credentials_from, tls_verify
 from .exposition import format_value
 from .server import Latest
 from .settings import ConfigError, Settings
@@ -120,10 +121,20 @@ class ReloadStatus:
 
 
 def load_shard(settings: Settings) -> list[Tenant]:
-    """The tenants of --config.file this instance polls; TenantConfigError if it is wrong."""
+    """The tenants of --config.file this instance polls, their keys and CA bundles read as
+    the poller will read them; TenantConfigError (or ConfigError) if anything is wrong."""
     assert settings.config_file is not None
     tenants = load_tenants(settings.config_file, settings)
     chosen = select_shard(tenants, settings.shard, settings.total_shards)
+    problems = []
+    for tenant in chosen:
+        try:
+            credentials_from(tenant)
+            tls_verify(tenant)
+        except ConfigError as exc:
+            problems.append(f"{settings.config_file}: tenant {tenant.tenant_label}: {exc}")
+    if problems:
+        raise TenantConfigError(problems)
     return [Tenant(tenant, tenant.base_url or "") for tenant in chosen]
 
 

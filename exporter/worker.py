@@ -305,7 +305,10 @@ def run_poller(control: BinaryIO, conn: Pipe) -> None:
             running.pop(key).stop()
         for spec in wanted:
             if spec.key not in running:
-                running[spec.key] = _TenantPoller(spec, send).start()
+                try:
+                    running[spec.key] = _TenantPoller(spec, send).start()
+                except Exception:  # checked by the parent first: a key file gone since
+                    log.exception("tenant_start_failed", tenant=spec.tenant)
 
 
 class PollerProcess:
