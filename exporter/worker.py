@@ -305,10 +305,9 @@ def run_poller(control: BinaryIO, conn: Pipe) -> None:
             running.pop(key).stop()
         for spec in wanted:
             if spec.key not in running:
-                try:
-                    running[spec.key] = _TenantPoller(spec, send).start()
-                except Exception:  # checked by the parent first: a key file gone since
-                    log.exception("tenant_start_failed", tenant=spec.tenant)
+                # A tenant that cannot start (its key file gone since the parent checked
+                # it) ends this process: restarted with backoff, it tries again.
+                running[spec.key] = _TenantPoller(spec, send).start()
 
 
 class PollerProcess:
