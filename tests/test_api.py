@@ -528,16 +528,23 @@ def test_token_flow_mode_reads_secrets_from_files_and_values(no_env: None, tmp_p
         ("auth_key_file", "WEBEX_CAMPAIGN_AUTH_KEY_FILE (--auth-key-file)"),
     ],
 )
-def test_token_flow_empty_secret_file_is_a_config_error(
-    no_env: None, tmp_path: Path, field: str, setting: str
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("", "is empty or unreadable"),
+        ("two\nsecrets", "holds a line break, blank or control character inside the secret"),
+    ],
+)
+def test_token_flow_empty_or_bad_secret_file_is_a_config_error(
+    no_env: None, tmp_path: Path, field: str, setting: str, content: str, problem: str
 ) -> None:
-    empty = tmp_path / "empty"
-    empty.write_text("")
-    values: dict[str, object] = {"client_secret": "s", "auth_key": "a", field: empty}
+    path = tmp_path / "secret"
+    path.write_text(content)
+    values: dict[str, object] = {"client_secret": "s", "auth_key": "a", field: path}
     values.pop(field.removesuffix("_file"))
     with pytest.raises(ConfigError) as caught:
         credentials_from(load_settings(base_url=BASE, client_id="cid", **values))
-    assert str(caught.value) == f"{setting}: {empty} is empty or unreadable"
+    assert str(caught.value) == f"{setting}: {path} {problem}"
 
 
 def test_tls_verify_uses_the_system_cas_or_the_ca_file(no_env: None, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import structlog
@@ -234,6 +235,41 @@ def test_a_killed_child_is_replaced_and_the_last_values_served_as_down(
     assert not thread.is_alive()
 
 
+def test_updated_tenants_are_polled_now_and_after_a_restart(simulator: Simulator) -> None:
+    """`update` tells the running child its new tenants, and a restarted child gets the
+    updated ones, not those it started with."""
+    process = poller_process(
+        {"base_url": simulator.base_url, "api_key": DEMO_KEY, "log_level": "error"},
+        simulator.base_url,
+    )
+    keys: queue.Queue[int] = queue.Queue()
+    original_update = process._latest.update
+
+    def observed_update(key: int, tenant: object) -> bool:
+        keys.put(key)
+        return original_update(key, tenant)  # type: ignore[arg-type]
+
+    process._latest.update = observed_update  # type: ignore[method-assign]
+    process._stopping = RecordedWaits()
+    settings = load_settings(base_url=simulator.base_url, api_key=DEMO_KEY, log_level="error")
+    thread = process.start()
+    try:
+        assert keys.get(timeout=PATIENCE) == 1
+        child = process.pid
+        process.update([PollerSpec(settings, simulator.base_url, key=2)])
+        while keys.get(timeout=PATIENCE) != 2:
+            pass
+        assert process.pid == child  # told, not restarted
+        assert process._process is not None
+        process._process.kill()
+        while not keys.empty():
+            keys.get()
+        assert keys.get(timeout=PATIENCE) == 2  # the new child polls the updated tenants
+    finally:
+        process.stop()
+        thread.join(PATIENCE)
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_malloc_trim_is_found_on_glibc_and_callable() -> None:
     trim = worker._malloc_trim()
@@ -254,16 +290,11 @@ def child_state() -> Iterator[None]:
     gc.enable()
 
 
-def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
-    simulator: Simulator, monkeypatch: pytest.MonkeyPatch, child_state: None
-) -> None:
-    """`python -m exporter.worker FD`, run in this process: the spec arrives on stdin, the
-    first poll's result comes through the pipe, and once the parent's end is closed the
-    child exits 0 instead of polling for nobody."""
-    settings = load_settings(
-        base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=0.01, log_level="error"
-    )
-    spec = PollerSpec(settings, simulator.base_url, key=7)
+def run_child(
+    spec: PollerSpec, monkeypatch: pytest.MonkeyPatch
+) -> tuple[tuple[Any, ...], bytearray]:
+    """`python -m exporter.worker FD`, run in this process with `spec` on its stdin: the
+    first message it sends; it must then exit 0, its parent's end of the pipe closed."""
     read_fd, write_fd = os.pipe()
     stdin_read, stdin_write = os.pipe()
     os.write(stdin_write, pickle.dumps(Logging("error", "json")) + pickle.dumps([spec]))
@@ -293,7 +324,19 @@ def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
     assert exited.value.code == 0
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # Ctrl-C is the parent's call
     ((meta, data),) = received
-    key, tenant, lengths, sizes, timing = meta  # type: ignore[misc]
+    return cast(tuple[Any, ...], meta), data
+
+
+def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
+    simulator: Simulator, monkeypatch: pytest.MonkeyPatch, child_state: None
+) -> None:
+    """The spec arrives on stdin, the first poll's result comes through the pipe, and once
+    the parent's end is closed the child exits 0 instead of polling for nobody."""
+    settings = load_settings(
+        base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=0.01, log_level="error"
+    )
+    meta, data = run_child(PollerSpec(settings, simulator.base_url, key=7), monkeypatch)
+    key, tenant, lengths, sizes, timing = meta
     assert key == 7
     assert all(family.parts == () for family in tenant.families)  # the bytes travel raw
     assert sum(sizes) == len(data) and sum(lengths) == len(sizes)
@@ -303,3 +346,24 @@ def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
     assert data  # the deflated group block
     text = zlib.decompressobj(wbits=-zlib.MAX_WBITS).decompress(bytes(data)).decode()
     assert text.count(f"{m.TOTAL_RECORDS.name}{{") == len(simulator.tenant.records())
+
+
+def test_a_demo_child_polls_with_the_demo_key_and_sends_each_familys_crc_and_size(
+    simulator: Simulator, monkeypatch: pytest.MonkeyPatch, child_state: None
+) -> None:
+    """In demo mode the child authenticates with the key in its spec; each family's CRC-32
+    and length, which the serving process puts in the gzip trailer, travel with it."""
+    settings = load_settings(demo=True, poll_interval=0.01, log_level="error")
+    spec = PollerSpec(settings, simulator.base_url, demo_key=DEMO_KEY, key=3)
+    meta, data = run_child(spec, monkeypatch)
+    _key, tenant, lengths, sizes, _timing = meta
+    assert tenant.health.up
+    offsets = list(itertools.accumulate(sizes, initial=0))
+    first = 0
+    for family, count in zip(tenant.families, lengths, strict=True):
+        raw = bytes(data[offsets[first] : offsets[first + count]])
+        first += count
+        text = zlib.decompressobj(wbits=-zlib.MAX_WBITS).decompress(raw)
+        assert (family.crc, family.size) == (zlib.crc32(text), len(text))
+    assert first == len(sizes)
+    assert any(family.size for family in tenant.families)
