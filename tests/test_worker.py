@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import os
 import pickle
 import platform
@@ -27,7 +28,7 @@ from exporter import metrics as m
 from exporter import worker
 from exporter.server import Latest, initial_published
 from exporter.settings import load_settings
-from exporter.simulator import DEMO_KEY, Simulator
+from exporter.simulator import DEMO_KEY, Simulator, error_fault
 from exporter.worker import Logging, Pipe, PollerProcess, PollerSpec
 
 # Generous: a child process starts in well under a second, but the suite must stay
@@ -291,10 +292,10 @@ def child_state() -> Iterator[None]:
 
 
 def run_child(
-    spec: PollerSpec, monkeypatch: pytest.MonkeyPatch
-) -> tuple[tuple[Any, ...], bytearray]:
+    spec: PollerSpec, monkeypatch: pytest.MonkeyPatch, messages: int = 1
+) -> list[tuple[tuple[Any, ...], bytearray]]:
     """`python -m exporter.worker FD`, run in this process with `spec` on its stdin: the
-    first message it sends; it must then exit 0, its parent's end of the pipe closed."""
+    first messages it sends; it must then exit 0, its parent's end of the pipe closed."""
     read_fd, write_fd = os.pipe()
     stdin_read, stdin_write = os.pipe()
     os.write(stdin_write, pickle.dumps(Logging("error", "json")) + pickle.dumps([spec]))
@@ -309,7 +310,8 @@ def run_child(
 
     def parent() -> None:
         reader = Pipe(read_fd)
-        received.append(reader.receive())
+        for _ in range(messages):
+            received.append(reader.receive())
         reader.close()  # the exporter is gone: its pipes close
         os.close(stdin_write)
 
@@ -323,8 +325,8 @@ def run_child(
     thread.join(PATIENCE)
     assert exited.value.code == 0
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # Ctrl-C is the parent's call
-    ((meta, data),) = received
-    return cast(tuple[Any, ...], meta), data
+    assert len(received) == messages
+    return [(cast(tuple[Any, ...], meta), data) for meta, data in received]
 
 
 def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
@@ -335,7 +337,7 @@ def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
     settings = load_settings(
         base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=0.01, log_level="error"
     )
-    meta, data = run_child(PollerSpec(settings, simulator.base_url, key=7), monkeypatch)
+    ((meta, data),) = run_child(PollerSpec(settings, simulator.base_url, key=7), monkeypatch)
     key, tenant, lengths, sizes, timing = meta
     assert key == 7
     assert all(family.parts == () for family in tenant.families)  # the bytes travel raw
@@ -349,13 +351,24 @@ def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
 
 
 def test_a_demo_child_polls_with_the_demo_key_and_sends_each_familys_crc_and_size(
-    simulator: Simulator, monkeypatch: pytest.MonkeyPatch, child_state: None
+    simulator: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    child_state: None,
 ) -> None:
-    """In demo mode the child authenticates with the key in its spec; each family's CRC-32
-    and length, which the serving process puts in the gzip trailer, travel with it."""
+    """In demo mode the child authenticates with the key in its spec and polls again after
+    the interval; it logs JSON lines, the key redacted; each family's CRC-32 and length,
+    which the serving process puts in the gzip trailer, travel with it."""
+    simulator.tenant.inject(error_fault(401, 430, f"key {DEMO_KEY} refused"))
     settings = load_settings(demo=True, poll_interval=0.01, log_level="error")
     spec = PollerSpec(settings, simulator.base_url, demo_key=DEMO_KEY, key=3)
-    meta, data = run_child(spec, monkeypatch)
+    refused, (meta, data) = run_child(spec, monkeypatch, messages=2)
+    assert not refused[0][1].health.up
+    # Whatever carries the key into a log line, the child's logging redacts it.
+    structlog.get_logger("exporter.worker").error("probe", detail=f"key {DEMO_KEY}")
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines()]
+    assert [entry["event"] for entry in logged] == ["api_down", "probe"]
+    assert logged[1]["detail"] == "key [REDACTED]"
     _key, tenant, lengths, sizes, _timing = meta
     assert tenant.health.up
     offsets = list(itertools.accumulate(sizes, initial=0))
