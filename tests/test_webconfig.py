@@ -6,12 +6,14 @@ import base64
 import os
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import bcrypt
 import httpx
@@ -833,17 +835,37 @@ def test_an_unchanged_file_is_not_reloaded(tmp_path: Path) -> None:
     assert logs == []
 
 
+def logged_once(logs: list[dict[str, Any]], event: str) -> dict[str, Any]:
+    """The one `event` the server thread logs, once it has."""
+    deadline = time.monotonic() + 60
+    while not any(entry["event"] == event for entry in logs):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    (entry,) = [entry for entry in logs if entry["event"] == event]
+    return entry
+
+
 def test_failed_handshakes_are_logged_with_the_remote(tls_url: str) -> None:
     with structlog.testing.capture_logs() as logs:
         with pytest.raises(httpx.ConnectError):
             get(f"{tls_url}/metrics")  # the client does not trust the server's CA
-        deadline = time.monotonic() + 60
-        while not any(entry["event"] == "tls_handshake_failed" for entry in logs):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-    (failed,) = [entry for entry in logs if entry["event"] == "tls_handshake_failed"]
+        failed = logged_once(logs, "tls_handshake_failed")
     assert failed["remote"] == "127.0.0.1"
     assert "ALERT_UNKNOWN_CA" in failed["error"]
+
+
+def test_a_client_resetting_mid_request_is_logged_with_the_remote(pki: Pki, tls_url: str) -> None:
+    host, port = tls_url.removeprefix("https://").rsplit(":", 1)
+    with structlog.testing.capture_logs() as logs:
+        raw = socket.create_connection((host, int(port)), timeout=60)
+        conn = pki.client_context().wrap_socket(raw, server_hostname=host)
+        conn.sendall(b"GET /metrics HTTP/1.1\r\n")  # and nothing more
+        time.sleep(0.2)  # the server is reading the headers
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # a reset, no close_notify
+        error = logged_once(logs, "tls_connection_error")
+    assert error["remote"] == "127.0.0.1"
+    assert "EOF occurred" in error["error"] or "reset" in error["error"].lower()
 
 
 def test_a_401_says_so_in_plain_text(auth_url: str) -> None:
