@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog.testing
 import time_machine
 import trustme
 from helpers import FakeClock
@@ -300,8 +301,17 @@ def test_rotation_to_a_key_file_with_a_newline_keeps_the_last_good_key(
     replacement = tmp_path / "key.new"
     replacement.write_text("new key\nwith a line break")
     replacement.replace(path)
-    assert groups_of(client)  # still authorised with the last good key
+    with structlog.testing.capture_logs() as logs:
+        assert groups_of(client)  # still authorised with the last good key
     assert key_file.problem is not None and "line break" in key_file.problem
+    assert logs == [  # once, as a bad key file rather than a failing API
+        {
+            "event": "secret_file_invalid",
+            "path": str(path),
+            "problem": key_file.problem,
+            "log_level": "error",
+        }
+    ]
     assert client.stats.read() == (1, {})
     client.close()
 
@@ -495,15 +505,30 @@ def test_key_file_mode(no_env: None, tmp_path: Path) -> None:
     assert credentials.authorization() == "Bearer from-file"
 
 
-def test_empty_key_file_is_a_config_error(no_env: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (" \n", "is empty or unreadable: it must hold the API secret key"),
+        (
+            "two\nkeys",
+            "holds a line break, blank or control character inside the secret:"
+            " it must hold exactly one API secret key",
+        ),
+    ],
+)
+def test_empty_or_bad_key_file_is_a_config_error(
+    no_env: None, tmp_path: Path, content: str, problem: str
+) -> None:
     path = tmp_path / "key"
-    path.write_text(" \n")
+    path.write_text(content)
     with pytest.raises(ConfigError) as caught:
         credentials_from(load_settings(base_url=BASE, api_key_file=path))
-    assert str(caught.value) == (
-        f"WEBEX_CAMPAIGN_API_KEY_FILE (--api-key-file): {path} is empty or unreadable:"
-        " it must hold the API secret key"
-    )
+    assert str(caught.value) == f"WEBEX_CAMPAIGN_API_KEY_FILE (--api-key-file): {path} {problem}"
+
+
+def test_demo_mode_needs_the_demo_key(no_env: None) -> None:
+    with pytest.raises(ConfigError, match=r"^demo mode needs the demo tenant's key$"):
+        credentials_from(load_settings(demo=True))
 
 
 def test_token_flow_mode_reads_secrets_from_files_and_values(no_env: None, tmp_path: Path) -> None:
