@@ -601,9 +601,22 @@ def test_unsupported_rate_limit_is_refused(tmp_path: Path) -> None:
     assert "rate_limit" in load_error(tmp_path, "rate_limit:\n  interval: 1s\n  burst: 5\n")
 
 
-def test_missing_config_file(tmp_path: Path) -> None:
-    with pytest.raises(WebConfigError, match="cannot read"):
-        load_web_config(tmp_path / "absent.yml")
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "No such file or directory"),
+        (b"\xff", "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+    ],
+)
+def test_missing_or_undecodable_config_file(
+    tmp_path: Path, content: bytes | None, reason: str
+) -> None:
+    path = tmp_path / "web.yml"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(path)
+    assert str(caught.value) == f"web config file {path}: cannot read: {reason}"
 
 
 def _encrypted_key_file(pki: Pki) -> None:
@@ -749,6 +762,16 @@ def _encrypted_key_file(pki: Pki) -> None:
         (
             "rate_limit:\n  interval: 1s\n",
             "<dir>/web.yml: rate_limit: not supported by this exporter",
+        ),
+        (
+            "tls_server_config:\n  cert: inline\n",
+            "<dir>/web.yml: tls_server_config.cert: inline certificates are not supported:"
+            " use cert_file",
+        ),
+        (
+            "basic_auth_users:\n  a: \x07\n",
+            "<dir>/web.yml: invalid YAML: unacceptable character #x0007:"
+            " special characters are not allowed",
         ),
     ],
 )
