@@ -816,6 +816,7 @@ def test_reloads_are_logged(tmp_path: Path) -> None:
         assert live.current() is first  # a broken file is reported once, not per request
         rewrite(path, f"basic_auth_users:\n  grafana: '{HASH_2Y}'\n")
         second = live.current()
+        assert live.current() is second  # reloaded once, not on every later check
     assert second is not first
     assert [entry["event"] for entry in logs] == ["web_config_reload_failed", "web_config_reloaded"]
     failed, reloaded = logs
@@ -851,11 +852,20 @@ def test_switching_tls_on_needs_a_restart(pki: Pki) -> None:
 
 def test_an_unchanged_file_is_not_reloaded(tmp_path: Path) -> None:
     path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
-    live = LiveWebConfig(load_web_config(path), check_interval=0.0)
-    first = live.current()
+    first = load_web_config(path)
+    live = LiveWebConfig(first, check_interval=0.0)
     with structlog.testing.capture_logs() as logs:
         assert live.current() is first
+        assert live.current() is first
     assert logs == []
+
+
+def test_a_change_is_seen_only_once_the_check_interval_has_passed(tmp_path: Path) -> None:
+    path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    first = load_web_config(path)
+    live = LiveWebConfig(first, check_interval=3600.0)
+    rewrite(path, f"basic_auth_users:\n  grafana: '{HASH_2Y}'\n")
+    assert live.current() is first
 
 
 def logged_once(logs: list[dict[str, Any]], event: str) -> dict[str, Any]:
