@@ -292,13 +292,19 @@ def child_state() -> Iterator[None]:
 
 
 def run_child(
-    spec: PollerSpec, monkeypatch: pytest.MonkeyPatch, messages: int = 1
+    spec: PollerSpec,
+    monkeypatch: pytest.MonkeyPatch,
+    messages: int = 1,
+    then: Sequence[PollerSpec] = (),
 ) -> list[tuple[tuple[Any, ...], bytearray]]:
-    """`python -m exporter.worker FD`, run in this process with `spec` on its stdin: the
-    first messages it sends; it must then exit 0, its parent's end of the pipe closed."""
+    """`python -m exporter.worker FD`, run in this process with `spec` on its stdin (then
+    `then`, if any, in place of it): the first messages it sends; it must then exit 0,
+    its parent's end of the pipe closed."""
     read_fd, write_fd = os.pipe()
     stdin_read, stdin_write = os.pipe()
     os.write(stdin_write, pickle.dumps(Logging("error", "json")) + pickle.dumps([spec]))
+    if then:
+        os.write(stdin_write, pickle.dumps(list(then)))
     monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=os.fdopen(stdin_read, "rb")))
     monkeypatch.setattr(sys, "argv", ["exporter.worker", str(write_fd)])
 
@@ -380,3 +386,17 @@ def test_a_demo_child_polls_with_the_demo_key_and_sends_each_familys_crc_and_siz
         assert (family.crc, family.size) == (zlib.crc32(text), len(text))
     assert first == len(sizes)
     assert any(family.size for family in tenant.families)
+
+
+def test_a_child_stops_polling_a_tenant_no_longer_listed(
+    simulator: Simulator, monkeypatch: pytest.MonkeyPatch, child_state: None
+) -> None:
+    settings = load_settings(
+        base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=60, log_level="error"
+    )
+    dropped = PollerSpec(settings, simulator.base_url, key=1)
+    kept = PollerSpec(
+        settings.model_copy(update={"poll_interval": 0.01}), simulator.base_url, key=2
+    )
+    received = run_child(dropped, monkeypatch, messages=2, then=[kept])
+    assert received[-1][0][0] == 2  # key 1 sends at most its first poll, from before
