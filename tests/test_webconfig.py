@@ -144,6 +144,43 @@ def test_tls_with_the_right_ca_serves_metrics(pki: Pki, tls_url: str) -> None:
     assert response.http_version == "HTTP/1.1"
 
 
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> ssl.SSLObject:
+    """A TLS handshake in memory; the client's end."""
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server_end = server.wrap_bio(to_server, to_client, server_side=True)
+    client_end = client.wrap_bio(to_client, to_server, server_hostname="localhost")
+    for _ in range(10):
+        done = 0
+        for end in (client_end, server_end):
+            try:
+                end.do_handshake()
+                done += 1
+            except ssl.SSLWantReadError:
+                pass
+        if done == 2:
+            return client_end
+    raise AssertionError("the handshake did not finish")
+
+
+@pytest.mark.parametrize("prefer", [True, False])
+def test_tls_context_speaks_http_1_1_and_keeps_the_safe_defaults(pki: Pki, prefer: bool) -> None:
+    cert, key = pki.server_files()
+    path = write_config(
+        pki.folder,
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+        f"  client_auth_type: RequestClientCert\n"
+        f"  prefer_server_cipher_suites: {str(prefer).lower()}\n",
+    )
+    context = load_web_config(path).ssl_context()
+    assert context is not None
+    assert context.verify_mode == ssl.CERT_NONE  # RequestClientCert is served as NoClientCert
+    assert context.options & ssl.OP_NO_COMPRESSION
+    assert bool(context.options & ssl.OP_CIPHER_SERVER_PREFERENCE) is prefer
+    client = pki.client_context()
+    client.set_alpn_protocols(["h2", "http/1.1"])
+    assert handshake(context, client).selected_alpn_protocol() == "http/1.1"
+
+
 def test_tls_without_the_ca_fails_verification(tls_url: str) -> None:
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         get(f"{tls_url}/metrics")
@@ -599,6 +636,18 @@ def test_unsupported_header_is_named(tmp_path: Path) -> None:
 
 def test_unsupported_rate_limit_is_refused(tmp_path: Path) -> None:
     assert "rate_limit" in load_error(tmp_path, "rate_limit:\n  interval: 1s\n  burst: 5\n")
+
+
+def test_an_inline_client_ca_that_is_no_certificate_is_named(pki: Pki) -> None:
+    cert, key = pki.server_files()
+    message = load_error(
+        pki.folder,
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca: not a certificate\n",
+    )
+    assert message.startswith(
+        f"{pki.folder}/web.yml: tls_server_config.client_ca: no usable CA certificate ("
+    )
 
 
 @pytest.mark.parametrize(
