@@ -509,10 +509,13 @@ def test_key_file_mode(no_env: None, tmp_path: Path) -> None:
     ("content", "problem"),
     [
         (" \n", "is empty or unreadable: it must hold the API secret key"),
-        (
-            "two\nkeys",
-            "holds a line break, blank or control character inside the secret:"
-            " it must hold exactly one API secret key",
+        *(
+            (
+                bad,
+                "holds a line break, blank or control character inside the secret:"
+                " it must hold exactly one API secret key",
+            )
+            for bad in ("two\nkeys", "two keys", "key\x07")
         ),
     ],
 )
