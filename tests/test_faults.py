@@ -202,6 +202,14 @@ def test_throttled_says_when_to_retry(tenant: Tenant) -> None:
     assert "Retry-After" not in SCENARIOS["throttled-no-retry-after"].answer([], tenant).headers
 
 
+def test_slow_sends_the_normal_list_late(tenant: Tenant) -> None:
+    tenant.slow_seconds = 0.5
+    records = tenant.records()
+    assert SCENARIOS["slow"].answer(records, tenant) == Fault(
+        200, json.dumps(records).encode(), delay=0.5
+    )
+
+
 def test_too_large_declares_a_length_it_does_not_send(tenant: Tenant) -> None:
     tenant.too_large_bytes = 12345
     answer = SCENARIOS["too-large"].answer(tenant.records(), tenant)

@@ -291,6 +291,17 @@ def child_state() -> Iterator[None]:
     gc.enable()
 
 
+def as_child(monkeypatch: pytest.MonkeyPatch, stdin_fd: int, write_fd: int) -> None:
+    """Make `worker.main()` read `stdin_fd`, send on `write_fd`, and raise on os._exit."""
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=os.fdopen(stdin_fd, "rb")))
+    monkeypatch.setattr(sys, "argv", ["exporter.worker", str(write_fd)])
+
+    def exit_(code: int) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(worker.os, "_exit", exit_)
+
+
 def run_child(
     spec: PollerSpec,
     monkeypatch: pytest.MonkeyPatch,
@@ -305,13 +316,7 @@ def run_child(
     os.write(stdin_write, pickle.dumps(Logging("error", "json")) + pickle.dumps([spec]))
     if then:
         os.write(stdin_write, pickle.dumps(list(then)))
-    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=os.fdopen(stdin_read, "rb")))
-    monkeypatch.setattr(sys, "argv", ["exporter.worker", str(write_fd)])
-
-    def exit_(code: int) -> None:
-        raise SystemExit(code)
-
-    monkeypatch.setattr(worker.os, "_exit", exit_)
+    as_child(monkeypatch, stdin_read, write_fd)
     received: list[tuple[object, bytearray]] = []
 
     def parent() -> None:
@@ -400,3 +405,19 @@ def test_a_child_stops_polling_a_tenant_no_longer_listed(
     )
     received = run_child(dropped, monkeypatch, messages=2, then=[kept])
     assert received[-1][0][0] == 2  # key 1 sends at most its first poll, from before
+
+
+def test_a_child_whose_parent_is_gone_before_it_starts_exits_0(
+    monkeypatch: pytest.MonkeyPatch, child_state: None
+) -> None:
+    read_fd, write_fd = os.pipe()
+    stdin_read, stdin_write = os.pipe()
+    os.close(stdin_write)  # not even the logging settings arrive
+    as_child(monkeypatch, stdin_read, write_fd)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            worker.main()
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert exited.value.code == 0
