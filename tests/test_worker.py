@@ -302,6 +302,16 @@ def as_child(monkeypatch: pytest.MonkeyPatch, stdin_fd: int, write_fd: int) -> N
     monkeypatch.setattr(worker.os, "_exit", exit_)
 
 
+def exit_code_of_main(write_fd: int) -> object:
+    """Run the child's entry point until it exits; its end of the pipe is closed after."""
+    try:
+        with pytest.raises(SystemExit) as exited:
+            worker.main()
+    finally:
+        os.close(write_fd)
+    return exited.value.code
+
+
 def run_child(
     spec: PollerSpec,
     monkeypatch: pytest.MonkeyPatch,
@@ -328,13 +338,8 @@ def run_child(
 
     thread = threading.Thread(target=parent, daemon=True)
     thread.start()
-    try:
-        with pytest.raises(SystemExit) as exited:
-            worker.main()
-    finally:
-        os.close(write_fd)
+    assert exit_code_of_main(write_fd) == 0
     thread.join(PATIENCE)
-    assert exited.value.code == 0
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # Ctrl-C is the parent's call
     assert len(received) == messages
     return [(cast(tuple[Any, ...], meta), data) for meta, data in received]
@@ -414,10 +419,5 @@ def test_a_child_whose_parent_is_gone_before_it_starts_exits_0(
     stdin_read, stdin_write = os.pipe()
     os.close(stdin_write)  # not even the logging settings arrive
     as_child(monkeypatch, stdin_read, write_fd)
-    try:
-        with pytest.raises(SystemExit) as exited:
-            worker.main()
-    finally:
-        os.close(read_fd)
-        os.close(write_fd)
-    assert exited.value.code == 0
+    assert exit_code_of_main(write_fd) == 0
+    os.close(read_fd)
