@@ -970,6 +970,13 @@ def test_a_401_to_head_has_no_body_on_the_wire(auth_url: str) -> None:
     assert raw.endswith(b"\r\n\r\n")
 
 
+def test_a_cost_10_hash_is_served(tmp_path: Path, serve: Serve) -> None:
+    """The decoy hash for unknown users takes the users' cost, two digits of it."""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
+    url = serve(write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{hashed}'\n"))
+    assert get(f"{url}/metrics", headers=basic("prometheus", PASSWORD)).status_code == 200
+
+
 def test_header_forms_that_are_still_basic_auth(tmp_path: Path, serve: Serve) -> None:
     with_colon = "pass:word"
     hashed = bcrypt.hashpw(with_colon.encode(), bcrypt.gensalt(rounds=4)).decode()

@@ -225,6 +225,7 @@ def test_a_killed_child_is_replaced_and_the_last_values_served_as_down(
             down = latest.value
             assert not down.up
             text = text_of(down.exposition)  # type: ignore[attr-defined]
+            assert list(series(text, m.UP.name).values()) == [0]  # the exposition says so too
             assert series(text, m.TOTAL_RECORDS.name) == series(
                 text_of(first.exposition),
                 m.TOTAL_RECORDS.name,  # type: ignore[attr-defined]
