@@ -88,6 +88,7 @@ def test_success_sends_bearer_and_user_agent(make_client: MakeClient) -> None:
         (error_fault(499, 499), ("499", "499")),
         (error_fault(500, 1001), ("500", "1001")),
         (error_fault(200, 1001), ("200", "1001")),
+        (Fault(500, b' \n {"code": 1001}'), ("500", "1001")),  # leading blanks
         (Fault(502, b"<html>Bad Gateway</html>", {"Content-Type": "text/html"}), ("502", "502")),
         (Fault(200, b'[{"id": "1", "na'), ("200", "invalid_response")),
         (Fault(200, b'{"items": []}'), ("200", "invalid_response")),
