@@ -788,5 +788,6 @@ def test_demo_mode_uses_the_key_it_is_given_and_needs_one() -> None:
 
 
 def test_payload_failures_are_classified_in_one_place() -> None:
-    assert classify(PayloadError("error object", "1001")).labels == ("200", "1001")
-    assert classify(PayloadError("not a list")).labels == ("200", "invalid_response")
+    coded, uncoded = classify(PayloadError("error object", "1001")), classify(PayloadError("x"))
+    assert (coded.labels, coded.detail) == (("200", "1001"), "error object")
+    assert (uncoded.labels, uncoded.detail) == (("200", "invalid_response"), "x")
