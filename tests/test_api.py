@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog.testing
 import time_machine
 import trustme
 from helpers import FakeClock
@@ -87,6 +88,7 @@ def test_success_sends_bearer_and_user_agent(make_client: MakeClient) -> None:
         (error_fault(499, 499), ("499", "499")),
         (error_fault(500, 1001), ("500", "1001")),
         (error_fault(200, 1001), ("200", "1001")),
+        (Fault(500, b' \n {"code": 1001}'), ("500", "1001")),  # leading blanks
         (Fault(502, b"<html>Bad Gateway</html>", {"Content-Type": "text/html"}), ("502", "502")),
         (Fault(200, b'[{"id": "1", "na'), ("200", "invalid_response")),
         (Fault(200, b'{"items": []}'), ("200", "invalid_response")),
@@ -300,8 +302,17 @@ def test_rotation_to_a_key_file_with_a_newline_keeps_the_last_good_key(
     replacement = tmp_path / "key.new"
     replacement.write_text("new key\nwith a line break")
     replacement.replace(path)
-    assert groups_of(client)  # still authorised with the last good key
+    with structlog.testing.capture_logs() as logs:
+        assert groups_of(client)  # still authorised with the last good key
     assert key_file.problem is not None and "line break" in key_file.problem
+    assert logs == [  # once, as a bad key file rather than a failing API
+        {
+            "event": "secret_file_invalid",
+            "path": str(path),
+            "problem": key_file.problem,
+            "log_level": "error",
+        }
+    ]
     assert client.stats.read() == (1, {})
     client.close()
 
@@ -495,15 +506,33 @@ def test_key_file_mode(no_env: None, tmp_path: Path) -> None:
     assert credentials.authorization() == "Bearer from-file"
 
 
-def test_empty_key_file_is_a_config_error(no_env: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (" \n", "is empty or unreadable: it must hold the API secret key"),
+        *(
+            (
+                bad,
+                "holds a line break, blank or control character inside the secret:"
+                " it must hold exactly one API secret key",
+            )
+            for bad in ("two\nkeys", "two keys", "key\x07")
+        ),
+    ],
+)
+def test_empty_or_bad_key_file_is_a_config_error(
+    no_env: None, tmp_path: Path, content: str, problem: str
+) -> None:
     path = tmp_path / "key"
-    path.write_text(" \n")
+    path.write_text(content)
     with pytest.raises(ConfigError) as caught:
         credentials_from(load_settings(base_url=BASE, api_key_file=path))
-    assert str(caught.value) == (
-        f"WEBEX_CAMPAIGN_API_KEY_FILE (--api-key-file): {path} is empty or unreadable:"
-        " it must hold the API secret key"
-    )
+    assert str(caught.value) == f"WEBEX_CAMPAIGN_API_KEY_FILE (--api-key-file): {path} {problem}"
+
+
+def test_demo_mode_needs_the_demo_key(no_env: None) -> None:
+    with pytest.raises(ConfigError, match=r"^demo mode needs the demo tenant's key$"):
+        credentials_from(load_settings(demo=True))
 
 
 def test_token_flow_mode_reads_secrets_from_files_and_values(no_env: None, tmp_path: Path) -> None:
@@ -528,16 +557,23 @@ def test_token_flow_mode_reads_secrets_from_files_and_values(no_env: None, tmp_p
         ("auth_key_file", "WEBEX_CAMPAIGN_AUTH_KEY_FILE (--auth-key-file)"),
     ],
 )
-def test_token_flow_empty_secret_file_is_a_config_error(
-    no_env: None, tmp_path: Path, field: str, setting: str
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("", "is empty or unreadable"),
+        ("two\nsecrets", "holds a line break, blank or control character inside the secret"),
+    ],
+)
+def test_token_flow_empty_or_bad_secret_file_is_a_config_error(
+    no_env: None, tmp_path: Path, field: str, setting: str, content: str, problem: str
 ) -> None:
-    empty = tmp_path / "empty"
-    empty.write_text("")
-    values: dict[str, object] = {"client_secret": "s", "auth_key": "a", field: empty}
+    path = tmp_path / "secret"
+    path.write_text(content)
+    values: dict[str, object] = {"client_secret": "s", "auth_key": "a", field: path}
     values.pop(field.removesuffix("_file"))
     with pytest.raises(ConfigError) as caught:
         credentials_from(load_settings(base_url=BASE, client_id="cid", **values))
-    assert str(caught.value) == f"{setting}: {empty} is empty or unreadable"
+    assert str(caught.value) == f"{setting}: {path} {problem}"
 
 
 def test_tls_verify_uses_the_system_cas_or_the_ca_file(no_env: None, tmp_path: Path) -> None:
@@ -759,5 +795,6 @@ def test_demo_mode_uses_the_key_it_is_given_and_needs_one() -> None:
 
 
 def test_payload_failures_are_classified_in_one_place() -> None:
-    assert classify(PayloadError("error object", "1001")).labels == ("200", "1001")
-    assert classify(PayloadError("not a list")).labels == ("200", "invalid_response")
+    coded, uncoded = classify(PayloadError("error object", "1001")), classify(PayloadError("x"))
+    assert (coded.labels, coded.detail) == (("200", "1001"), "error object")
+    assert (uncoded.labels, uncoded.detail) == (("200", "invalid_response"), "x")

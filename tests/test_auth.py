@@ -235,6 +235,7 @@ def test_an_answer_with_both_code_and_token_is_a_token() -> None:
         ({"expiresIn": "600"}, 540.0),
         ({"expires_in": 100}, 50.0),  # short-lived: half its life, not 40 s
         ({"expires_in": 0}, None),  # no lifetime: until the API rejects it
+        ({"expiresIn": "0"}, None),
         ({"expires_in": -5}, None),
         ({}, None),
     ],

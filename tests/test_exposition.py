@@ -100,6 +100,16 @@ def test_format_value_edges(value: float, text: str) -> None:
 
 
 @pytest.mark.parametrize("openmetrics", [False, True])
+def test_a_counter_is_declared_by_its_family_name_in_openmetrics(openmetrics: bool) -> None:
+    text = text_of(render(render_groups("acme", []), health()), openmetrics)
+    counter = m.API_REQUESTS
+    assert counter.name == f"{counter.family}_total"
+    declared = counter.family if openmetrics else counter.name
+    assert f"# HELP {declared} {counter.help}\n# TYPE {declared} counter\n" in text
+    assert f"# TYPE {counter.name if openmetrics else counter.family} " not in text
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
 def test_seed_groups_exact_values_and_labels(openmetrics: bool) -> None:
     exposition = render(render_groups("acme", samples_for(list(SEED_RECORDS))), health())
     text = text_of(exposition, openmetrics)

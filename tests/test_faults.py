@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -11,7 +12,15 @@ from helpers import FakeClock, by_id, series, text_of
 
 from exporter import metrics as m
 from exporter.poller import Poller
-from exporter.simulator import FAULTS, HOSTILE_NAMES, SCENARIOS, Simulator, error_fault
+from exporter.simulator import (
+    FAULTS,
+    HOSTILE_NAMES,
+    SCENARIOS,
+    Fault,
+    Simulator,
+    Tenant,
+    error_fault,
+)
 
 # Healthy polls get all the time a busy machine may need. Only the `slow` scenario must
 # outlast a timeout, so only its test has a short one (and its API takes far longer still).
@@ -173,3 +182,59 @@ def test_retry_after_and_backoff_schedule(fast_poller: Poller, simulator: Simula
     assert 5 <= second <= 10  # 2nd failure in a row: 10 s, jittered down to half
     assert 10 <= third <= 20
     assert fast_poller.poll_once() == 60  # success: back on the interval
+
+
+# --- the scenarios' answers, byte for byte ----------------------------------------------
+
+
+def test_an_error_answer_is_the_apis_json_error_shape() -> None:
+    assert error_fault(401, 430, "Authorization failed") == Fault(
+        401,
+        b'{"code": 430, "description": "Authorization failed"}',
+        {"Content-Type": "application/json"},
+    )
+    assert json.loads(error_fault(500, "x").body) == {"code": "x", "description": "error"}
+
+
+def test_throttled_says_when_to_retry(tenant: Tenant) -> None:
+    answer = SCENARIOS["throttled"].answer(tenant.records(), tenant)
+    assert (answer.status, answer.headers["Retry-After"]) == (429, "1")
+    assert "Retry-After" not in SCENARIOS["throttled-no-retry-after"].answer([], tenant).headers
+
+
+def test_slow_sends_the_normal_list_late(tenant: Tenant) -> None:
+    tenant.slow_seconds = 0.5
+    records = tenant.records()
+    assert SCENARIOS["slow"].answer(records, tenant) == Fault(
+        200, json.dumps(records).encode(), delay=0.5
+    )
+
+
+def test_too_large_declares_a_length_it_does_not_send(tenant: Tenant) -> None:
+    tenant.too_large_bytes = 12345
+    answer = SCENARIOS["too-large"].answer(tenant.records(), tenant)
+    assert (answer.status, answer.body, answer.headers) == (200, b"[]", {"Content-Length": "12345"})
+
+
+def test_bad_record_scenarios_append_exactly_their_bad_records(tenant: Tenant) -> None:
+    records = tenant.records()
+    first = records[0]
+    assert len({json.dumps(record) for record in records}) > 1  # so "first" means something
+
+    def appended(name: str) -> list[object]:
+        answer = SCENARIOS[name].answer(tenant.records(), tenant)
+        assert answer.headers == {"Content-Type": "application/json"}
+        body = json.loads(answer.body)
+        assert body[: len(records)] == records
+        return body[len(records) :]  # type: ignore[no-any-return]
+
+    assert appended("malformed-records") == [
+        {**first, "id": None},
+        {**first, "id": "bad-counts", "totalCount": "lots"},
+        "not a record",
+    ]
+    assert appended("duplicates") == [{**first, "name": "duplicate of the first"}]
+    assert appended("hostile-names") == [
+        {**first, "id": f"hostile-{index}", "name": name, "userGroup": name}
+        for index, name in enumerate(HOSTILE_NAMES)
+    ]

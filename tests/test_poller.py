@@ -77,10 +77,11 @@ def test_failure_keeps_last_values_until_stale_then_drops_them(
     assert by_id(text, m.TOTAL_RECORDS.name) == good
     assert failures(text)[("500", "500")] == 1
     assert value(text, m.LAST_POLL_SUCCESS) == 1_800_000_000.0
-    clock.advance(239)  # 299 s after the last success: still within stale-after (300 s)
+    assert value(text, m.POLL_DURATION) >= 0  # the failed poll's, not left out
+    clock.advance(240)  # 300 s after the last success: not older than stale-after (300 s)
     poller.poll_once()
     assert by_id(metrics_text(recorder), m.TOTAL_RECORDS.name) == good
-    clock.advance(2)
+    clock.advance(1)
     poller.poll_once()
     text = metrics_text(recorder)
     assert by_id(text, m.TOTAL_RECORDS.name) == {}

@@ -298,6 +298,7 @@ def test_problems_name_the_record_the_field_and_what_is_wrong() -> None:
     ("payload", "reason", "code"),
     [
         (b'{"items": []}', "JSON object in place of the list", None),
+        (b'"groups"', "JSON str in place of the list", None),
         (b"<html>", "body is not valid JSON", None),
         (
             b'{"code": 1001, "description": "Invalid JSON"}',

@@ -276,6 +276,11 @@ def test_cli_rejects_empty_key_file(tmp_path: Path, capsys: pytest.CaptureFixtur
             "WEBEX_CAMPAIGN_API_KEY_FILE (--api-key-file) /nonexistent/key is not a readable file",
         ),
         (
+            {"config_file": "/nonexistent/tenants.yaml"},
+            "WEBEX_CAMPAIGN_CONFIG_FILE (--config.file) /nonexistent/tenants.yaml"
+            " is not a readable file",
+        ),
+        (
             {"demo": True, "ca_file": "/nonexistent/ca"},
             "WEBEX_CAMPAIGN_CA_FILE (--ca-file) /nonexistent/ca is not a readable file",
         ),
@@ -570,7 +575,7 @@ def test_config_file_refuses_a_single_tenant_setting_naming_both(
     assert message.startswith(
         f"{describe_setting('config_file')} and {describe_setting(field)} do not mix:"
     )
-    assert "give tenants in the file" in message
+    assert message.endswith(" do not mix: give tenants in the file (a secret as *_file or *_env)")
     assert "never-shown" not in message
 
 

@@ -142,6 +142,22 @@ def test_appears_in_progress_then_ready_counts_one_transition_and_one_duration()
     assert poll(tracker, [done], T0 + 420) is lifecycle
 
 
+def test_groups_ready_in_the_same_poll_add_up() -> None:
+    tracker = StateTracker()
+    poll(tracker, [], T0)
+    ids = ("a", "b", "c")
+    poll(tracker, [group(id=i, targetState=0, lastUpdatedOn=None) for i in ids], T0 + 60)
+    lifecycle = poll(tracker, [group(id=i, targetState=1) for i in ids[:2]], T0 + 120)
+    assert counted(lifecycle) == {("S", "in_progress", "ready"): 2}  # "c" vanished: nothing
+    durations = lifecycle.durations["S"]
+    assert (durations.count, durations.sum) == (2, 120.0)
+    assert durations.buckets[0] == 2  # 60 s each: the first bucket's bound
+    # Seen ready at the very time it was first seen in progress: a duration of 0.
+    poll(tracker, [group(id="d", targetState=0, lastUpdatedOn=None)], T0 + 180)
+    zero = poll(tracker, [group(id="d", targetState=1)], T0 + 180).durations["S"]
+    assert (zero.count, zero.sum) == (3, 120.0)
+
+
 def test_a_bound_counts_in_its_own_bucket() -> None:
     assert Durations.empty().observe(60.0).buckets[0] == 1
     assert Durations.empty().observe(60.5).buckets[1] == 1

@@ -6,12 +6,14 @@ import base64
 import os
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import bcrypt
 import httpx
@@ -140,6 +142,43 @@ def test_tls_with_the_right_ca_serves_metrics(pki: Pki, tls_url: str) -> None:
     assert response.status_code == 200
     assert f"{m.UP.name}{{" in response.text
     assert response.http_version == "HTTP/1.1"
+
+
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> ssl.SSLObject:
+    """A TLS handshake in memory; the client's end."""
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server_end = server.wrap_bio(to_server, to_client, server_side=True)
+    client_end = client.wrap_bio(to_client, to_server, server_hostname="localhost")
+    for _ in range(10):
+        done = 0
+        for end in (client_end, server_end):
+            try:
+                end.do_handshake()
+                done += 1
+            except ssl.SSLWantReadError:
+                pass
+        if done == 2:
+            return client_end
+    raise AssertionError("the handshake did not finish")
+
+
+@pytest.mark.parametrize("prefer", [True, False])
+def test_tls_context_speaks_http_1_1_and_keeps_the_safe_defaults(pki: Pki, prefer: bool) -> None:
+    cert, key = pki.server_files()
+    path = write_config(
+        pki.folder,
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+        f"  client_auth_type: RequestClientCert\n"
+        f"  prefer_server_cipher_suites: {str(prefer).lower()}\n",
+    )
+    context = load_web_config(path).ssl_context()
+    assert context is not None
+    assert context.verify_mode == ssl.CERT_NONE  # RequestClientCert is served as NoClientCert
+    assert context.options & ssl.OP_NO_COMPRESSION
+    assert bool(context.options & ssl.OP_CIPHER_SERVER_PREFERENCE) is prefer
+    client = pki.client_context()
+    client.set_alpn_protocols(["h2", "http/1.1"])
+    assert handshake(context, client).selected_alpn_protocol() == "http/1.1"
 
 
 def test_tls_without_the_ca_fails_verification(tls_url: str) -> None:
@@ -599,9 +638,34 @@ def test_unsupported_rate_limit_is_refused(tmp_path: Path) -> None:
     assert "rate_limit" in load_error(tmp_path, "rate_limit:\n  interval: 1s\n  burst: 5\n")
 
 
-def test_missing_config_file(tmp_path: Path) -> None:
-    with pytest.raises(WebConfigError, match="cannot read"):
-        load_web_config(tmp_path / "absent.yml")
+def test_an_inline_client_ca_that_is_no_certificate_is_named(pki: Pki) -> None:
+    cert, key = pki.server_files()
+    message = load_error(
+        pki.folder,
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca: not a certificate\n",
+    )
+    assert message.startswith(
+        f"{pki.folder}/web.yml: tls_server_config.client_ca: no usable CA certificate ("
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "No such file or directory"),
+        (b"\xff", "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+    ],
+)
+def test_missing_or_undecodable_config_file(
+    tmp_path: Path, content: bytes | None, reason: str
+) -> None:
+    path = tmp_path / "web.yml"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(path)
+    assert str(caught.value) == f"web config file {path}: cannot read: {reason}"
 
 
 def _encrypted_key_file(pki: Pki) -> None:
@@ -748,6 +812,16 @@ def _encrypted_key_file(pki: Pki) -> None:
             "rate_limit:\n  interval: 1s\n",
             "<dir>/web.yml: rate_limit: not supported by this exporter",
         ),
+        (
+            "tls_server_config:\n  cert: inline\n",
+            "<dir>/web.yml: tls_server_config.cert: inline certificates are not supported:"
+            " use cert_file",
+        ),
+        (
+            "basic_auth_users:\n  a: \x07\n",
+            "<dir>/web.yml: invalid YAML: unacceptable character #x0007:"
+            " special characters are not allowed",
+        ),
     ],
 )
 def test_config_error_messages_exactly(pki: Pki, text: str, message: str) -> None:
@@ -791,6 +865,7 @@ def test_reloads_are_logged(tmp_path: Path) -> None:
         assert live.current() is first  # a broken file is reported once, not per request
         rewrite(path, f"basic_auth_users:\n  grafana: '{HASH_2Y}'\n")
         second = live.current()
+        assert live.current() is second  # reloaded once, not on every later check
     assert second is not first
     assert [entry["event"] for entry in logs] == ["web_config_reload_failed", "web_config_reloaded"]
     failed, reloaded = logs
@@ -826,24 +901,53 @@ def test_switching_tls_on_needs_a_restart(pki: Pki) -> None:
 
 def test_an_unchanged_file_is_not_reloaded(tmp_path: Path) -> None:
     path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
-    live = LiveWebConfig(load_web_config(path), check_interval=0.0)
-    first = live.current()
+    first = load_web_config(path)
+    live = LiveWebConfig(first, check_interval=0.0)
     with structlog.testing.capture_logs() as logs:
         assert live.current() is first
+        assert live.current() is first
     assert logs == []
+
+
+def test_a_change_is_seen_only_once_the_check_interval_has_passed(tmp_path: Path) -> None:
+    path = write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    first = load_web_config(path)
+    live = LiveWebConfig(first, check_interval=3600.0)
+    rewrite(path, f"basic_auth_users:\n  grafana: '{HASH_2Y}'\n")
+    assert live.current() is first
+
+
+def logged_once(logs: list[dict[str, Any]], event: str) -> dict[str, Any]:
+    """The one `event` the server thread logs, once it has."""
+    deadline = time.monotonic() + 60
+    while not any(entry["event"] == event for entry in logs):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    (entry,) = [entry for entry in logs if entry["event"] == event]
+    return entry
 
 
 def test_failed_handshakes_are_logged_with_the_remote(tls_url: str) -> None:
     with structlog.testing.capture_logs() as logs:
         with pytest.raises(httpx.ConnectError):
             get(f"{tls_url}/metrics")  # the client does not trust the server's CA
-        deadline = time.monotonic() + 60
-        while not any(entry["event"] == "tls_handshake_failed" for entry in logs):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-    (failed,) = [entry for entry in logs if entry["event"] == "tls_handshake_failed"]
+        failed = logged_once(logs, "tls_handshake_failed")
     assert failed["remote"] == "127.0.0.1"
     assert "ALERT_UNKNOWN_CA" in failed["error"]
+
+
+def test_a_client_resetting_mid_request_is_logged_with_the_remote(pki: Pki, tls_url: str) -> None:
+    host, port = tls_url.removeprefix("https://").rsplit(":", 1)
+    with structlog.testing.capture_logs() as logs:
+        raw = socket.create_connection((host, int(port)), timeout=60)
+        conn = pki.client_context().wrap_socket(raw, server_hostname=host)
+        conn.sendall(b"GET /metrics HTTP/1.1\r\n")  # and nothing more
+        time.sleep(0.2)  # the server is reading the headers
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # a reset, no close_notify
+        error = logged_once(logs, "tls_connection_error")
+    assert error["remote"] == "127.0.0.1"
+    assert "EOF occurred" in error["error"] or "reset" in error["error"].lower()
 
 
 def test_a_401_says_so_in_plain_text(auth_url: str) -> None:
@@ -864,6 +968,13 @@ def test_a_401_to_head_has_no_body_on_the_wire(auth_url: str) -> None:
             raw += chunk
     assert raw.startswith(b"HTTP/1.0 401") or raw.startswith(b"HTTP/1.1 401")
     assert raw.endswith(b"\r\n\r\n")
+
+
+def test_a_cost_10_hash_is_served(tmp_path: Path, serve: Serve) -> None:
+    """The decoy hash for unknown users takes the users' cost, two digits of it."""
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
+    url = serve(write_config(tmp_path, f"basic_auth_users:\n  prometheus: '{hashed}'\n"))
+    assert get(f"{url}/metrics", headers=basic("prometheus", PASSWORD)).status_code == 200
 
 
 def test_header_forms_that_are_still_basic_auth(tmp_path: Path, serve: Serve) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import os
 import pickle
 import platform
@@ -16,6 +17,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import structlog
@@ -26,7 +28,7 @@ from exporter import metrics as m
 from exporter import worker
 from exporter.server import Latest, initial_published
 from exporter.settings import load_settings
-from exporter.simulator import DEMO_KEY, Simulator
+from exporter.simulator import DEMO_KEY, Simulator, error_fault
 from exporter.worker import Logging, Pipe, PollerProcess, PollerSpec
 
 # Generous: a child process starts in well under a second, but the suite must stay
@@ -218,7 +220,9 @@ def test_a_killed_child_is_replaced_and_the_last_values_served_as_down(
             process._process.kill()
             until(lambda: not latest.value.up)
             down = latest.value
-            text = text_of(down.exposition)
+            assert not down.up
+            text = text_of(down.exposition)  # type: ignore[attr-defined]
+            assert list(series(text, m.UP.name).values()) == [0]  # the exposition says so too
             assert series(text, m.TOTAL_RECORDS.name) == series(
                 text_of(first.exposition), m.TOTAL_RECORDS.name
             )
@@ -227,6 +231,41 @@ def test_a_killed_child_is_replaced_and_the_last_values_served_as_down(
         process.stop()
         thread.join(PATIENCE)
     assert not thread.is_alive()
+
+
+def test_updated_tenants_are_polled_now_and_after_a_restart(simulator: Simulator) -> None:
+    """`update` tells the running child its new tenants, and a restarted child gets the
+    updated ones, not those it started with."""
+    process = poller_process(
+        {"base_url": simulator.base_url, "api_key": DEMO_KEY, "log_level": "error"},
+        simulator.base_url,
+    )
+    keys: queue.Queue[int] = queue.Queue()
+    original_update = process._latest.update
+
+    def observed_update(key: int, tenant: object) -> bool:
+        keys.put(key)
+        return original_update(key, tenant)  # type: ignore[arg-type]
+
+    process._latest.update = observed_update  # type: ignore[method-assign]
+    process._stopping = RecordedWaits()
+    settings = load_settings(base_url=simulator.base_url, api_key=DEMO_KEY, log_level="error")
+    thread = process.start()
+    try:
+        assert keys.get(timeout=PATIENCE) == 1
+        child = process.pid
+        process.update([PollerSpec(settings, simulator.base_url, key=2)])
+        while keys.get(timeout=PATIENCE) != 2:
+            pass
+        assert process.pid == child  # told, not restarted
+        assert process._process is not None
+        process._process.kill()
+        while not keys.empty():
+            keys.get()
+        assert keys.get(timeout=PATIENCE) == 2  # the new child polls the updated tenants
+    finally:
+        process.stop()
+        thread.join(PATIENCE)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
@@ -249,49 +288,72 @@ def child_state() -> Iterator[None]:
     gc.enable()
 
 
-def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
-    simulator: Simulator, monkeypatch: pytest.MonkeyPatch, child_state: None
-) -> None:
-    """`python -m exporter.worker FD`, run in this process: the spec arrives on stdin, the
-    first poll's result comes through the pipe, and once the parent's end is closed the
-    child exits 0 instead of polling for nobody."""
-    settings = load_settings(
-        base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=0.01, log_level="error"
-    )
-    spec = PollerSpec(settings, simulator.base_url, key=7)
-    read_fd, write_fd = os.pipe()
-    stdin_read, stdin_write = os.pipe()
-    os.write(stdin_write, pickle.dumps(Logging("error", "json")) + pickle.dumps([spec]))
-    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=os.fdopen(stdin_read, "rb")))
+def as_child(monkeypatch: pytest.MonkeyPatch, stdin_fd: int, write_fd: int) -> None:
+    """Make `worker.main()` read `stdin_fd`, send on `write_fd`, and raise on os._exit."""
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=os.fdopen(stdin_fd, "rb")))
     monkeypatch.setattr(sys, "argv", ["exporter.worker", str(write_fd)])
 
     def exit_(code: int) -> None:
         raise SystemExit(code)
 
     monkeypatch.setattr(worker.os, "_exit", exit_)
-    niced: list[int] = []
-    monkeypatch.setattr(worker.os, "nice", niced.append)  # not this test process
-    received: list[tuple[object, bytearray]] = []
+    # Not this test process: the real child is checked by the next test.
+    monkeypatch.setattr(worker.os, "nice", lambda _increment: 0)
 
-    def parent() -> None:
-        reader = Pipe(read_fd)
-        received.append(reader.receive())
-        reader.close()  # the exporter is gone: its pipes close
-        os.close(stdin_write)
 
-    thread = threading.Thread(target=parent, daemon=True)
-    thread.start()
+def exit_code_of_main(write_fd: int) -> object:
+    """Run the child's entry point until it exits; its end of the pipe is closed after."""
     try:
         with pytest.raises(SystemExit) as exited:
             worker.main()
     finally:
         os.close(write_fd)
+    return exited.value.code
+
+
+def run_child(
+    spec: PollerSpec,
+    monkeypatch: pytest.MonkeyPatch,
+    messages: int = 1,
+    then: Sequence[PollerSpec] = (),
+) -> list[tuple[tuple[Any, ...], bytearray]]:
+    """`python -m exporter.worker FD`, run in this process with `spec` on its stdin (then
+    `then`, if any, in place of it): the first messages it sends; it must then exit 0,
+    its parent's end of the pipe closed."""
+    read_fd, write_fd = os.pipe()
+    stdin_read, stdin_write = os.pipe()
+    os.write(stdin_write, pickle.dumps(Logging("error", "json")) + pickle.dumps([spec]))
+    if then:
+        os.write(stdin_write, pickle.dumps(list(then)))
+    as_child(monkeypatch, stdin_read, write_fd)
+    received: list[tuple[object, bytearray]] = []
+
+    def parent() -> None:
+        reader = Pipe(read_fd)
+        for _ in range(messages):
+            received.append(reader.receive())
+        reader.close()  # the exporter is gone: its pipes close
+        os.close(stdin_write)
+
+    thread = threading.Thread(target=parent, daemon=True)
+    thread.start()
+    assert exit_code_of_main(write_fd) == 0
     thread.join(PATIENCE)
-    assert exited.value.code == 0
     assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # Ctrl-C is the parent's call
-    assert niced == [worker.POLLER_NICENESS]  # scrapes first when the cores are busy
-    ((meta, data),) = received
-    key, tenant, lengths, sizes, timing = meta  # type: ignore[misc]
+    assert len(received) == messages
+    return [(cast(tuple[Any, ...], meta), data) for meta, data in received]
+
+
+def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
+    simulator: Simulator, monkeypatch: pytest.MonkeyPatch, child_state: None
+) -> None:
+    """The spec arrives on stdin, the first poll's result comes through the pipe, and once
+    the parent's end is closed the child exits 0 instead of polling for nobody."""
+    settings = load_settings(
+        base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=0.01, log_level="error"
+    )
+    ((meta, data),) = run_child(PollerSpec(settings, simulator.base_url, key=7), monkeypatch)
+    key, tenant, lengths, sizes, timing = meta
     assert key == 7
     assert all(family.parts == () for family in tenant.families)  # the bytes travel raw
     assert sum(sizes) == len(data) and sum(lengths) == len(sizes)
@@ -346,3 +408,60 @@ def test_the_poller_process_runs_at_a_lower_cpu_priority(simulator: Simulator) -
     finally:
         process.stop()
         thread.join(PATIENCE)
+
+
+def test_a_demo_child_polls_with_the_demo_key_and_sends_each_familys_crc_and_size(
+    simulator: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    child_state: None,
+) -> None:
+    """In demo mode the child authenticates with the key in its spec and polls again after
+    the interval; it logs JSON lines, the key redacted; each family's CRC-32 and length,
+    which the serving process puts in the gzip trailer, travel with it."""
+    simulator.tenant.inject(error_fault(401, 430, f"key {DEMO_KEY} refused"))
+    settings = load_settings(demo=True, poll_interval=0.01, log_level="error")
+    spec = PollerSpec(settings, simulator.base_url, demo_key=DEMO_KEY, key=3)
+    refused, (meta, data) = run_child(spec, monkeypatch, messages=2)
+    assert not refused[0][1].health.up
+    # Whatever carries the key into a log line, the child's logging redacts it.
+    structlog.get_logger("exporter.worker").error("probe", detail=f"key {DEMO_KEY}")
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines()]
+    assert [entry["event"] for entry in logged] == ["api_down", "probe"]
+    assert logged[1]["detail"] == "key [REDACTED]"
+    _key, tenant, lengths, sizes, _timing = meta
+    assert tenant.health.up
+    offsets = list(itertools.accumulate(sizes, initial=0))
+    first = 0
+    for family, count in zip(tenant.families, lengths, strict=True):
+        raw = bytes(data[offsets[first] : offsets[first + count]])
+        first += count
+        text = zlib.decompressobj(wbits=-zlib.MAX_WBITS).decompress(raw)
+        assert (family.crc, family.size) == (zlib.crc32(text), len(text))
+    assert first == len(sizes)
+    assert any(family.size for family in tenant.families)
+
+
+def test_a_child_stops_polling_a_tenant_no_longer_listed(
+    simulator: Simulator, monkeypatch: pytest.MonkeyPatch, child_state: None
+) -> None:
+    settings = load_settings(
+        base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=60, log_level="error"
+    )
+    dropped = PollerSpec(settings, simulator.base_url, key=1)
+    kept = PollerSpec(
+        settings.model_copy(update={"poll_interval": 0.01}), simulator.base_url, key=2
+    )
+    received = run_child(dropped, monkeypatch, messages=2, then=[kept])
+    assert received[-1][0][0] == 2  # key 1 sends at most its first poll, from before
+
+
+def test_a_child_whose_parent_is_gone_before_it_starts_exits_0(
+    monkeypatch: pytest.MonkeyPatch, child_state: None
+) -> None:
+    read_fd, write_fd = os.pipe()
+    stdin_read, stdin_write = os.pipe()
+    os.close(stdin_write)  # not even the logging settings arrive
+    as_child(monkeypatch, stdin_read, write_fd)
+    assert exit_code_of_main(write_fd) == 0
+    os.close(read_fd)

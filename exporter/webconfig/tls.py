@@ -66,8 +66,11 @@ def build_ssl_context(config: Path, tls: TLSServerModel) -> tuple[ssl.SSLContext
         context.maximum_version = maximum
     except (ValueError, ssl.SSLError) as exc:
         raise WebConfigError(f"{config}: tls_server_config.min_version: {exc}") from None
+    # Python's server contexts prefer the server's order by default: false must clear it.
     if tls.prefer_server_cipher_suites:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     # HTTP/2 clients must fall back: the server speaks HTTP/1.1 only.
     context.set_alpn_protocols(["http/1.1"])
     try:
