@@ -304,6 +304,29 @@ def landing_page(published: Published, now: float, telemetry_path: str = "/metri
     ).encode()
 
 
+_GATHER = 512  # buffers per sendmsg, below the system's IOV_MAX (1024 on Linux)
+
+
+def _send_gathered(sock: socket.socket, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
+    """Send every piece, in order, with one sendmsg per _GATHER of them."""
+    batch: list[memoryview] = []
+    for piece in pieces:
+        if piece:
+            batch.append(memoryview(piece).cast("B"))
+        if len(batch) >= _GATHER:
+            _send_batch(sock, batch)
+    _send_batch(sock, batch)
+
+
+def _send_batch(sock: socket.socket, batch: list[memoryview]) -> None:
+    while batch:
+        sent = sock.sendmsg(batch)
+        while batch and sent >= len(batch[0]):
+            sent -= len(batch.pop(0))
+        if sent:
+            batch[0] = batch[0][sent:]
+
+
 class ScrapeSeries(Protocol):
     """Series read at scrape time, after the tenants' (process metrics, reload status)."""
 
@@ -460,12 +483,22 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
-        self._write_all(body.gzip_parts if gzip else body.plain_pieces(PLAIN_PIECE_BYTES))
+        if gzip:
+            self._write_all(body.gzip_parts, held=True)
+        else:
+            self._write_all(body.plain_pieces(PLAIN_PIECE_BYTES))
 
-    def _write_all(self, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
-        """Write `pieces` in writes of at least WRITE_BYTES: a body stitched from many
-        tenants is thousands of small parts, and a system call each would cost more
-        than the copy into one buffer."""
+    def _write_all(
+        self, pieces: Iterable[bytes | bytearray | memoryview], held: bool = False
+    ) -> None:
+        """Write `pieces` in few system calls: a body stitched from many tenants is
+        thousands of small parts. Pieces `held` in memory anyway go out as they are on a
+        plain socket, gathered (sendmsg, no copy); others, and any through TLS, are
+        copied into writes of at least WRITE_BYTES (pieces made as they are written are
+        never gathered: a stalled client would hold them all)."""
+        if held and type(self.connection) is socket.socket:
+            _send_gathered(self.connection, pieces)
+            return
         pending = bytearray()
         for piece in pieces:
             if not pending and len(piece) >= WRITE_BYTES:

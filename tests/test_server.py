@@ -13,6 +13,7 @@ import httpx
 import pytest
 from helpers import FakeClock
 
+from exporter import server as server_module
 from exporter.exposition import Health, TenantExposition, render_groups
 from exporter.server import (
     Latest,
@@ -285,3 +286,18 @@ def test_results_are_batched_when_stitching_is_slow_and_none_is_lost(
         assert time.monotonic() < deadline, "the last result was never served"
         time.sleep(0.01)
     assert stitches < 15  # 30 results, each stitch 10 ms: at most one per 50 ms
+
+
+def test_gathered_sends_survive_partial_writes() -> None:
+    """sendmsg may take part of what it is given: the rest goes next, in order."""
+    sent = bytearray()
+
+    class Trickle:
+        def sendmsg(self, buffers: list[memoryview]) -> int:
+            taken = b"".join(bytes(buffer) for buffer in buffers)[:7]
+            sent.extend(taken)
+            return len(taken)
+
+    pieces = [b"", b"abc", memoryview(b"defghijkl"), bytearray(b"m"), *[b"xyz"] * 600]
+    server_module._send_gathered(Trickle(), pieces)  # type: ignore[arg-type]
+    assert bytes(sent) == b"abcdefghijklm" + b"xyz" * 600
