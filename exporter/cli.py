@@ -158,13 +158,8 @@ def _demo_tenants(settings: Settings) -> list[tuple[Settings, Simulator]]:
     return chosen
 
 
-def _tenants(settings: Settings) -> tuple[list[Tenant], list[Simulator]]:
-    """The tenants this instance polls, and the demo's simulators (started)."""
-    if settings.config_file is not None:
-        return load_shard(settings), []
-    if not settings.demo:
-        assert settings.base_url is not None
-        return [Tenant(settings, settings.base_url)], []
+def _demo(settings: Settings) -> tuple[list[Tenant], list[Simulator]]:
+    """The demo's tenants, their simulators started."""
     tenants, simulators = [], []
     for tenant_settings, simulator in _demo_tenants(settings):
         simulators.append(simulator.start(tick_seconds=DEMO_TICK_SECONDS))
@@ -175,14 +170,14 @@ def _tenants(settings: Settings) -> tuple[list[Tenant], list[Simulator]]:
 def build(settings: Settings) -> Exporter:
     """Check everything that can be wrong before anything starts, then wire the pieces."""
     demo_key = DEMO_KEY if settings.demo else None
+    simulators: list[Simulator] = []
     if settings.config_file is not None:
-        checked = load_shard(settings)  # before anything starts: raises TenantConfigError
+        tenants = load_shard(settings)  # every tenant's key and CA files checked
     else:
-        checked = [Tenant(settings, settings.base_url or "")]
-    # The poller process builds its own; these check the keys and CA files first.
-    credentials = [credentials_from(t.settings, demo_key) for t in checked]
-    for tenant in checked:
-        tls_verify(tenant.settings)
+        tls_verify(settings)
+        tenants = [Tenant(settings, settings.base_url or "")]
+    # The poller process builds its own; these check the keys (and redact them in logs).
+    credentials = [credentials_from(t.settings, demo_key) for t in tenants]
 
     def secrets() -> list[str]:
         return [secret for c in credentials for secret in c.secrets()]
@@ -191,7 +186,8 @@ def build(settings: Settings) -> Exporter:
     web = load_web_config(settings.web_config_file) if settings.web_config_file else None
     latest = Latest(Published.of_slots([]))
     tenancy = Tenancy(latest, demo_key)
-    tenants, simulators = _tenants(settings)
+    if settings.demo:
+        tenants, simulators = _demo(settings)
     tenancy.apply(tenants)
     poller = PollerProcess(Logging(settings.log_level, settings.log_format), tenancy.specs, latest)
     tenancy.poller = poller

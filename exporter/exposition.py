@@ -61,7 +61,7 @@ def format_value(value: float) -> str:
     return str(floatToGoString(value))  # type: ignore[no-untyped-call]
 
 
-def _header(metric: m.Metric, openmetrics: bool = False) -> str:
+def header(metric: m.Metric, openmetrics: bool = False) -> str:
     name = metric.family if openmetrics else metric.name
     return f"# HELP {name} {metric.help}\n# TYPE {name} {metric.type}\n"
 
@@ -441,7 +441,7 @@ class Exposition:
 
 _HEADERS = {
     openmetrics: tuple(
-        Segment.of(_header(metric, openmetrics).encode()) for metric in m.TENANT_FAMILIES
+        Segment.of(header(metric, openmetrics).encode()) for metric in m.TENANT_FAMILIES
     )
     for openmetrics in (False, True)
 }

@@ -26,7 +26,7 @@ import structlog
 
 from . import metrics as m
 from .api import credentials_from, tls_verify
-from .exposition import format_value
+from .exposition import format_value, header
 from .server import Latest
 from .settings import ConfigError, Settings
 from .tenants import TenantConfigError, load_tenants, select_shard
@@ -113,10 +113,7 @@ class ReloadStatus:
             (m.CONFIG_RELOAD_SUCCESSFUL, 1.0 if self.successful else 0.0),
             (m.CONFIG_RELOAD_SUCCESS_TIME, self.success_time),
         ):
-            out.append(
-                f"# HELP {metric.name} {metric.help}\n# TYPE {metric.name} {metric.type}\n"
-                f"{metric.name} {format_value(value)}\n"
-            )
+            out.append(f"{header(metric, openmetrics)}{metric.name} {format_value(value)}\n")
         return "".join(out).encode()
 
 

@@ -20,10 +20,10 @@ from exporter import metrics as m
 from exporter.exposition import (
     BlockRenderer,
     Health,
-    _header,
     cut_label,
     escape,
     format_value,
+    header,
     render,
     render_groups,
 )
@@ -324,7 +324,7 @@ def test_large_block_round_trips() -> None:
     block = render_groups("acme", samples_for(records))
     text = text_of(render(block, health()))
     assert len(by_id(text, m.TOTAL_RECORDS.name)) == 3000
-    headers = sum(len(_header(metric).encode()) for metric in m.PER_GROUP)
+    headers = sum(len(header(metric).encode()) for metric in m.PER_GROUP)
     assert block.size == len(text.encode()) - len(_tail_of(text)) - headers
     assert len(block.parts) > 8  # cut into chunks
 
