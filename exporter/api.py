@@ -21,19 +21,21 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 import httpx
-import pydantic_core
 import structlog
-from pydantic import SecretStr
 
 from . import __version__
 from .records import PayloadError, error_code
-from .settings import ConfigError, Settings, describe_setting
+
+if TYPE_CHECKING:  # the settings (and pydantic) stay out of the poller process
+    from pydantic import SecretStr
+
+    from .settings import Settings
 
 log = structlog.get_logger("exporter.api")
 
@@ -326,7 +328,7 @@ def _body_code(body: bytes | bytearray) -> str | None:
     if not body.lstrip().startswith(b"{"):
         return None
     try:
-        data = pydantic_core.from_json(body)
+        data = json.loads(body)
     except ValueError:
         return None
     if not isinstance(data, dict):
@@ -623,7 +625,7 @@ class ApiClient:
         def send() -> dict[str, object]:
             answer = self._exchange("POST", f"{url}?grant_type=client_credentials", headers, body)
             try:
-                data = pydantic_core.from_json(answer)
+                data = json.loads(answer)
             except ValueError:
                 raise InvalidResponse("token answer is not JSON", "200") from None
             if not isinstance(data, dict):
@@ -676,69 +678,139 @@ def _raw_chunks(response: httpx.Response) -> Iterator[bytes]:
     yield from response.iter_raw()
 
 
-def credentials_from(settings: Settings, demo_key: str | None = None) -> Credentials:
-    """The auth mode the settings select (validated: exactly one is complete).
+@dataclass(frozen=True)
+class Secret:
+    """A secret as plain data (picklable without pydantic), never shown by its repr."""
 
-    In demo mode the key is the demo tenant's, passed in by whoever runs it:
-    the simulator stays at the edge, out of the modules that ship to production.
+    value: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Access:
+    """How a poller reaches one tenant's API: the auth mode and the CA bundle, as data.
+
+    The serving process builds it from the settings (`of`) and sends it to the
+    poller process, which makes the credentials from it (`credentials`): the
+    poller process never loads the settings, nor pydantic.
     """
-    if settings.demo:
-        if demo_key is None:
-            raise ConfigError("demo mode needs the demo tenant's key")
-        return StaticKey(demo_key)
-    if settings.uses_token_flow:
-        assert settings.client_id is not None
-        return ClientCredentials(
-            settings.effective_token_url,
-            settings.client_id,
-            _secret(settings.client_secret, settings.client_secret_file, "client_secret_file"),
-            _secret(settings.auth_key, settings.auth_key_file, "auth_key_file"),
+
+    api_key: Secret | None = None
+    api_key_file: Path | None = None
+    token_url: str | None = None
+    """Set with the client-credentials flow (client_id)."""
+    client_id: str | None = None
+    client_secret: Secret | None = None
+    client_secret_file: Path | None = None
+    auth_key: Secret | None = None
+    auth_key_file: Path | None = None
+    ca_file: Path | None = None
+
+    @classmethod
+    def of(cls, settings: Settings, demo_key: str | None = None) -> Access:
+        """The settings' auth mode (validated: exactly one is complete). In demo mode the
+        key is the demo tenant's, passed in by whoever runs it: the simulator stays at the
+        edge, out of the modules that ship to production."""
+        if settings.demo:
+            if demo_key is None:
+                from .settings import ConfigError
+
+                raise ConfigError("demo mode needs the demo tenant's key")
+            return cls(api_key=Secret(demo_key), ca_file=settings.ca_file)
+        if settings.uses_token_flow:
+            return cls(
+                token_url=settings.effective_token_url,
+                client_id=settings.client_id,
+                client_secret=_plain(settings.client_secret),
+                client_secret_file=settings.client_secret_file,
+                auth_key=_plain(settings.auth_key),
+                auth_key_file=settings.auth_key_file,
+                ca_file=settings.ca_file,
+            )
+        return cls(
+            api_key=_plain(settings.api_key),
+            api_key_file=settings.api_key_file,
+            ca_file=settings.ca_file,
         )
-    if settings.api_key_file is not None:
-        key_file = KeyFile(settings.api_key_file)
+
+
+def _plain(value: SecretStr | None) -> Secret | None:
+    return None if value is None else Secret(value.get_secret_value())
+
+
+def _config_error(setting: str, problem: str) -> Exception:
+    """A setting found bad here (a key file, the CA bundle), worded by the settings
+    module: imported only then, so that the poller process does not load it."""
+    from .settings import ConfigError, describe_setting
+
+    return ConfigError(f"{describe_setting(setting)}: {problem}")
+
+
+def credentials(access: Access) -> Credentials:
+    """The credentials of an auth mode; a ConfigError when a secret file is unusable."""
+    if access.client_id is not None:
+        assert access.token_url is not None
+        return ClientCredentials(
+            access.token_url,
+            access.client_id,
+            _secret(access.client_secret, access.client_secret_file, "client_secret_file"),
+            _secret(access.auth_key, access.auth_key_file, "auth_key_file"),
+        )
+    if access.api_key_file is not None:
+        key_file = KeyFile(access.api_key_file)
         if key_file.problem is not None:
-            raise ConfigError(
-                f"{describe_setting('api_key_file')}: {settings.api_key_file} {key_file.problem}:"
-                " it must hold exactly one API secret key"
+            raise _config_error(
+                "api_key_file",
+                f"{access.api_key_file} {key_file.problem}:"
+                " it must hold exactly one API secret key",
             )
         if not key_file.loaded:
-            raise ConfigError(
-                f"{describe_setting('api_key_file')}: {settings.api_key_file} is empty or"
-                " unreadable: it must hold the API secret key"
+            raise _config_error(
+                "api_key_file",
+                f"{access.api_key_file} is empty or unreadable: it must hold the API secret key",
             )
         return key_file
-    assert settings.api_key is not None
-    return StaticKey(settings.api_key.get_secret_value())
+    assert access.api_key is not None
+    return StaticKey(access.api_key.value)
 
 
-def _secret(value: SecretStr | None, path: Path | None, field: str) -> Callable[[], str]:
+def credentials_from(settings: Settings, demo_key: str | None = None) -> Credentials:
+    """The credentials of the settings' auth mode (see `Access.of`)."""
+    return credentials(Access.of(settings, demo_key))
+
+
+def _secret(value: Secret | None, path: Path | None, setting: str) -> Callable[[], str]:
     if path is None:
         assert value is not None
-        secret = value.get_secret_value().strip()
+        secret = value.value.strip()
         return lambda: secret
     source = SecretFile(path)
     if source.problem is not None:
-        raise ConfigError(f"{describe_setting(field)}: {path} {source.problem}")
+        raise _config_error(setting, f"{path} {source.problem}")
     if not source.value():
-        raise ConfigError(f"{describe_setting(field)}: {path} is empty or unreadable")
+        raise _config_error(setting, f"{path} is empty or unreadable")
     return source.value
 
 
-def tls_verify(settings: Settings) -> ssl.SSLContext:
-    """Certificate verification for the API: always on, with the system's CAs or CA_FILE.
+class _CaFile(Protocol):
+    @property
+    def ca_file(self) -> Path | None: ...
+
+
+def tls_verify(source: _CaFile) -> ssl.SSLContext:
+    """Certificate verification for the API: always on, with the system's CAs or the
+    `ca_file` of the settings or the `Access`.
 
     One context per CA bundle, shared by every tenant's client: a context holds its
     parsed CAs (about 1 MB), and a hundred tenants need not hold a hundred copies.
     """
-    if settings.ca_file is None:
+    ca_file = source.ca_file
+    if ca_file is None:
         return _context(None, 0, 0)
     try:
-        stat = settings.ca_file.stat()
-        return _context(str(settings.ca_file), stat.st_mtime_ns, stat.st_size)
+        stat = ca_file.stat()
+        return _context(str(ca_file), stat.st_mtime_ns, stat.st_size)
     except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(
-            f"{describe_setting('ca_file')}: {settings.ca_file} is not a PEM CA bundle ({exc})"
-        ) from None
+        raise _config_error("ca_file", f"{ca_file} is not a PEM CA bundle ({exc})") from None
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,4 +1,4 @@
-"""Target-group records: a msgspec fast path, and a pydantic schema that accepts the quirks.
+"""Target-group records: a msgspec fast path, and pydantic's schema (`schema`) for the quirks.
 
 Quirks handled (see the API description): counts as floats (`2.0`), strings
 that say `"null"`, numbers where text is expected, unknown extra fields, and
@@ -11,13 +11,10 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import TYPE_CHECKING, Annotated, Any, NotRequired
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import msgspec
-import pydantic_core
-from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
-from typing_extensions import TypedDict
 
 
 def text(value: str | None) -> str:
@@ -46,13 +43,14 @@ def error_code(value: object) -> str | None:
     return code if _NUMERIC_CODE.fullmatch(code) else OTHER_CODE
 
 
-Count = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Text = str | None
 # msgspec's reading of a count: a JSON number, finite (1e400 is out of range), not negative.
 _Count = Annotated[float, msgspec.Meta(ge=0, le=sys.float_info.max)]
 # Text the API sends as an integer code (`"loadType": 1`): read as `str(value)` on decoding.
 # Typed as what it holds once decoded (`__post_init__` makes it text).
 if TYPE_CHECKING:
+    from .schema import Record
+
     _Code = Text
 else:
     _Code = str | int | None
@@ -62,35 +60,6 @@ _set = msgspec.structs.force_setattr
 _SHARED: dict[object, Any] = {}
 _SHARED_MAX = 10_000
 _share = _SHARED.setdefault
-
-
-class Record(TypedDict):
-    """The schema of one record as the API sends it: the fields the exporter uses.
-
-    The reference reading, and the lax one: numbers become strings where text
-    is expected, numeric strings and floats are accepted for counts, an id is
-    stripped, unknown fields are ignored. `TargetGroup` reads the same records
-    faster when their types are the documented ones; this schema decides the
-    rest and words the problems.
-    """
-
-    __pydantic_config__ = ConfigDict(extra="ignore", coerce_numbers_to_str=True)  # type: ignore[misc]
-
-    id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-    totalCount: Count
-    validcount: Count
-    errorcount: Count
-    name: NotRequired[Text]
-    behaviour: NotRequired[Text]
-    targetState: NotRequired[int | float | str | None]
-    statusValue: NotRequired[Text]
-    userGroup: NotRequired[Text]
-    loadType: NotRequired[Text]
-    source: NotRequired[Text]
-    targetGroupType: NotRequired[Text]
-    supportedChannels: NotRequired[tuple[str, ...] | str | None]
-    createdOn: NotRequired[Text]
-    lastUpdatedOn: NotRequired[Text]
 
 
 class TargetGroup(msgspec.Struct, frozen=True, gc=False):
@@ -189,7 +158,6 @@ class TargetGroup(msgspec.Struct, frozen=True, gc=False):
         return ",".join(value)
 
 
-_RECORD: TypeAdapter[Record] = TypeAdapter(Record)
 # The fast path: records exactly as the API sends them, straight from the bytes.
 _GROUPS = msgspec.json.Decoder(list[TargetGroup])
 _GROUP = msgspec.json.Decoder(TargetGroup)
@@ -197,8 +165,10 @@ _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def validate_record(record: object) -> TargetGroup:
-    """One record, as the API sends it (a dict), validated."""
-    return TargetGroup.of(_RECORD.validate_python(record))
+    """One record, as the API sends it (a dict), validated by the lax schema."""
+    from . import schema  # pydantic: loaded the first time a record needs it
+
+    return TargetGroup.of(schema.validate(record))
 
 
 class PayloadError(Exception):
@@ -275,14 +245,22 @@ def _parse_each(body: Body, groups: list[TargetGroup], problems: list[str]) -> N
             if _clean_id(group):
                 groups.append(group)
                 continue
-        _validate_one(index, pydantic_core.from_json(bytes(item)), groups, problems)
+        _validate_one(index, _lax_json(bytes(item)), groups, problems)
+
+
+def _lax_json(data: Body) -> object:
+    from . import schema
+
+    return schema.from_json(data)
 
 
 def _validate_one(index: int, item: object, groups: list[TargetGroup], problems: list[str]) -> None:
+    from . import schema
+
     try:
         groups.append(validate_record(item))
-    except ValidationError as exc:
-        problems.append(f"record {index}: {_summary(exc)}")
+    except schema.ValidationError as exc:
+        problems.append(f"record {index}: {schema.summary(exc)}")
 
 
 def _parse_with_pydantic(body: Body, groups: list[TargetGroup], problems: list[str]) -> None:
@@ -292,7 +270,7 @@ def _parse_with_pydantic(body: Body, groups: list[TargetGroup], problems: list[s
     both read a number sent as an id the same way (`0.0` -> `"0.0"`).
     """
     try:
-        data = pydantic_core.from_json(body)
+        data = _lax_json(body)
     except ValueError:
         raise PayloadError("body is not valid JSON") from None
     if isinstance(data, dict):
@@ -304,12 +282,6 @@ def _parse_with_pydantic(body: Body, groups: list[TargetGroup], problems: list[s
         raise PayloadError(f"JSON {type(data).__name__} in place of the list")
     for index, item in enumerate(data):
         _validate_one(index, item, groups, problems)
-
-
-def _summary(exc: ValidationError) -> str:
-    error = exc.errors(include_url=False, include_input=False)[0]
-    where = ".".join(str(part) for part in error["loc"]) or "record"
-    return f"{where}: {error['msg']}"
 
 
 def _dedupe(groups: list[TargetGroup], invalid: int, problems: tuple[str, ...]) -> ParsedPayload:

@@ -19,7 +19,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -73,14 +73,15 @@ class Tenancy:
         changed: list[str] = []
         for tenant in tenants:
             spec = known.get(tenant.name)
-            if spec is None or (spec.settings, spec.base_url) != (tenant.settings, tenant.base_url):
+            wanted = PollerSpec.of(tenant.settings, tenant.base_url, self._demo_key)
+            if spec is None or replace(spec, key=0) != wanted:
                 (added if spec is None else changed).append(tenant.name)
-                spec = PollerSpec(tenant.settings, tenant.base_url, self._demo_key, self._new_key())
+                spec = replace(wanted, key=self._new_key())
             specs.append(spec)
         names = {tenant.name for tenant in tenants}
         removed = [name for name in known if name not in names]
         self._specs = specs
-        stall_after = max((spec.settings.stall_after for spec in specs), default=0.0)
+        stall_after = max((spec.stall_after for spec in specs), default=0.0)
         # The server first: results of removed pollers are dropped from now on.
         self._latest.configure([(spec.key, spec.tenant) for spec in specs], stall_after)
         if self.poller is not None:

@@ -35,17 +35,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import structlog
 
 from . import metrics as m
-from .api import ApiClient, RequestStats, credentials_from, tls_verify
+from .api import Access, ApiClient, RequestStats, credentials, tls_verify
 from .exposition import BlockRenderer, FamilyPart, TenantExposition
 from .logs import configure_logging
 from .poller import Poller, PollResult, PollTiming
-from .server import Latest
-from .settings import Settings
+
+if TYPE_CHECKING:  # the serving process's side: the poller process never loads them
+    from .server import Latest
+    from .settings import Settings
 
 log = structlog.get_logger("exporter.worker")
 
@@ -105,18 +107,42 @@ release_memory = _MemoryRelease()
 
 @dataclass(frozen=True)
 class PollerSpec:
-    """All the child needs; picklable."""
+    """All a tenant's poller needs, as plain data: pickled to the poller process, which
+    never loads the settings (pydantic-settings and pydantic: about 20 MB)."""
 
-    settings: Settings
+    tenant: str
     base_url: str
-    demo_key: str | None = None
-    """The demo tenant's key in demo mode (the simulator stays at the edge)."""
+    access: Access
+    timeout: float
+    max_response_bytes: int
+    max_label_length: int
+    timezone: str
+    poll_interval: float
+    stale_after: float
+    stall_after: float
+    """The serving process's: how long /-/healthy waits for this tenant's results."""
     key: int = 0
     """Names this poller: the serving process drops results of keys it no longer serves."""
 
-    @property
-    def tenant(self) -> str:
-        return self.settings.tenant_label
+    @classmethod
+    def of(
+        cls, settings: Settings, base_url: str, demo_key: str | None = None, key: int = 0
+    ) -> PollerSpec:
+        """A tenant's settings as its poller's spec; `demo_key` is the demo tenant's key in
+        demo mode (the simulator stays at the edge)."""
+        return cls(
+            tenant=settings.tenant_label,
+            base_url=base_url,
+            access=Access.of(settings, demo_key),
+            timeout=settings.timeout,
+            max_response_bytes=settings.max_response_bytes,
+            max_label_length=settings.max_label_length,
+            timezone=settings.timezone,
+            poll_interval=settings.poll_interval,
+            stale_after=settings.effective_stale_after,
+            stall_after=settings.stall_after,
+            key=key,
+        )
 
 
 _HEADER = struct.Struct("!QQ")
@@ -205,19 +231,18 @@ class _TenantPoller:
         spec: PollerSpec,
         send: Callable[[PollerSpec, TenantExposition, PollTiming | None], None],
     ) -> None:
-        settings = spec.settings
         self.spec = spec
         self._stopped = False
-        credentials = credentials_from(settings, spec.demo_key)
+        source = credentials(spec.access)
         client = ApiClient(
             spec.base_url,
-            credentials,
-            settings.timeout,
-            settings.max_response_bytes,
+            source,
+            spec.timeout,
+            spec.max_response_bytes,
             RequestStats(m.DOCUMENTED_FAILURES),
-            verify=tls_verify(settings),
+            verify=tls_verify(spec.access),
         )
-        renderer = BlockRenderer(settings.tenant_label, settings.max_label_length)
+        renderer = BlockRenderer(spec.tenant, spec.max_label_length)
 
         def publish(result: PollResult) -> None:
             if not self._stopped:
@@ -225,14 +250,14 @@ class _TenantPoller:
 
         self._poller = Poller(
             client,
-            settings.tenant_label,
-            settings.timezone,
-            settings.poll_interval,
-            settings.effective_stale_after,
+            spec.tenant,
+            spec.timezone,
+            spec.poll_interval,
+            spec.stale_after,
             publish,
         )
         self._client = client
-        self.secrets = credentials.secrets
+        self.secrets = source.secrets
         self._thread = threading.Thread(target=self._run, name=f"poll-{spec.key}", daemon=True)
 
     def _run(self) -> None:

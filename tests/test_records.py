@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter import records
+from exporter import records, schema
 from exporter.exposition import Health, render, render_groups
 from exporter.records import DateParser, PayloadError, parse_payload, text, validate_record
 from exporter.simulator import SEED_RECORDS
@@ -258,7 +258,7 @@ JSON = st.recursive(
     ),
     max_leaves=8,
 )
-FIELDS = [*records.Record.__annotations__, "unknownField"]
+FIELDS = [*schema.Record.__annotations__, "unknownField"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

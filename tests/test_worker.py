@@ -10,6 +10,7 @@ import pickle
 import platform
 import queue
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -28,7 +29,7 @@ from exporter import metrics as m
 from exporter import worker
 from exporter.server import Latest, initial_published
 from exporter.settings import load_settings
-from exporter.simulator import DEMO_KEY, Simulator, error_fault
+from exporter.simulator import DEMO_KEY, SEED_RECORDS, Simulator, error_fault
 from exporter.worker import Logging, Pipe, PollerProcess, PollerSpec
 
 # Generous: a child process starts in well under a second, but the suite must stay
@@ -165,7 +166,7 @@ class RecordedWaits(threading.Event):
 def poller_process(settings_overrides: dict[str, object], base_url: str) -> PollerProcess:
     settings = load_settings(**settings_overrides)
     latest = Latest(initial_published(settings.tenant_label, key=1))
-    spec = PollerSpec(settings, base_url, key=1)
+    spec = PollerSpec.of(settings, base_url, key=1)
     return PollerProcess(Logging(settings.log_level, settings.log_format), [spec], latest)
 
 
@@ -254,7 +255,7 @@ def test_updated_tenants_are_polled_now_and_after_a_restart(simulator: Simulator
     try:
         assert keys.get(timeout=PATIENCE) == 1
         child = process.pid
-        process.update([PollerSpec(settings, simulator.base_url, key=2)])
+        process.update([PollerSpec.of(settings, simulator.base_url, key=2)])
         while keys.get(timeout=PATIENCE) != 2:
             pass
         assert process.pid == child  # told, not restarted
@@ -352,7 +353,7 @@ def test_the_child_entry_point_polls_sends_and_exits_when_the_parent_is_gone(
     settings = load_settings(
         base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=0.01, log_level="error"
     )
-    ((meta, data),) = run_child(PollerSpec(settings, simulator.base_url, key=7), monkeypatch)
+    ((meta, data),) = run_child(PollerSpec.of(settings, simulator.base_url, key=7), monkeypatch)
     key, tenant, lengths, sizes, timing = meta
     assert key == 7
     assert all(family.parts == () for family in tenant.families)  # the bytes travel raw
@@ -421,7 +422,7 @@ def test_a_demo_child_polls_with_the_demo_key_and_sends_each_familys_crc_and_siz
     which the serving process puts in the gzip trailer, travel with it."""
     simulator.tenant.inject(error_fault(401, 430, f"key {DEMO_KEY} refused"))
     settings = load_settings(demo=True, poll_interval=0.01, log_level="error")
-    spec = PollerSpec(settings, simulator.base_url, demo_key=DEMO_KEY, key=3)
+    spec = PollerSpec.of(settings, simulator.base_url, demo_key=DEMO_KEY, key=3)
     refused, (meta, data) = run_child(spec, monkeypatch, messages=2)
     assert not refused[0][1].health.up
     # Whatever carries the key into a log line, the child's logging redacts it.
@@ -448,8 +449,8 @@ def test_a_child_stops_polling_a_tenant_no_longer_listed(
     settings = load_settings(
         base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=60, log_level="error"
     )
-    dropped = PollerSpec(settings, simulator.base_url, key=1)
-    kept = PollerSpec(
+    dropped = PollerSpec.of(settings, simulator.base_url, key=1)
+    kept = PollerSpec.of(
         settings.model_copy(update={"poll_interval": 0.01}), simulator.base_url, key=2
     )
     received = run_child(dropped, monkeypatch, messages=2, then=[kept])
@@ -465,3 +466,33 @@ def test_a_child_whose_parent_is_gone_before_it_starts_exits_0(
     as_child(monkeypatch, stdin_read, write_fd)
     assert exit_code_of_main(write_fd) == 0
     os.close(read_fd)
+
+
+def test_the_poller_process_never_loads_the_settings_nor_pydantic(tmp_path: Path) -> None:
+    """The child is a separate interpreter: what it imports is memory it holds for good.
+    Its spec pickles without pydantic, and a well-formed body parses without the lax
+    schema; a malformed record loads it then (and only then)."""
+    key = tmp_path / "key"
+    key.write_text("k-1\n")
+    settings = load_settings(base_url="https://api.example", api_key_file=key, ca_file=None)
+    spec = PollerSpec.of(settings, "https://api.example", key=4)
+    assert b"pydantic" not in pickle.dumps(spec)
+    assert "k-1" not in repr(spec)  # the secret travels, but never shows
+    script = (
+        "import json, sys\n"
+        "import exporter.worker\n"
+        "from exporter.records import parse_payload\n"
+        "watched = ('pydantic', 'pydantic_core', 'pydantic_settings', 'exporter.schema',"
+        " 'exporter.server', 'exporter.settings')\n"
+        "loaded = lambda: [name for name in watched if name in sys.modules]\n"
+        "parse_payload(sys.stdin.buffer.read())\n"
+        "print(json.dumps(loaded()))\n"
+        "parse_payload(json.dumps([{'id': ' 1 ', 'totalCount': '2'}]).encode())\n"
+        "print(json.dumps(loaded()))\n"
+    )
+    body = json.dumps(list(SEED_RECORDS)).encode()
+    out = subprocess.run(
+        [sys.executable, "-c", script], input=body, capture_output=True, check=True, timeout=60
+    ).stdout.splitlines()
+    assert json.loads(out[0]) == []
+    assert json.loads(out[1]) == ["pydantic", "pydantic_core", "exporter.schema"]
