@@ -180,10 +180,12 @@ def _entry(
 ) -> _Seen:
     """A group new to the tracker, or one whose state or dates changed since the last poll."""
     state = group.state
-    if before is not None and before[0][2:] == key[2:]:
-        created, updated = before[3], before[4]
-    else:
+    if before is None:
         created, updated = parse_date(key[2]), parse_date(key[3])
+    else:  # an update leaves the creation date alone: parse only what changed
+        old = before[0]
+        created = before[3] if old[2] == key[2] else parse_date(key[2])
+        updated = before[4] if old[3] == key[3] else parse_date(key[3])
     if before is not None and before[1] == state:
         since = before[2]
     elif before is None and updated is not None and updated < now:
