@@ -231,7 +231,6 @@ class _TenantPoller:
         spec: PollerSpec,
         send: Callable[[PollerSpec, TenantExposition, PollTiming | None], None],
     ) -> None:
-        self.spec = spec
         self._stopped = False
         source = credentials(spec.access)
         client = ApiClient(

@@ -594,6 +594,34 @@ def test_tls_verify_uses_the_system_cas_or_the_ca_file(no_env: None, tmp_path: P
     assert len(renewed.get_ca_certs()) == 2  # a changed bundle is read again
 
 
+def test_a_ca_bundle_replaced_by_one_of_the_same_size_or_time_is_read_again(
+    no_env: None, tmp_path: Path
+) -> None:
+    """The shared context is keyed by the file's modification time and size: a renewed
+    bundle is read again even when one of the two happens to be unchanged."""
+    ca_file = tmp_path / "ca.pem"
+    first, second = trustme.CA(), trustme.CA()
+    size = 2 * len(first.cert_pem.bytes())
+
+    def padded(pem: bytes) -> bytes:  # text outside the PEM block is ignored
+        return pem + b"#" * (size - len(pem)) + b"\n"
+
+    ca_file.write_bytes(padded(first.cert_pem.bytes()))
+    settings = load_settings(demo=True, ca_file=ca_file)
+    before = tls_verify(settings)
+    stamp = ca_file.stat()
+    ca_file.write_bytes(padded(second.cert_pem.bytes()))  # the same size, another time
+    os.utime(ca_file, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+    same_size = tls_verify(settings)
+    assert same_size is not before
+    assert same_size.get_ca_certs() != before.get_ca_certs()
+    # Two bundles at the same time: another size.
+    ca_file.write_bytes(first.cert_pem.bytes() + second.cert_pem.bytes())
+    os.utime(ca_file, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    same_time = tls_verify(settings)
+    assert len(same_time.get_ca_certs()) == 2
+
+
 def test_tls_verify_refuses_a_file_that_is_no_ca_bundle(no_env: None, tmp_path: Path) -> None:
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate")

@@ -23,6 +23,7 @@ from typing import Any, cast
 import pytest
 import structlog
 import structlog.testing
+import trustme
 from helpers import series, text_of
 
 from exporter import metrics as m
@@ -289,17 +290,26 @@ def child_state() -> Iterator[None]:
     gc.enable()
 
 
-def as_child(monkeypatch: pytest.MonkeyPatch, stdin_fd: int, write_fd: int) -> None:
-    """Make `worker.main()` read `stdin_fd`, send on `write_fd`, and raise on os._exit."""
+def as_child(
+    monkeypatch: pytest.MonkeyPatch,
+    stdin_fd: int,
+    write_fd: int,
+    nice: Callable[[int], int] = lambda _increment: 0,
+) -> queue.Queue[object]:
+    """Make `worker.main()` read `stdin_fd`, send on `write_fd`, and raise on os._exit;
+    the exit codes asked for, from any thread, in the queue returned."""
     monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=os.fdopen(stdin_fd, "rb")))
     monkeypatch.setattr(sys, "argv", ["exporter.worker", str(write_fd)])
+    exits: queue.Queue[object] = queue.Queue()
 
     def exit_(code: int) -> None:
+        exits.put(code)
         raise SystemExit(code)
 
     monkeypatch.setattr(worker.os, "_exit", exit_)
     # Not this test process: the real child is checked by the next test.
-    monkeypatch.setattr(worker.os, "nice", lambda _increment: 0)
+    monkeypatch.setattr(worker.os, "nice", nice)
+    return exits
 
 
 def exit_code_of_main(write_fd: int) -> object:
@@ -317,6 +327,7 @@ def run_child(
     monkeypatch: pytest.MonkeyPatch,
     messages: int = 1,
     then: Sequence[PollerSpec] = (),
+    nice: Callable[[int], int] = lambda _increment: 0,
 ) -> list[tuple[tuple[Any, ...], bytearray]]:
     """`python -m exporter.worker FD`, run in this process with `spec` on its stdin (then
     `then`, if any, in place of it): the first messages it sends; it must then exit 0,
@@ -326,7 +337,7 @@ def run_child(
     os.write(stdin_write, pickle.dumps(Logging("error", "json")) + pickle.dumps([spec]))
     if then:
         os.write(stdin_write, pickle.dumps(list(then)))
-    as_child(monkeypatch, stdin_read, write_fd)
+    as_child(monkeypatch, stdin_read, write_fd, nice)
     received: list[tuple[object, bytearray]] = []
 
     def parent() -> None:
@@ -496,3 +507,133 @@ def test_the_poller_process_never_loads_the_settings_nor_pydantic(tmp_path: Path
     ).stdout.splitlines()
     assert json.loads(out[0]) == []
     assert json.loads(out[1]) == ["pydantic", "pydantic_core", "exporter.schema"]
+
+
+def test_the_child_asks_for_a_lower_priority_and_polls_on_when_refused(
+    simulator: Simulator, monkeypatch: pytest.MonkeyPatch, child_state: None
+) -> None:
+    """A container may forbid even lowering one's priority: the child polls all the same."""
+    asked: list[int] = []
+
+    def refuse(increment: int) -> int:
+        asked.append(increment)
+        raise PermissionError("not permitted")
+
+    settings = load_settings(
+        base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=0.01, log_level="error"
+    )
+    ((meta, _data),) = run_child(
+        PollerSpec.of(settings, simulator.base_url, key=3), monkeypatch, nice=refuse
+    )
+    assert meta[0] == 3
+    assert asked == [worker.POLLER_NICENESS]
+
+
+# The stand-in os._exit raises SystemExit in the poller thread too, which pytest reports.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_child_whose_parent_is_gone_by_its_first_result_exits_0(
+    simulator: Simulator, monkeypatch: pytest.MonkeyPatch, child_state: None
+) -> None:
+    """The pipe's reader is gone when a poller thread sends: nobody is left to poll for."""
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    stdin_read, stdin_write = os.pipe()
+    settings = load_settings(
+        base_url=simulator.base_url, api_key=DEMO_KEY, poll_interval=60, log_level="error"
+    )
+    spec = PollerSpec.of(settings, simulator.base_url, key=1)
+    os.write(stdin_write, pickle.dumps(Logging("error", "json")) + pickle.dumps([spec]))
+    exits = as_child(monkeypatch, stdin_read, write_fd)
+    from_poller: list[object] = []
+
+    def parent() -> None:
+        from_poller.append(exits.get(timeout=PATIENCE))  # the poller thread's failed send
+        os.close(stdin_write)  # then the main loop's end of input
+
+    thread = threading.Thread(target=parent, daemon=True)
+    thread.start()
+    assert exit_code_of_main(write_fd) == 0
+    thread.join(PATIENCE)
+    assert from_poller == [0]
+
+
+class Recorder:
+    """Stands in for a class: records how it was built and what was called."""
+
+    built: list[Recorder]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.args, self.kwargs = args, kwargs
+        self.calls: list[str] = []
+        type(self).built.append(self)
+
+    def render_with(self, samples: object, health: object) -> str:
+        return "rendered"
+
+    def run(self, after_poll: Callable[[], object]) -> None:
+        self.calls.append("run")
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def test_a_tenant_poller_is_built_from_its_spec_and_sends_nothing_once_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    settings = load_settings(
+        base_url="https://api.example",
+        tenant="acme",
+        api_key="k-1",
+        ca_file=ca_file,
+        max_label_length=64,
+        poll_interval=7,
+        stale_after=42,
+        timeout=3,
+        max_response_bytes=1000,
+        timezone="Europe/Paris",
+    )
+    spec = PollerSpec.of(settings, "https://api.example", key=5)
+    built: dict[str, list[Recorder]] = {}
+    for name in ("ApiClient", "BlockRenderer", "Poller"):
+        recorder = type(name, (Recorder,), {"built": []})
+        built[name] = recorder.built
+        monkeypatch.setattr(worker, name, recorder)
+    sent: list[tuple[object, ...]] = []
+    tenant = worker._TenantPoller(spec, lambda *args: sent.append(args))
+    ((client,), (renderer,), (poller,)) = built.values()
+    assert client.args[0] == "https://api.example"
+    assert client.args[2:4] == (3.0, 1000)
+    assert client.kwargs["verify"] is worker.tls_verify(spec.access)
+    assert len(client.kwargs["verify"].get_ca_certs()) == 1  # the CA file's, not the system's
+    assert renderer.args == ("acme", 64)
+    assert poller.args[1:5] == ("acme", "Europe/Paris", 7.0, 42.0)
+    thread = tenant._thread
+    assert (thread.name, thread.daemon) == ("poll-5", True)
+    publish = cast(Callable[[object], None], poller.args[5])
+    result = SimpleNamespace(samples=(), health=None, timing=None)
+    publish(result)
+    assert sent == [(spec, "rendered", None)]
+    tenant.stop()
+    publish(result)  # the poll in flight when it was stopped: its result is not sent
+    assert len(sent) == 1
+    assert poller.calls == ["stop"]
+    tenant._run()
+    assert client.calls == ["close"]  # the poll loop's end closes the client
+
+
+def test_memory_release_never_waits_for_another_tenants_and_trims_all_arenas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr(worker, "_TRIM", trims.append)
+    release = worker._MemoryRelease()
+    with release._lock:  # another tenant's poll is releasing: this one goes on at once
+        release()
+    assert trims == []
+    release()
+    assert trims == [0]  # malloc_trim(0): keep no padding, trim every arena
