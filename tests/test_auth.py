@@ -376,7 +376,7 @@ class AnswerOnly:
 
 def test_credentials_check_the_answer_of_any_sender() -> None:
     credentials = ClientCredentials("https://hub/t", "c", lambda: "s", lambda: "a")
-    with pytest.raises(AssertionError, match=r"bind\(\) the client first"):
+    with pytest.raises(AssertionError, match=r"^bind\(\) the client first$"):
         credentials.authorization()
     credentials.bind(AnswerOnly({"expires_in": 60}))
     with pytest.raises(InvalidResponse) as caught:
