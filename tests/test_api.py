@@ -36,6 +36,7 @@ from exporter.api import (
     RequestStats,
     SecretFile,
     StaticKey,
+    _Deadline,
     classify,
     credentials_from,
     tls_verify,
@@ -46,6 +47,9 @@ from exporter.settings import ConfigError, load_settings
 from exporter.simulator import DEMO_KEY, Fault, Simulator, error_fault
 
 MakeClient = Callable[..., ApiClient]
+
+# Generous: waits that end at once unless the code under test is broken.
+PATIENCE = 60.0
 
 
 def failure_of(client: ApiClient) -> ApiError:
@@ -664,6 +668,13 @@ def with_cause(error: httpx.TransportError, cause: BaseException, explicit: bool
             "TLS handshake or certificate verification failed",
         ),
         (
+            with_cause(httpx.ReadError("x"), ssl.SSLError(1, "bad record mac"), True),
+            "200",
+            ApiTlsError,
+            ("200", "tls"),
+            "TLS handshake or certificate verification failed",
+        ),
+        (
             with_cause(httpx.ConnectError("x"), OSError("wrapped"), False),
             "none",
             ApiConnectionError,
@@ -727,6 +738,31 @@ def test_transport_errors_are_classified_exactly(
     assert failure.detail == detail
     assert str(failure) == detail
     assert failure.retry_after is None
+
+
+class _Stream:
+    """What httpcore's trace hands over for a new connection: a stream with its socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def get_extra_info(self, name: str) -> socket.socket | None:
+        return self._sock if name == "socket" else None
+
+
+def test_a_connection_opened_after_the_deadline_is_shut_and_a_closed_one_ignored() -> None:
+    """A socket httpcore reports once the deadline has passed is shut at once (its peer
+    reads the end); one already closed by then is no error."""
+    deadline = _Deadline(PATIENCE)
+    deadline.expired = True  # as the timer leaves it
+    ours, peer = socket.socketpair()
+    closed = socket.socket()
+    closed.close()
+    with ours, peer:
+        deadline.trace("connection.connect_tcp.complete", {"return_value": _Stream(closed)})
+        deadline.trace("connection.connect_tcp.complete", {"return_value": _Stream(ours)})
+        peer.settimeout(PATIENCE)
+        assert peer.recv(1) == b""
 
 
 def test_classification_defaults_to_no_status() -> None:

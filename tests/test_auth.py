@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from exporter.api import (
     InvalidResponse,
     KeyFile,
     RequestStats,
+    credentials_from,
 )
 from exporter.records import parse_payload
+from exporter.settings import load_settings
 from exporter.simulator import Simulator, Tenant, TokenIssuer
 
 AUTH_KEY = "golden-auth-key"
@@ -189,6 +192,41 @@ def test_token_request_is_exactly_the_documented_one() -> None:
     assert client.stats.read() == (2, {})
 
 
+def test_the_token_request_carries_the_settings_client_id_and_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From the operator's settings to the wire: their client id, secret and auth key."""
+    for name in list(os.environ):
+        if name.startswith("WEBEX_CAMPAIGN_"):
+            monkeypatch.delenv(name)
+    settings = load_settings(
+        base_url="https://hub.example/v1",
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        auth_key=AUTH_KEY,
+    )
+    seen: list[httpx.Request] = []
+    client = ApiClient(
+        "https://hub.example/v1",
+        credentials_from(settings),
+        5.0,
+        10_000_000,
+        RequestStats(),
+        transport=mock_hub(lambda r: httpx.Response(200, json={"access_token": "t1"}), seen),
+    )
+    client.fetch()
+    token_request, _ = seen
+    assert str(token_request.url) == (
+        "https://hub.example/v1/oauth/token?grant_type=client_credentials"
+    )
+    assert token_request.headers["Authorization"] == f"Basic {AUTH_KEY}"
+    assert json.loads(token_request.content) == {
+        "clientId": CLIENT_ID,
+        "clientSecret": CLIENT_SECRET,
+        "grantType": "client_credentials",
+    }
+
+
 @pytest.mark.parametrize("field", ["access_token", "accessToken", "token"])
 def test_token_field_names(field: str) -> None:
     client, credentials, _ = mock_token_client(lambda r: httpx.Response(200, json={field: "tok"}))
@@ -338,7 +376,7 @@ class AnswerOnly:
 
 def test_credentials_check_the_answer_of_any_sender() -> None:
     credentials = ClientCredentials("https://hub/t", "c", lambda: "s", lambda: "a")
-    with pytest.raises(AssertionError, match=r"bind\(\) the client first"):
+    with pytest.raises(AssertionError, match=r"^bind\(\) the client first$"):
         credentials.authorization()
     credentials.bind(AnswerOnly({"expires_in": 60}))
     with pytest.raises(InvalidResponse) as caught:

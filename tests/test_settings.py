@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from exporter.cli import build_parser, main
 from exporter.settings import (
@@ -14,6 +15,7 @@ from exporter.settings import (
     OPTIONS,
     ConfigError,
     ListenAddress,
+    SettingProblem,
     Settings,
     default_text,
     describe_setting,
@@ -21,6 +23,7 @@ from exporter.settings import (
     is_loopback_host,
     load_settings,
     parse_listen_address,
+    setting_problems,
 )
 
 BASE = "https://acme.webexcampaign.io/campaignapi/resources/v3"
@@ -339,6 +342,43 @@ def test_error_messages_exactly(overrides: dict[str, object], message: str) -> N
     with pytest.raises(ConfigError) as caught:
         load_settings(**overrides)
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        (
+            {"demo": True, "bogus": 1},
+            SettingProblem("bogus", "unknown setting", unknown=True),
+        ),
+        (
+            {"base_url": BASE, "client_id": "c"},
+            SettingProblem(
+                "client_secret",
+                "is required with WEBEX_CAMPAIGN_CLIENT_ID: set it, or"
+                " WEBEX_CAMPAIGN_CLIENT_SECRET_FILE (--client-secret-file)",
+                reads_on=True,
+            ),
+        ),
+        (
+            {"base_url": BASE, "client_id": "c", "client_secret": "s"},
+            SettingProblem(
+                "auth_key",
+                "is required with WEBEX_CAMPAIGN_CLIENT_ID: set it, or"
+                " WEBEX_CAMPAIGN_AUTH_KEY_FILE (--auth-key-file)",
+                reads_on=True,
+            ),
+        ),
+    ],
+)
+def test_setting_problems_name_the_setting_as_declared(
+    overrides: dict[str, object], problem: SettingProblem
+) -> None:
+    """What the tenants file reports per key: the setting's own name (the file's key, not
+    its env var) and the message, also for a key no setting has."""
+    with pytest.raises(ValidationError) as caught:
+        Settings(**overrides)
+    assert setting_problems(caught.value) == [problem]
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import errno
 import os
+import select
 import socket
+import socketserver
 import ssl
 import struct
 import threading
@@ -36,6 +39,7 @@ from exporter.webconfig import (
     reload,
     wrap_server,
 )
+from exporter.webconfig import server as webconfig_server
 
 PASSWORD = "correct horse battery staple"
 # Cost 4 keeps the file fast; production hashes use 10 or more.
@@ -212,6 +216,17 @@ def test_server_context_defaults_to_tls12_through_tls13(pki: Pki) -> None:
     assert context is not None
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
     assert context.maximum_version == ssl.TLSVersion.TLSv1_3
+
+
+@pytest.mark.filterwarnings("error")
+def test_the_server_context_is_built_without_deprecated_ssl_calls(pki: Pki) -> None:
+    """A deprecated call (a context without its protocol, say) warns today and fails on a
+    later Python."""
+    cert, key = pki.server_files()
+    path = write_config(pki.folder, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    context = load_web_config(path).ssl_context()
+    assert context is not None
+    assert context.protocol == ssl.PROTOCOL_TLS_SERVER
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
@@ -600,7 +615,10 @@ def test_mismatched_key(pki: Pki) -> None:
     message = load_error(
         pki.folder, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {other_key}\n"
     )
-    assert "cannot load" in message
+    assert message == (
+        f"{pki.folder / 'web.yml'}: tls_server_config.cert_file/key_file: cannot load {cert}"
+        f" with {other_key}: KEY_VALUES_MISMATCH"
+    )
 
 
 @pytest.mark.parametrize(
@@ -948,6 +966,131 @@ def test_a_client_resetting_mid_request_is_logged_with_the_remote(pki: Pki, tls_
         error = logged_once(logs, "tls_connection_error")
     assert error["remote"] == "127.0.0.1"
     assert "EOF occurred" in error["error"] or "reset" in error["error"].lower()
+
+
+# --- one TLS connection, handed to finish_request by the test ------------------------------
+
+
+@pytest.fixture
+def tls_server(pki: Pki) -> Iterator[MetricsServer]:
+    """A TLS server that is not serving: each test accepts a connection and hands it to
+    `finish_request` itself, as socketserver's connection thread does."""
+    cert, key = pki.server_files()
+    path = write_config(pki.folder, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    server = make_server(ListenAddress("127.0.0.1", 0), Latest(initial_published("test")))
+    wrap_server(server, load_web_config(path))
+    yield server
+    server.server_close()
+
+
+def connect(server: MetricsServer) -> tuple[socket.socket, socket.socket, Any]:
+    """A client socket and the server's end of it, with the client's address."""
+    client = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=PATIENCE)
+    request, address = server.socket.accept()
+    return client, request, address
+
+
+def finish_in_thread(
+    server: MetricsServer, request: socket.socket, address: Any
+) -> Callable[[], BaseException | None]:
+    """Start `finish_request` in a thread; join it and get what it raised (None if nothing)."""
+    raised: list[BaseException] = []
+
+    def finish() -> None:
+        try:
+            server.finish_request(request, address)
+        except BaseException as exc:  # the test reads it from join()
+            raised.append(exc)
+
+    thread = threading.Thread(target=finish, daemon=True)
+    thread.start()
+
+    def join() -> BaseException | None:
+        thread.join(PATIENCE)
+        assert not thread.is_alive(), "finish_request did not return"
+        return raised[0] if raised else None
+
+    return join
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a reset (RST), not an orderly shutdown."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_a_client_that_never_starts_the_handshake_is_dropped_after_the_timeout(
+    tls_server: MetricsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webconfig_server, "HANDSHAKE_TIMEOUT", 0.05)
+    client, request, address = connect(tls_server)
+    with client, structlog.testing.capture_logs() as logs:
+        join = finish_in_thread(tls_server, request, address)
+        assert join() is None
+        assert client.recv(1) == b""  # the server's end is shut down and closed
+    assert [(entry["event"], entry["remote"]) for entry in logs] == [
+        ("tls_handshake_failed", "127.0.0.1")
+    ]
+    assert "timed out" in logs[0]["error"]
+
+
+def test_a_client_resetting_mid_handshake_ends_the_connection_quietly(
+    pki: Pki, tls_server: MetricsServer
+) -> None:
+    """The server's end is already gone when it is shut down: no error, one log line."""
+    client, request, address = connect(tls_server)
+    with structlog.testing.capture_logs() as logs:
+        join = finish_in_thread(tls_server, request, address)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        hello = pki.client_context().wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+        with pytest.raises(ssl.SSLWantReadError):
+            hello.do_handshake()
+        client.sendall(outgoing.read())
+        assert client.recv(65536)  # the server's answer: it is inside the handshake
+        reset(client)
+        assert join() is None
+    assert [(entry["event"], entry["remote"]) for entry in logs] == [
+        ("tls_handshake_failed", "127.0.0.1")
+    ]
+    assert "reset" in logs[0]["error"].lower()
+
+
+@pytest.mark.parametrize(
+    ("unix_address", "remote"),
+    [(False, "127.0.0.1"), (True, "/run/exporter.sock")],
+    ids=["tcp", "unix socket path"],
+)
+def test_a_client_gone_before_tls_starts_is_logged_and_closed(
+    tls_server: MetricsServer, unix_address: bool, remote: str
+) -> None:
+    """A reset between accept and the TLS wrap; a Unix socket server names its client by
+    a path rather than a (host, port) pair."""
+    client, request, address = connect(tls_server)
+    reset(client)
+    select.select([request], [], [], PATIENCE)  # the reset has arrived
+    with structlog.testing.capture_logs() as logs:
+        tls_server.finish_request(request, remote if unix_address else address)
+    assert logs == [
+        {
+            "event": "tls_wrap_failed",
+            "remote": remote,
+            "error": f"[Errno {errno.ECONNRESET}] {os.strerror(errno.ECONNRESET)}",
+            "log_level": "debug",
+        }
+    ]
+    assert request.fileno() == -1
+
+
+def test_only_an_http_server_can_be_wrapped(tmp_path: Path) -> None:
+    config = load_web_config(write_config(tmp_path, ""))
+    with (
+        socketserver.TCPServer(
+            ("127.0.0.1", 0), socketserver.StreamRequestHandler, bind_and_activate=False
+        ) as server,
+        pytest.raises(TypeError) as caught,
+    ):
+        wrap_server(server, config)
+    assert str(caught.value) == "StreamRequestHandler is not an HTTP request handler"
 
 
 def test_a_401_says_so_in_plain_text(auth_url: str) -> None:
