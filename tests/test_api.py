@@ -24,6 +24,7 @@ from helpers import FakeClock
 
 from exporter.api import (
     USER_AGENT,
+    Access,
     ApiClient,
     ApiConnectionError,
     ApiError,
@@ -37,6 +38,7 @@ from exporter.api import (
     SecretFile,
     StaticKey,
     _Deadline,
+    _Decoder,
     classify,
     credentials_from,
     tls_verify,
@@ -862,3 +864,47 @@ def test_payload_failures_are_classified_in_one_place() -> None:
     coded, uncoded = classify(PayloadError("error object", "1001")), classify(PayloadError("x"))
     assert (coded.labels, coded.detail) == (("200", "1001"), "error object")
     assert (uncoded.labels, uncoded.detail) == (("200", "invalid_response"), "x")
+
+
+def test_a_body_that_decodes_past_the_cap_in_one_piece_is_refused(make_client: MakeClient) -> None:
+    """The cap holds for the decoded bytes of a single piece too, not only across pieces."""
+    cap = 1000
+    body = gzip.compress(bytes(cap + 1))  # 1,001 decoded bytes in one piece, ~30 sent
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"Content-Encoding": "gzip"})
+
+    failure = failure_of(
+        make_client(max_response_bytes=cap, transport=httpx.MockTransport(handler))
+    )
+    assert failure.labels == ("200", "too_large")
+    assert failure.detail == f"decoded body over the cap of {cap} bytes"
+
+
+def test_decoding_failures_say_what_was_wrong() -> None:
+    coding = "x-" + "b" * 40
+    with pytest.raises(InvalidResponse) as unknown:
+        _Decoder(coding, "200")
+    assert unknown.value.detail == f"unsupported Content-Encoding {coding[:32]!r}"
+    decoder = _Decoder("gzip", "200")
+    with pytest.raises(InvalidResponse) as malformed:
+        list(decoder.feed(b"\x1f\x8b not gzip at all"))
+    assert malformed.value.detail == "malformed compressed body"
+    assert malformed.value.labels == ("200", "invalid_response")
+
+
+def test_access_carries_the_ca_file_in_every_auth_mode(no_env: None, tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    modes = [
+        (load_settings(demo=True, ca_file=ca_file), DEMO_KEY),
+        (load_settings(base_url=BASE, api_key="k-1", ca_file=ca_file), None),
+        (
+            load_settings(
+                base_url=BASE, client_id="cid", client_secret="s", auth_key="a", ca_file=ca_file
+            ),
+            None,
+        ),
+    ]
+    for settings, demo_key in modes:
+        assert Access.of(settings, demo_key).ca_file == ca_file

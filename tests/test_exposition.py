@@ -21,6 +21,7 @@ from exporter.exposition import (
     BlockRenderer,
     Health,
     cut_label,
+    empty_group_block,
     escape,
     format_value,
     header,
@@ -576,3 +577,13 @@ def test_crc_shift_is_zlibs_combine_on_both_paths(length: int) -> None:
     assert gzip_body._multmodp(gzip_body._x8nmodp(length), zlib.crc32(a)) == gzip_body._crc_shift(
         zlib.crc32(a), length
     )
+
+
+def test_the_empty_block_holds_no_series_and_renders_to_headers_and_health() -> None:
+    """What a tenant serves before its first poll: no per-group samples at all."""
+    block = empty_group_block()
+    assert (block.groups, block.size, block.parts) == (0, 0, ())
+    text = text_of(render(block, health()))
+    for metric in m.PER_GROUP:
+        assert series(text, metric.name) == {}
+    assert f"# TYPE {m.TOTAL_RECORDS.name} gauge" in text

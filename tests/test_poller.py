@@ -558,3 +558,21 @@ def test_the_poller_hands_over_data_and_stale_after_drops_it(
     clock.advance(300)
     poller.poll_once()
     assert recorder.results[-1].samples == ()
+
+
+def test_a_first_poll_that_succeeds_logs_api_up(poller: Poller, simulator: Simulator) -> None:
+    with structlog.testing.capture_logs() as logs:
+        poller.poll_once()
+    (entry,) = events(logs)
+    assert (entry["event"], entry["failed_polls"]) == ("api_up", 0)
+
+
+def test_a_first_poll_that_fails_reports_no_invalid_groups_and_no_groups(
+    poller: Poller, recorder: Recorder, simulator: Simulator
+) -> None:
+    simulator.tenant.inject(error_fault(500, 500))
+    poller.poll_once()
+    text = metrics_text(recorder)
+    assert value(text, m.INVALID_GROUPS) == 0
+    assert value(text, m.UP) == 0
+    assert by_id(text, m.TOTAL_RECORDS.name) == {}

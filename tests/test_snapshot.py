@@ -67,6 +67,7 @@ def test_count_by_state_always_has_all_three() -> None:
         DateParser("UTC"),
     )
     assert count_by_state(samples) == {"in_progress": 1, "ready": 1, "unknown": 1}
+    assert count_by_state(samples * 3) == {"in_progress": 3, "ready": 3, "unknown": 3}
     assert count_by_state(()) == {"in_progress": 0, "ready": 0, "unknown": 0}
 
 
