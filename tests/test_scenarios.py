@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+from exporter.scenarios import json_fault
+
 # In a fresh interpreter: import every module but the simulator, build the parser and
 # settings without --demo, and list what got loaded.
 PRODUCTION_RUN = """
@@ -34,3 +36,12 @@ def test_production_modules_never_load_the_simulator() -> None:
     assert "exporter.simulator" in modules["walked"]  # the walk sees every module
     assert {"exporter.cli", "exporter.api", "exporter.worker"} <= set(modules["loaded"])
     assert "exporter.simulator" not in modules["loaded"]
+
+
+def test_a_json_answer_is_sent_as_the_api_sends_it() -> None:
+    """The demo's JSON answers (healthy, malformed, duplicates, hostile) look like the API's."""
+    records = [{"id": "1", "name": "a"}]
+    fault = json_fault(records)
+    assert fault.status == 200
+    assert json.loads(fault.body) == records
+    assert dict(fault.headers) == {"Content-Type": "application/json"}
