@@ -22,6 +22,7 @@ import time_machine
 import trustme
 from helpers import FakeClock
 
+from exporter import api as api_module
 from exporter.api import (
     USER_AGENT,
     Access,
@@ -908,3 +909,148 @@ def test_access_carries_the_ca_file_in_every_auth_mode(no_env: None, tmp_path: P
     ]
     for settings, demo_key in modes:
         assert Access.of(settings, demo_key).ca_file == ca_file
+
+
+class ExpiredDeadline:
+    """Stands in for `_Deadline`: the total deadline has passed during the exchange."""
+
+    expired = True
+
+    def __init__(self, _seconds: float) -> None:
+        pass
+
+    def __enter__(self) -> ExpiredDeadline:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        pass
+
+    def trace(self, name: str, info: dict[str, object]) -> None:
+        pass
+
+
+def dripping(first: bytes, then: Exception | None) -> Callable[[httpx.Request], httpx.Response]:
+    """An answer with status 200 whose body starts with `first`, then fails with `then`."""
+
+    def chunks() -> Iterator[bytes]:
+        yield first
+        if then is not None:
+            raise then
+
+    return lambda request: httpx.Response(200, content=chunks())
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "encoding"),
+    [
+        (b"[", httpx.ReadError("socket shut by the deadline"), None),  # a transport error
+        (b"\x1f\x8b not gzip", None, "gzip"),  # cut short: looks malformed
+        (b"[]", None, None),  # complete, but after the deadline
+    ],
+)
+def test_whatever_ends_an_exchange_past_its_deadline_is_a_timeout_with_its_status(
+    make_client: MakeClient,
+    monkeypatch: pytest.MonkeyPatch,
+    first: bytes,
+    then: Exception | None,
+    encoding: str | None,
+) -> None:
+    monkeypatch.setattr(api_module, "_Deadline", ExpiredDeadline)
+    answer = dripping(first, then)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        response = answer(request)
+        if encoding:
+            response.headers["Content-Encoding"] = encoding
+        return response
+
+    failure = failure_of(make_client(transport=httpx.MockTransport(handler)))
+    assert isinstance(failure, ApiTimeout)
+    assert failure.labels == ("200", "timeout")
+    assert failure.detail == "response slower than the timeout"
+
+
+def test_a_body_cut_by_a_transport_error_keeps_the_status_already_received(
+    make_client: MakeClient,
+) -> None:
+    handler = dripping(b"[", httpx.ReadError("connection reset"))
+    failure = failure_of(make_client(transport=httpx.MockTransport(handler)))
+    assert failure.labels == ("200", "connection")
+
+
+def test_the_request_is_exactly_the_documented_one_and_redirects_are_not_followed(
+    make_client: MakeClient,
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(302, headers={"Location": "https://elsewhere.example/"})
+
+    client = make_client(
+        key="k-12345678", transport=httpx.MockTransport(handler), base_url="https://a.example/v1/"
+    )
+    failure = failure_of(client)
+    assert failure.labels == ("302", "302")  # counted as the answer it is, never followed
+    (request,) = seen
+    assert (request.method, str(request.url)) == ("GET", "https://a.example/v1/target-groups")
+    assert dict(request.headers) == {
+        "host": "a.example",
+        "accept": "application/json",
+        "accept-encoding": "gzip, deflate",
+        "connection": "keep-alive",
+        "user-agent": USER_AGENT,
+        "authorization": "Bearer k-12345678",
+        "content-type": "application/json",
+    }
+
+
+def test_the_client_bounds_connect_keeps_no_connection_and_reads_the_environment(
+    make_client: MakeClient,
+) -> None:
+    """One connection per request (each under its own deadline); connecting gets at most
+    10 s of the timeout; proxies and CA bundles from the environment apply."""
+    slow, quick = make_client(timeout=30.0), make_client(timeout=4.0)
+    assert slow._client.timeout == httpx.Timeout(30.0, connect=10.0)
+    assert quick._client.timeout == httpx.Timeout(4.0, connect=4.0)
+    assert slow._client.trust_env is True
+    pool = slow._client._transport._pool  # type: ignore[attr-defined]
+    assert pool._max_keepalive_connections == 0
+
+
+class RejectOnce:
+    """Credentials whose first key is refused: a retry with fresh ones is worth it."""
+
+    def __init__(self) -> None:
+        self.keys = iter(["old-key", "new-key"])
+        self.key = next(self.keys)
+
+    def authorization(self) -> str:
+        return f"Bearer {self.key}"
+
+    def rejected(self, failure: HttpStatusError) -> bool:
+        self.key = next(self.keys)
+        return True
+
+    def secrets(self) -> list[str]:
+        return []
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_401_or_403_is_retried_once_with_fresh_credentials(status: int) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.headers["Authorization"] == "Bearer old-key":
+            return httpx.Response(status)
+        return httpx.Response(200, json=[])
+
+    client = ApiClient(
+        "https://a.example",
+        RejectOnce(),
+        5.0,
+        1000,
+        RequestStats(),
+        transport=httpx.MockTransport(handler),
+    )
+    assert groups_of(client) == []
+    assert client.stats.read()[0] == 2
+    client.close()

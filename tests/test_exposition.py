@@ -587,3 +587,13 @@ def test_the_empty_block_holds_no_series_and_renders_to_headers_and_health() -> 
     for metric in m.PER_GROUP:
         assert series(text, metric.name) == {}
     assert f"# TYPE {m.TOTAL_RECORDS.name} gauge" in text
+
+
+def test_series_read_at_scrape_time_join_the_same_gzip_stream() -> None:
+    exposition = render(render_groups("acme", samples_for([SEED_RECORDS[0]])), health())
+    extra = b"process_open_fds 7\n"
+    text = exposition.select(False, extra).plain()
+    assert text == exposition.text.plain() + extra
+    openmetrics = exposition.select(True, extra).plain()
+    assert openmetrics.endswith(extra + b"# EOF\n")
+    assert openmetrics.count(b"# EOF") == 1

@@ -330,3 +330,35 @@ def test_dates_answered_from_the_recent_ones_match_a_fresh_parse(
     strings = ["14/Dec/2022 15:16", "null", "01/Jul/2023 00:05", "bad", "14/Dec/2022 15:16"] * 3
     assert [dates(s) for s in strings] == [DateParser("Europe/Berlin")(s) for s in strings]
     assert len(dates._recent) <= 3
+
+
+def test_a_body_only_pydantic_reads_keeps_its_good_records_and_words_the_bad_ones() -> None:
+    """NaN is not JSON to msgspec; pydantic reads the body, and refuses the NaN count."""
+    good = {"id": "1", "totalCount": 2, "validcount": 1, "errorcount": 1}
+    body = b"[" + json.dumps(good).encode() + b',{"id":"2","totalCount":NaN,"validcount":1}]'
+    parsed = parse_payload(body)
+    assert [group.id for group in parsed.groups] == ["1"]
+    assert parsed.problems == ("record 1: totalCount: Input should be a finite number",)
+
+
+def test_a_nested_problem_says_where_in_the_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    good = {"id": "1", "totalCount": 2, "validcount": 1, "errorcount": 1}
+    body = json.dumps([{**good, "supportedChannels": ["A", {"x": 1}]}]).encode()
+    assert parse_payload(body).problems == (
+        "record 0: supportedChannels.tuple[str, ...].1: Input should be a valid string",
+    )
+
+
+def test_records_as_documented_never_reach_the_lax_schema(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """msgspec's reading stands for ids without blanks around them: pydantic is not asked."""
+
+    def refuse(*_args: object) -> None:
+        raise AssertionError("the lax schema was asked")
+
+    monkeypatch.setattr(records, "_validate_one", refuse)
+    body = json.dumps(
+        [{"id": f"id {n}", "totalCount": 1, "validcount": 1, "errorcount": 0} for n in range(3)]
+    ).encode()
+    assert [group.id for group in parse_payload(body).groups] == ["id 0", "id 1", "id 2"]
