@@ -597,3 +597,12 @@ def test_series_read_at_scrape_time_join_the_same_gzip_stream() -> None:
     openmetrics = exposition.select(True, extra).plain()
     assert openmetrics.endswith(extra + b"# EOF\n")
     assert openmetrics.count(b"# EOF") == 1
+
+
+def test_a_long_value_shared_by_several_groups_counts_once_per_group() -> None:
+    """The info labels of groups with the same attributes are written once and reused;
+    each reuse of a cut value counts as a cut value."""
+    source = "s" * 2000
+    records = [{**SEED_RECORDS[0], "id": f"g{n}", "source": source} for n in range(3)]
+    block = render_groups("acme", samples_for(records), max_label_length=1024)
+    assert block.truncated == 3
