@@ -18,8 +18,11 @@ from exporter import __version__
 from exporter import body as gzip_body
 from exporter import metrics as m
 from exporter.exposition import (
+    OPENMETRICS_CONTENT_TYPE,
+    TEXT_CONTENT_TYPE,
     BlockRenderer,
     Health,
+    TenantExposition,
     cut_label,
     empty_group_block,
     escape,
@@ -330,6 +333,7 @@ def test_large_block_round_trips() -> None:
     headers = sum(len(header(metric).encode()) for metric in m.PER_GROUP)
     assert block.size == len(text.encode()) - len(_tail_of(text)) - headers
     assert len(block.parts) > 8  # cut into chunks
+    assert text.count(f"\n{m.TOTAL_RECORDS.name}{{") == count  # each group once
 
 
 def _tail_of(text: str) -> bytes:
@@ -597,6 +601,8 @@ def test_series_read_at_scrape_time_join_the_same_gzip_stream() -> None:
     openmetrics = exposition.select(True, extra).plain()
     assert openmetrics.endswith(extra + b"# EOF\n")
     assert openmetrics.count(b"# EOF") == 1
+    assert exposition.select(False, extra).content_type == TEXT_CONTENT_TYPE
+    assert exposition.select(True, extra).content_type == OPENMETRICS_CONTENT_TYPE
 
 
 def test_a_long_value_shared_by_several_groups_counts_once_per_group() -> None:
@@ -606,3 +612,16 @@ def test_a_long_value_shared_by_several_groups_counts_once_per_group() -> None:
     records = [{**SEED_RECORDS[0], "id": f"g{n}", "source": source} for n in range(3)]
     block = render_groups("acme", samples_for(records), max_label_length=1024)
     assert block.truncated == 3
+
+
+def test_cut_values_add_up_over_chunks_and_reach_the_health_series(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(BlockRenderer, "CHUNK_MAX", 1)  # a chunk per group
+    records = [{**SEED_RECORDS[0], "id": f"g{n}", "source": "s" * 2000} for n in range(3)]
+    block = render_groups("acme", samples_for(records), max_label_length=1024)
+    assert (block.truncated, block.groups) == (3, 3)
+    tenant = TenantExposition.of(block, health())  # the count comes from the block
+    assert (tenant.health.truncated, tenant.groups) == (3, 3)
+    text = text_of(render(block, health()))
+    assert series(text, m.TRUNCATED_LABELS.name) == {frozenset({("tenant", "acme")}): 3}

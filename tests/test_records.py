@@ -362,3 +362,33 @@ def test_records_as_documented_never_reach_the_lax_schema(
         [{"id": f"id {n}", "totalCount": 1, "validcount": 1, "errorcount": 0} for n in range(3)]
     ).encode()
     assert [group.id for group in parse_payload(body).groups] == ["id 0", "id 1", "id 2"]
+
+
+class CountingParser(DateParser):
+    """Counts the parses that miss the recent answers, and those the fast path cannot take."""
+
+    def __init__(self) -> None:
+        super().__init__("UTC")
+        self.parses = 0
+        self.slow = 0
+
+    def _parse(self, value: str | None) -> float | None:
+        self.parses += 1
+        return super()._parse(value)
+
+    def _slow(self, value: str) -> float | None:
+        self.slow += 1
+        return super()._slow(value)
+
+
+def test_dates_in_the_api_form_take_the_fast_path_and_repeats_are_remembered() -> None:
+    parse = CountingParser()
+    values = [f"14/Dec/2022 15:{minute:02d}" for minute in range(60)]
+    assert [parse(value) for value in values] == [1671030000.0 + 60 * m for m in range(60)]
+    assert (parse.parses, parse.slow) == (60, 1)  # one slow parse: the hour's start
+    assert parse(values[7]) == 1671030420.0
+    assert parse.parses == 60  # answered from the recent ones
+    assert parse("null") is None and parse("") is None and parse(None) is None
+    assert parse.slow == 1
+    assert parse("14/Dec/2022 15:ab") is None  # the API's length, not its form
+    assert parse("14/Dec/2022 15:60") is None

@@ -276,10 +276,13 @@ def test_an_update_parses_only_the_date_that_changed() -> None:
     """An import's progress changes lastUpdatedOn, never createdOn: one parse, not two
     (at 100,000 groups all updating, a tenth of the poll)."""
     tracker, dates = StateTracker(), CountingDates()
-    (first,) = tracker.observe([group(targetState=0)], T0, dates)
+    created = "01/Dec/2022 00:00"  # not the same text as any lastUpdatedOn below
+    (first,) = tracker.observe([group(targetState=0, createdOn=created)], T0, dates)
     assert dates.calls == 2
     (updated,) = tracker.observe(
-        [group(targetState=0, lastUpdatedOn="15/Dec/2022 00:00")], T0 + 60, dates
+        [group(targetState=0, createdOn=created, lastUpdatedOn="15/Dec/2022 00:00")],
+        T0 + 60,
+        dates,
     )
     assert dates.calls == 3
     assert (updated.created, updated.last_updated) == (first.created, 1671062400.0)
@@ -290,3 +293,15 @@ def test_an_update_parses_only_the_date_that_changed() -> None:
     )
     assert dates.calls == 4
     assert (recreated.created, recreated.last_updated) == (1669939200.0, 1671062400.0)
+
+
+def test_an_update_without_a_state_change_counts_no_transition() -> None:
+    tracker = StateTracker()
+    tracker.observe([group(targetState=1)], T0, DateParser("UTC"))
+    before = dict(tracker.lifecycle.transitions)
+    tracker.observe(
+        [group(targetState=1, totalCount=9.0, lastUpdatedOn="15/Dec/2022 00:00")],
+        T0 + 60,
+        DateParser("UTC"),
+    )
+    assert dict(tracker.lifecycle.transitions) == before
