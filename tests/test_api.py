@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import json
 import os
 import socket
 import ssl
@@ -988,12 +989,12 @@ def test_the_request_is_exactly_the_documented_one_and_redirects_are_not_followe
         return httpx.Response(302, headers={"Location": "https://elsewhere.example/"})
 
     client = make_client(
-        key="k-12345678", transport=httpx.MockTransport(handler), base_url="https://a.example/v1/"
+        key="k-12345678", transport=httpx.MockTransport(handler), base_url="https://a.example/X/"
     )
     failure = failure_of(client)
     assert failure.labels == ("302", "302")  # counted as the answer it is, never followed
     (request,) = seen
-    assert (request.method, str(request.url)) == ("GET", "https://a.example/v1/target-groups")
+    assert (request.method, str(request.url)) == ("GET", "https://a.example/X/target-groups")
     assert dict(request.headers) == {
         "host": "a.example",
         "accept": "application/json",
@@ -1054,3 +1055,30 @@ def test_a_401_or_403_is_retried_once_with_fresh_credentials(status: int) -> Non
     assert groups_of(client) == []
     assert client.stats.read()[0] == 2
     client.close()
+
+
+def test_a_body_cut_inside_its_gzip_stream_is_invalid(make_client: MakeClient) -> None:
+    body = gzip.compress(b"[]" * 1000)[:-12]  # the stream's end never arrives
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"Content-Encoding": "gzip"})
+
+    failure = failure_of(make_client(transport=httpx.MockTransport(handler)))
+    assert failure.labels == ("200", "invalid_response")
+    assert failure.detail == "compressed body ends early"
+
+
+@pytest.mark.parametrize(("secret", "redacted"), [("k-123456", True), ("k-12345", False)])
+def test_a_secret_of_eight_characters_or_more_echoed_by_the_api_is_redacted(
+    make_client: MakeClient, secret: str, redacted: bool
+) -> None:
+    """Shorter values are left alone: they would match too much of an ordinary body."""
+    echoed = json.dumps(
+        [{"id": "1", "name": f"list {secret}", "totalCount": 1, "validcount": 1, "errorcount": 0}]
+    ).encode()
+    client = make_client(
+        key=secret, transport=httpx.MockTransport(lambda r: httpx.Response(200, content=echoed))
+    )
+    body = bytes(client.fetch().body)
+    assert (secret.encode() in body) is not redacted
+    assert (b"list [REDACTED]" in body) is redacted

@@ -23,6 +23,7 @@ from exporter.exposition import (
     BlockRenderer,
     Health,
     TenantExposition,
+    assemble,
     cut_label,
     empty_group_block,
     escape,
@@ -625,3 +626,16 @@ def test_cut_values_add_up_over_chunks_and_reach_the_health_series(
     assert (tenant.health.truncated, tenant.groups) == (3, 3)
     text = text_of(render(block, health()))
     assert series(text, m.TRUNCATED_LABELS.name) == {frozenset({("tenant", "acme")}): 3}
+
+
+def test_a_tenant_with_other_health_keeps_its_groups() -> None:
+    """The poller process died: the last groups are served with up 0."""
+    block = render_groups("acme", samples_for([SEED_RECORDS[0]]))
+    tenant = TenantExposition.of(block, health())
+    down = tenant.with_health(health(up=False))
+    assert down.health.up is False
+    assert down.families[: len(m.PER_GROUP)] == tenant.families[: len(m.PER_GROUP)]
+    assert (down.groups, down.tenant) == (tenant.groups, "acme")
+    text = text_of(assemble([down]))
+    assert series(text, m.UP.name) == {frozenset({("tenant", "acme")}): 0}
+    assert len(by_id(text, m.TOTAL_RECORDS.name)) == 1

@@ -575,4 +575,14 @@ def test_a_first_poll_that_fails_reports_no_invalid_groups_and_no_groups(
     text = metrics_text(recorder)
     assert value(text, m.INVALID_GROUPS) == 0
     assert value(text, m.UP) == 0
+    assert 0 <= value(text, m.POLL_DURATION) < 60  # this attempt's, however it ended
     assert by_id(text, m.TOTAL_RECORDS.name) == {}
+
+
+def test_a_successful_poll_counts_its_groups_by_state(
+    poller: Poller, recorder: Recorder, simulator: Simulator
+) -> None:
+    poller.poll_once()
+    counts = series(metrics_text(recorder), m.GROUPS.name)
+    assert sum(counts.values()) == len(simulator.tenant.records())
+    assert {dict(labels)["state"] for labels in counts} == set(m.STATES)
