@@ -637,3 +637,32 @@ def test_memory_release_never_waits_for_another_tenants_and_trims_all_arenas(
     assert trims == []
     release()
     assert trims == [0]  # malloc_trim(0): keep no padding, trim every arena
+
+
+def test_a_poller_process_logs_each_published_poll_and_stops_its_child(
+    simulator: Simulator,
+) -> None:
+    """Told about tenants or stopped before it starts, it does nothing; started, it logs
+    `poll_completed` for each result it publishes (what the benchmark reads); stopped, its
+    child has exited and its stdin is closed."""
+    process = poller_process(
+        {"base_url": simulator.base_url, "api_key": DEMO_KEY, "log_level": "debug"},
+        simulator.base_url,
+    )
+    process.update(process._specs)  # before start: nobody to tell yet
+    idle = poller_process({"base_url": simulator.base_url, "api_key": DEMO_KEY}, "x")
+    idle.stop()  # never started: nothing to end
+    with structlog.testing.capture_logs() as logs:
+        thread = process.start()
+        assert (thread.name, thread.daemon) == ("poller-pipe", True)
+        deadline = time.monotonic() + PATIENCE
+        while not any(entry["event"] == "poll_completed" for entry in list(logs)):
+            assert time.monotonic() < deadline, "no poll_completed in time"
+            time.sleep(0.01)
+        child = process._process
+        process.stop()
+        thread.join(PATIENCE)
+    (first, *_) = [entry for entry in logs if entry["event"] == "poll_completed"]
+    assert first["tenant"] == process._specs[0].tenant
+    assert child is not None and child.poll() is not None
+    assert child.stdin is not None and child.stdin.closed
