@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import subprocess
 import sys
 import zlib
@@ -449,6 +450,13 @@ def test_cut_values_fit_the_limit_in_utf8_bytes(limit: int) -> None:
         assert cut is not None and len(cut.encode()) <= limit
         assert value.startswith(cut.split("…")[0])
     assert cut_label("a" * 16, 16) is None
+
+
+def test_a_cut_value_ends_with_the_mark_and_eight_hex_digits_of_the_whole() -> None:
+    value = "x" * 2000
+    digest = hashlib.blake2b(value.encode(), digest_size=4).hexdigest()
+    cut = cut_label(value, 100)
+    assert cut == "x" * (100 - len("…".encode()) - 8) + "…" + digest
 
 
 @settings(max_examples=300, deadline=None)

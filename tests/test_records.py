@@ -392,3 +392,47 @@ def test_dates_in_the_api_form_take_the_fast_path_and_repeats_are_remembered() -
     assert parse.slow == 1
     assert parse("14/Dec/2022 15:ab") is None  # the API's length, not its form
     assert parse("14/Dec/2022 15:60") is None
+
+
+def test_a_value_seen_for_the_first_time_is_kept_and_shared_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The low-cardinality fields share one object per value: the first record with a
+    value keeps it (and makes it the shared one), the next ones get that same object."""
+    shared: dict[object, object] = {}
+    monkeypatch.setattr(records, "_SHARED", shared)
+    monkeypatch.setattr(records, "_share", shared.setdefault)
+    record = {
+        "id": "1",
+        "totalCount": 1,
+        "validcount": 1,
+        "errorcount": 0,
+        "behaviour": "S",
+        "statusValue": "Ready",
+        "userGroup": "ops",
+        "loadType": 1,
+        "source": "web",
+        "targetGroupType": 2,
+        "supportedChannels": ["E", "S"],
+    }
+    body = json.dumps([record, {**record, "id": "2"}]).encode()
+    first, second = parse_payload(body).groups
+    fields = (
+        "behaviour",
+        "status_value",
+        "user_group",
+        "load_type",
+        "source",
+        "target_group_type",
+        "supported_channels",
+    )
+    assert [getattr(first, name) for name in fields] == [
+        "S",
+        "Ready",
+        "ops",
+        "1",
+        "web",
+        "2",
+        ("E", "S"),
+    ]
+    assert all(getattr(first, name) is getattr(second, name) for name in fields)
