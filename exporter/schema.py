@@ -2,8 +2,8 @@
 
 `records.parse_payload` reads the body with msgspec; whatever msgspec refuses
 comes here, record by record, to be read as pydantic reads it and to have
-its problems worded. This module is imported only then: pydantic (about
-15 MB) stays out of the poller process while the API sends what it documents.
+its problems worded. This module is imported only then: pydantic stays out of
+the poller process while the API sends what it documents.
 """
 
 from __future__ import annotations

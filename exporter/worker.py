@@ -108,7 +108,7 @@ release_memory = _MemoryRelease()
 @dataclass(frozen=True)
 class PollerSpec:
     """All a tenant's poller needs, as plain data: pickled to the poller process, which
-    never loads the settings (pydantic-settings and pydantic: about 20 MB)."""
+    never loads the settings nor pydantic (it starts at 34 MB instead of 46)."""
 
     tenant: str
     base_url: str

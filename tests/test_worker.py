@@ -192,6 +192,7 @@ def test_a_child_that_keeps_dying_is_restarted_with_doubling_capped_backoff(
     assert delays == [1.0, 2.0, 4.0, 4.0, 4.0]
     died = [entry for entry in logs if entry["event"] == "poller_died"]
     assert [entry["restart_in_s"] for entry in died[:5]] == delays
+    assert all(entry["exit_code"] != 0 for entry in died)
     assert all(entry["exit_code"] == 1 for entry in died[:5])  # an uncaught ConfigError
     assert not process._latest.value.ready  # it never published anything
 
@@ -557,10 +558,10 @@ def test_a_child_whose_parent_is_gone_by_its_first_result_exits_0(
     assert from_poller == [0]
 
 
-class Recorder:
+class StandIn:
     """Stands in for a class: records how it was built and what was called."""
 
-    built: list[Recorder]
+    built: list[StandIn]
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         self.args, self.kwargs = args, kwargs
@@ -598,9 +599,9 @@ def test_a_tenant_poller_is_built_from_its_spec_and_sends_nothing_once_stopped(
         timezone="Europe/Paris",
     )
     spec = PollerSpec.of(settings, "https://api.example", key=5)
-    built: dict[str, list[Recorder]] = {}
+    built: dict[str, list[StandIn]] = {}
     for name in ("ApiClient", "BlockRenderer", "Poller"):
-        recorder = type(name, (Recorder,), {"built": []})
+        recorder = type(name, (StandIn,), {"built": []})
         built[name] = recorder.built
         monkeypatch.setattr(worker, name, recorder)
     sent: list[tuple[object, ...]] = []
