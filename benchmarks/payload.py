@@ -204,7 +204,7 @@ class ChurningTenant:
                 total = valid = errors = 0.0
             else:  # records appended, some rejected
                 added = float(rng.randrange(1, 50))
-                bad = float(rng.randrange(0, 3))
+                bad = min(float(rng.randrange(0, 3)), added)  # never more than arrived
                 total, valid, errors = total + added, valid + added - bad, errors + bad
             values[:] = (total, valid, errors, state, status, stamp)
             self.tails[index] = _TAIL % (total, valid, errors, state, status, stamp)
