@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import cast
@@ -100,6 +100,15 @@ class GroupBlock:
     truncated: int = 0
     """Label values cut to the length cap."""
 
+    @classmethod
+    def of(cls, chunks: Sequence[tuple[Segment, ...]], groups: int, truncated: int) -> GroupBlock:
+        """The block of these rendered chunks (each a segment per family), in order."""
+        families = tuple(
+            FamilyPart.joined([segments[family] for segments in chunks])
+            for family in range(len(m.PER_GROUP))
+        )
+        return cls(families, groups, truncated)
+
     @property
     def parts(self) -> tuple[bytes | bytearray | memoryview, ...]:
         return tuple(part for family in self.families for part in family.parts)
@@ -184,17 +193,6 @@ _ATTRIBUTES = {
 _GROUP_OF = attrgetter("group")
 
 
-def _lines(name: str, labels: list[str], values: Iterable[float | None]) -> bytes:
-    """One family's sample lines. Values print as Python's repr: exact, and done in C."""
-    return "".join(
-        [
-            f"{name}{{{label_set}}} {value!r}\n"
-            for label_set, value in zip(labels, values, strict=True)
-            if value is not None
-        ]
-    ).encode()
-
-
 # A chunk's deflated families (in the order of m.PER_GROUP), and how many label values it cut.
 _Chunk = tuple[tuple[Segment, ...], int]
 
@@ -222,7 +220,6 @@ class BlockRenderer:
         also compare equal (an unchanged group keeps its sample object, so that is cheap)."""
         self._suffixes: dict[tuple[_LabelSet, object], tuple[str, int]] = {}
         self._last: tuple[list[tuple[GroupSample, ...]], GroupBlock] | None = None
-        self._block: GroupBlock | None = None
 
     def render(self, samples: Sequence[GroupSample]) -> GroupBlock:
         chunks = [tuple(chunk) for chunk in self._split(samples)]
@@ -234,29 +231,14 @@ class BlockRenderer:
         for chunk in chunks:
             key = self._key(chunk)
             hit = cache.get(key) or self._cache.get(key)
-            done = hit[1] if hit is not None and hit[0] == chunk else self._render(chunk)
+            done = hit[1] if hit is not None and hit[0] == chunk else self.render_chunk(chunk)
             cache[key] = (chunk, done)
             rendered.append(done[0])
             truncated += done[1]
         self._cache = cache
-        if len(self._suffixes) > 10_000:
-            self._suffixes.clear()
-        families = tuple(
-            FamilyPart.joined([segments[family] for segments in rendered])
-            for family in range(len(m.PER_GROUP))
-        )
-        block = GroupBlock(families, len(samples), truncated)
+        block = GroupBlock.of(rendered, len(samples), truncated)
         self._last = (chunks, block)
         return block
-
-    def render_with(
-        self, samples: Sequence[GroupSample] | None, health: Health
-    ) -> TenantExposition:
-        """The tenant's share of every family: the block of `samples` (None: the last
-        block again) and `health`, counting the label values the block cut."""
-        if samples is not None or self._block is None:
-            self._block = self.render(samples or ())
-        return TenantExposition.of(self._block, health)
 
     def _split(self, samples: Sequence[GroupSample]) -> list[Sequence[GroupSample]]:
         chunks = []
@@ -281,11 +263,21 @@ class BlockRenderer:
         cutter.cut += known[1]
         return known[0]
 
-    def _render(self, chunk: Sequence[GroupSample]) -> _Chunk:
+    def render_chunk(self, chunk: Sequence[GroupSample]) -> _Chunk:
+        """One chunk's samples of each family, deflated, and the label values it cut."""
+        families, cut = self.lines(chunk)
+        return tuple(Segment.of("".join(lines).encode()) for lines in families), cut
+
+    def lines(self, chunk: Sequence[GroupSample]) -> tuple[list[list[str]], int]:
+        """Each family's sample lines for these samples, in order (none for a value that
+        is None), and how many label values were cut. Values print as Python's repr:
+        exact, and done in C."""
+        if len(self._suffixes) > 10_000:
+            self._suffixes.clear()
         cutter = _Cutter(self._max_label_length)
         tenant = self._tenant
         identities = [tenant + _IDENTITY.write(group, cutter) for group in map(_GROUP_OF, chunk)]
-        texts = []
+        families = []
         for metric in m.PER_GROUP:
             assert metric.value is not None, f"{metric.name} is not a per-group metric"
             labels = identities
@@ -295,8 +287,15 @@ class BlockRenderer:
                     identity + self._attributes(label_set, group, cutter)
                     for identity, group in zip(identities, map(_GROUP_OF, chunk), strict=True)
                 ]
-            texts.append(_lines(metric.name, labels, map(metric.value, chunk)))
-        return tuple(Segment.of(text) for text in texts), cutter.cut
+            name = metric.name
+            families.append(
+                [
+                    f"{name}{{{label_set}}} {value!r}\n"
+                    for label_set, value in zip(labels, map(metric.value, chunk), strict=True)
+                    if value is not None
+                ]
+            )
+        return families, cutter.cut
 
 
 def render_groups(
@@ -419,6 +418,19 @@ class TenantExposition:
         """The same groups with other health figures (the poller process died: up 0)."""
         tail = tuple(FamilyPart.of(text) for text in _tenant_lines(health))
         return replace(self, families=(*self.families[: len(m.PER_GROUP)], *tail), health=health)
+
+
+class TenantShares:
+    """A tenant's shares of every family, poll after poll: a failed poll's result (no
+    block) keeps the last block with its own health figures."""
+
+    def __init__(self) -> None:
+        self._block = empty_group_block()
+
+    def of(self, block: GroupBlock | None, health: Health) -> TenantExposition:
+        if block is not None:
+            self._block = block
+        return TenantExposition.of(self._block, health)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
 """The poll loop: interval, backoff with jitter, Retry-After, stale-after.
 
-Each poll attempt hands over data, a `PollResult` (the groups' samples, the
-health figures, the lifecycle counters): rendering it is the publisher's job.
-Scrapes never call the API: they read what the last result rendered to.
+Each poll attempt hands over a `PollResult`: the tenant's group block (the
+per-group families, rendered and deflated chunk by chunk from the body by
+`pipeline.GroupPipeline`, which redoes only what changed) and the health
+figures and lifecycle counters, as data. Putting the tenant's share of the
+exposition together is the publisher's job. Scrapes never call the API: they
+read what the last result rendered to.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from typing import Protocol
 import structlog
 
 from .api import ApiClient, ApiError, classify
-from .exposition import Health
-from .records import DateParser, ParsedPayload, PayloadError, parse_payload
-from .snapshot import GroupSample, StateTracker, count_by_state
+from .exposition import DEFAULT_MAX_LABEL_LENGTH, GroupBlock, Health
+from .pipeline import GroupPipeline, Processed
+from .records import PayloadError
 
 log = structlog.get_logger("exporter.poller")
 
@@ -54,11 +57,11 @@ class PollTiming:
 
 @dataclass(frozen=True)
 class PollResult:
-    """What one poll attempt hands over: data, not bytes."""
+    """What one poll attempt hands over."""
 
-    samples: tuple[GroupSample, ...] | None
+    block: GroupBlock | None
     """The groups to expose; None after a failed poll: the last ones still hold (the
-    poller does not keep them), until stale-after drops them with an empty tuple."""
+    poller does not keep them), until stale-after drops them with an empty block."""
     health: Health
     timing: PollTiming | None = None
     """Where a successful poll spent its time; None after a failed one."""
@@ -96,12 +99,18 @@ _FIXES = {
 }
 
 
-def fetch_groups(client: ApiClient) -> tuple[ParsedPayload, float]:
-    """One request and its parse, and the request's seconds; a failure of either is an
-    ApiError, counted once."""
+def fetch_groups(
+    client: ApiClient,
+    pipeline: GroupPipeline,
+    timed: Callable[[float], bool] = lambda _now: True,
+    clock: Callable[[], float] = time.time,
+) -> tuple[Processed, float]:
+    """One request and its processing, and the request's seconds; a failure of either is
+    an ApiError, counted once. `timed(now)`: whether import durations are observed."""
     response = client.fetch()
+    now = clock()
     try:
-        return parse_payload(response.body), response.fetch_seconds
+        return pipeline.process(response.body, now, timed(now)), response.fetch_seconds
     except PayloadError as exc:
         failure = classify(exc)
         client.count_failure(failure)
@@ -121,16 +130,16 @@ class Poller:
         publish: Publish,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        max_label_length: int = DEFAULT_MAX_LABEL_LENGTH,
     ) -> None:
         self._client = client
         self._tenant = tenant
-        self._parse_date = DateParser(timezone)
         self._stale_after = stale_after
         self._publish = publish
         self._clock = clock
         self._rng = rng or random.Random()
         self.policy = RetryPolicy(interval)
-        self._tracker = StateTracker()
+        self._pipeline = GroupPipeline(tenant, timezone, max_label_length)
         self._groups = 0
         """Groups the last result left exposed (what stale-after drops)."""
         self._counts: dict[str, int] = {}
@@ -147,45 +156,48 @@ class Poller:
         started = self._clock()
         begun = time.monotonic()
         try:
-            payload, fetch_seconds = fetch_groups(self._client)
+            processed, fetch_seconds = fetch_groups(
+                self._client, self._pipeline, self._timed, self._clock
+            )
         except ApiError as failure:
             self._on_failure(failure, started, time.monotonic() - begun)
             return self.policy.delay_after(failure, self._failures_in_row, self._rng)
-        self._on_success(payload, fetch_seconds, begun)
+        self._on_success(processed, fetch_seconds, begun)
         return self.policy.interval
 
-    def _on_success(self, payload: ParsedPayload, fetch_seconds: float, begun: float) -> None:
+    def _timed(self, now: float) -> bool:
+        """After failed polls beyond stale-after, a finished import cannot be timed."""
+        return self._failures_in_row == 0 or not self._is_stale(now)
+
+    def _on_success(self, processed: Processed, fetch_seconds: float, begun: float) -> None:
         # Processing counts from the whole body received: parsing is part of it.
         processing_from = begun + fetch_seconds
-        now = self._clock()
-        # After failed polls beyond stale-after, a finished import cannot be timed.
-        timed = self._failures_in_row == 0 or not self._is_stale(now)
-        samples = self._tracker.observe(payload.groups, now, self._parse_date, timed)
-        self._groups = len(samples)
-        self._counts = count_by_state(samples)
-        self._invalid = payload.invalid
-        if payload.invalid != self._invalid_logged:
-            self._invalid_logged = payload.invalid
-            if payload.invalid:
+        groups = processed.block.groups
+        self._groups = groups
+        self._counts = processed.counts
+        self._invalid = processed.invalid
+        if processed.invalid != self._invalid_logged:
+            self._invalid_logged = processed.invalid
+            if processed.invalid:
                 log.warning(
                     "invalid_records",
                     tenant=self._tenant,
-                    count=payload.invalid,
-                    examples=list(payload.problems[:5]),
+                    count=processed.invalid,
+                    examples=list(processed.problems[:5]),
                 )
         if not self._up:
             log.info(
                 "api_up",
                 tenant=self._tenant,
-                groups=len(samples),
+                groups=groups,
                 failed_polls=self._failures_in_row,
             )
         self._up = True
         self._failures_in_row = 0
         self._last_failure = None
         self._last_success = self._clock()
-        timing = PollTiming(len(samples), fetch_seconds, begun, processing_from)
-        self._emit(samples, duration=time.monotonic() - begun, timing=timing)
+        timing = PollTiming(groups, fetch_seconds, begun, processing_from)
+        self._emit(processed.block, duration=time.monotonic() - begun, timing=timing)
 
     def _on_failure(self, failure: ApiError, started: float, duration: float) -> None:
         self._failures_in_row += 1
@@ -201,7 +213,7 @@ class Poller:
             )
         self._up = False
         self._last_failure = failure.labels
-        dropped: tuple[GroupSample, ...] | None = None
+        dropped: GroupBlock | None = None
         if self._is_stale(started) and self._groups:
             log.warning(
                 "stale_series_dropped",
@@ -211,7 +223,7 @@ class Poller:
             )
             self._groups = 0
             self._counts = {}
-            dropped = ()
+            dropped = GroupBlock.of((), 0, 0)
         self._emit(dropped, duration=duration)
 
     def _is_stale(self, now: float) -> bool:
@@ -219,7 +231,7 @@ class Poller:
 
     def _emit(
         self,
-        samples: tuple[GroupSample, ...] | None,
+        block: GroupBlock | None,
         duration: float,
         timing: PollTiming | None = None,
     ) -> None:
@@ -233,9 +245,9 @@ class Poller:
             failures=failures,
             invalid=self._invalid,
             group_counts=self._counts,
-            lifecycle=self._tracker.lifecycle,
+            lifecycle=self._pipeline.tracker.lifecycle,
         )
-        self._publish(PollResult(samples, health, timing))
+        self._publish(PollResult(block, health, timing))
 
     def run(self, after_poll: Callable[[], object] = lambda: None) -> None:
         """Poll now, then on schedule, until stop(). Polls never overlap.

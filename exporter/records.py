@@ -11,7 +11,7 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -55,19 +55,16 @@ if TYPE_CHECKING:
 else:
     _Code = str | int | None
 _set = msgspec.structs.force_setattr
-# One object per distinct value of the low-cardinality fields, emptied past _SHARED_MAX
-# values (checked once a parse) so that a tenant with unusual data cannot grow it forever.
-_SHARED: dict[object, Any] = {}
-_SHARED_MAX = 10_000
-_share = _SHARED.setdefault
 
 
 class TargetGroup(msgspec.Struct, frozen=True, gc=False):
-    """One validated target group, ~500 bytes with its strings (49 MB for 100,000).
+    """One validated target group, ~500 bytes with its strings.
 
     A msgspec struct decoded straight from the body's bytes: built, compared
     and hashed in C, and untracked by the cyclic GC (its fields are strings,
-    numbers and a tuple of strings, which cannot form a cycle).
+    numbers and a tuple of strings, which cannot form a cycle). The poller
+    keeps none between polls, and only one chunk's while it renders
+    (`pipeline`), so nothing is shared between them to save memory.
 
     Text is kept as sent; normalising it (`text()`), the state (`state`) and the
     channels (`channels`) happens where they are used.
@@ -92,10 +89,7 @@ class TargetGroup(msgspec.Struct, frozen=True, gc=False):
     last_updated_on: Text = msgspec.field(default=None, name="lastUpdatedOn")
 
     def __post_init__(self) -> None:
-        # Codes the API sends as integers are text, as pydantic reads them; the
-        # fields with a handful of values tenant-wide share one object per value,
-        # a third less memory at 100,000 groups.
-        share = _share
+        # Codes the API sends as integers are text, as pydantic reads them.
         load_type: object = self.load_type
         if type(load_type) is int:
             _set(self, "load_type", str(load_type))
@@ -105,13 +99,6 @@ class TargetGroup(msgspec.Struct, frozen=True, gc=False):
         target_group_type: object = self.target_group_type
         if type(target_group_type) is int:
             _set(self, "target_group_type", str(target_group_type))
-        _set(self, "behaviour", share(self.behaviour, self.behaviour))
-        _set(self, "status_value", share(self.status_value, self.status_value))
-        _set(self, "user_group", share(self.user_group, self.user_group))
-        _set(self, "load_type", share(self.load_type, self.load_type))
-        _set(self, "source", share(self.source, self.source))
-        _set(self, "target_group_type", share(self.target_group_type, self.target_group_type))
-        _set(self, "supported_channels", share(self.supported_channels, self.supported_channels))
 
     @classmethod
     def of(cls, record: Record) -> TargetGroup:
@@ -208,8 +195,6 @@ def parse_payload(body: Body) -> ParsedPayload:
     """
     groups: list[TargetGroup] = []
     problems: list[str] = []
-    if len(_SHARED) > _SHARED_MAX:
-        _SHARED.clear()
     try:
         groups = _GROUPS.decode(body)
     except msgspec.ValidationError:
@@ -237,15 +222,37 @@ def _parse_each(body: Body, groups: list[TargetGroup], problems: list[str]) -> N
         _parse_with_pydantic(body, groups, problems)  # not a list: pydantic says what it is
         return
     for index, item in enumerate(items):
-        try:
-            group = _GROUP.decode(item)
-        except msgspec.ValidationError:
-            pass
-        else:
-            if _clean_id(group):
-                groups.append(group)
-                continue
-        _validate_one(index, _lax_json(bytes(item)), groups, problems)
+        group = decode_record(item, index, problems)
+        if group is not None:
+            groups.append(group)
+
+
+def split_records(body: Body) -> list[msgspec.Raw] | ParsedPayload:
+    """The body's records, each its own bytes (undecoded, a view of the body), or, for a
+    body msgspec cannot read as a list (not JSON to it, or not a list), pydantic's
+    parse of it whole. Raises PayloadError when the body is no list of records at all."""
+    try:
+        return _RAW_LIST.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        groups: list[TargetGroup] = []
+        problems: list[str] = []
+        _parse_with_pydantic(body, groups, problems)
+        return ParsedPayload(groups, len(problems), tuple(problems))
+
+
+def decode_record(item: msgspec.Raw, index: int, problems: list[str]) -> TargetGroup | None:
+    """One record of `split_records`: msgspec's reading, or pydantic's when msgspec
+    refuses it; None (and a problem) when pydantic refuses it too."""
+    try:
+        group = _GROUP.decode(item)
+    except msgspec.ValidationError:
+        pass
+    else:
+        if _clean_id(group):
+            return group
+    groups: list[TargetGroup] = []
+    _validate_one(index, _lax_json(bytes(item)), groups, problems)
+    return groups[0] if groups else None
 
 
 def _lax_json(data: Body) -> object:

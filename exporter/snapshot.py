@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -92,6 +92,15 @@ _Seen = tuple[_Key, int | None, float, float | None, float | None]
 _key = operator.attrgetter("target_state", "status_value", "created_on", "last_updated_on")
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Groups observed but not yet part of the poll (`StateTracker.plan`)."""
+
+    entries: dict[str, _Seen]
+    samples: list[GroupSample]
+    changes: list[tuple[TargetGroup, int | None, _Seen]]
+
+
 class StateTracker:
     """Remembers, per group id, its state and when the exporter saw it enter that state.
 
@@ -113,6 +122,8 @@ class StateTracker:
         # Small enough to keep between polls (the strings are the records' own),
         # unlike the records themselves.
         self._seen: dict[str, _Seen] = {}
+        self._next: dict[str, _Seen] = {}
+        self._changes: list[tuple[TargetGroup, int | None, _Seen]] = []
         self._transitions = _initial_transitions()
         self._durations = _initial_durations()
         self._lifecycle = Lifecycle(dict(self._transitions), dict(self._durations))
@@ -129,36 +140,103 @@ class StateTracker:
         parse_date: DateParser,
         timed: bool = True,
     ) -> tuple[GroupSample, ...]:
-        """This poll's samples; counts the state changes since the previous call.
+        """A whole poll at once: `begin`, `add` every group, `end`."""
+        self.begin()
+        samples = self.add(groups, now, parse_date)
+        self.end(now, timed)
+        return tuple(samples)
+
+    def begin(self) -> None:
+        """A poll starts: the groups added or carried until `end` are the tracker's new
+        memory; the last poll's stays until then (a poll that fails halfway changes
+        nothing)."""
+        self._next = {}
+        self._changes = []
+
+    def add(
+        self,
+        groups: Iterable[TargetGroup],
+        now: float,
+        parse_date: DateParser,
+        problems: list[str] | None = None,
+    ) -> list[GroupSample]:
+        """These groups' samples, now part of the poll (`plan`, then `commit`)."""
+        return self.commit(self.plan(groups, now, parse_date, problems))
+
+    def plan(
+        self,
+        groups: Iterable[TargetGroup],
+        now: float,
+        parse_date: DateParser,
+        problems: list[str] | None = None,
+    ) -> Plan:
+        """These groups' samples and memory, not part of the poll until `commit`ted.
 
         A group whose state and date fields are as in the last poll (most
         groups, most polls) costs a tuple comparison: no state derived, no date
-        parsed. `timed=False` after a long outage (polls failed for longer than
-        the stale-after period): changes still count as transitions, but no import
-        duration is observed, since the change happened somewhere in the gap and
-        timing it to this poll would report the outage as slow imports.
+        parsed. A group whose id is in the poll already, or earlier in `groups`,
+        is left out, as a duplicate, with a problem in `problems`.
         """
-        seen: dict[str, _Seen] = {}
+        seen = self._next
+        entries: dict[str, _Seen] = {}
         samples: list[GroupSample] = []
         previous = self._seen.get
         changes: list[tuple[TargetGroup, int | None, _Seen]] = []
         new_sample = tuple.__new__  # GroupSample's own __new__ is a Python function
         for group in groups:
+            id_ = group.id
+            if id_ in seen or id_ in entries:
+                if problems is not None:
+                    problems.append(f"duplicate id {id_}")
+                continue
             key: _Key = _key(group)
-            before = previous(group.id)
+            before = previous(id_)
             if before is None or before[0] != key:
                 entry = _entry(group, key, before, now, parse_date)
                 if before is not None and entry[1] != before[1]:
                     changes.append((group, entry[1], before))
                 before = entry
-            seen[group.id] = before
+            entries[id_] = before
             samples.append(
                 new_sample(GroupSample, (group, before[1], before[3], before[4], before[2]))
             )
-        self._seen = seen
+        return Plan(entries, samples, changes)
+
+    def commit(self, plan: Plan) -> list[GroupSample]:
+        """A plan's groups are part of the poll: remembered, their changes counted at `end`.
+        Only valid while nothing else was added since the plan was made."""
+        self._next.update(plan.entries)
+        self._changes += plan.changes
+        return plan.samples
+
+    def unseen(self, ids: Iterable[str]) -> bool:
+        """None of these ids is in the poll yet."""
+        seen = self._next
+        return not any(id_ in seen for id_ in ids)
+
+    def carry(self, ids: Sequence[str]) -> bool:
+        """Groups whose records are as in the last poll keep their memory as it is; False
+        (and nothing done) when one was not in the last poll or was added already in
+        this one."""
+        seen, previous = self._next, self._seen
+        for id_ in ids:
+            if id_ in seen or id_ not in previous:
+                return False
+        seen.update(zip(ids, map(previous.__getitem__, ids), strict=True))
+        return True
+
+    def end(self, now: float, timed: bool = True) -> None:
+        """The poll is complete: its groups are the memory, its changes are counted.
+
+        `timed=False` after a long outage (polls failed for longer than the
+        stale-after period): changes still count as transitions, but no import
+        duration is observed, since the change happened somewhere in the gap and
+        timing it to this poll would report the outage as slow imports.
+        """
+        self._seen, self._next = self._next, {}
+        changes, self._changes = self._changes, []
         if changes:
             self._count(changes, now, timed)
-        return tuple(samples)
 
     def _count(
         self, changes: list[tuple[TargetGroup, int | None, _Seen]], now: float, timed: bool

@@ -41,7 +41,7 @@ import structlog
 
 from . import metrics as m
 from .api import Access, ApiClient, RequestStats, credentials, tls_verify
-from .exposition import BlockRenderer, FamilyPart, TenantExposition
+from .exposition import FamilyPart, TenantExposition, TenantShares
 from .logs import configure_logging
 from .poller import Poller, PollResult, PollTiming
 
@@ -209,17 +209,18 @@ def _wire(
 def _unwire(
     tenant: TenantExposition, lengths: list[int], parts: list[int], data: bytearray
 ) -> TenantExposition:
-    """`_wire` undone: the families' parts are views of the one buffer received."""
+    """`_wire` undone: each family's parts, which travel one after the other, are one
+    view of the one buffer received (a family of a large tenant is thousands of
+    segments: the parent keeps and serves one piece instead)."""
     view = memoryview(data)
     offset = 0
-    sliced: list[memoryview] = []
-    for size in parts:
-        sliced.append(view[offset : offset + size])
-        offset += size
     families = []
+    sizes = iter(parts)
     for family, count in zip(tenant.families, lengths, strict=True):
-        families.append(FamilyPart(tuple(sliced[:count]), family.crc, family.size))
-        del sliced[:count]
+        size = sum(next(sizes) for _ in range(count))
+        piece = (view[offset : offset + size],) if size else ()
+        families.append(FamilyPart(piece, family.crc, family.size))
+        offset += size
     return replace(tenant, families=tuple(families))
 
 
@@ -241,11 +242,11 @@ class _TenantPoller:
             RequestStats(m.DOCUMENTED_FAILURES),
             verify=tls_verify(spec.access),
         )
-        renderer = BlockRenderer(spec.tenant, spec.max_label_length)
+        shares = TenantShares()
 
         def publish(result: PollResult) -> None:
             if not self._stopped:
-                send(spec, renderer.render_with(result.samples, result.health), result.timing)
+                send(spec, shares.of(result.block, result.health), result.timing)
 
         self._poller = Poller(
             client,
@@ -254,6 +255,7 @@ class _TenantPoller:
             spec.poll_interval,
             spec.stale_after,
             publish,
+            max_label_length=spec.max_label_length,
         )
         self._client = client
         self.secrets = source.secrets

@@ -11,7 +11,7 @@ from helpers import FakeClock
 
 from exporter import metrics as m
 from exporter.api import ApiClient, RequestStats, StaticKey
-from exporter.exposition import BlockRenderer
+from exporter.exposition import TenantShares
 from exporter.poller import Poller, PollResult
 from exporter.server import Published
 from exporter.simulator import DEMO_KEY, Simulator, Tenant
@@ -66,13 +66,11 @@ class Recorder:
     def __init__(self) -> None:
         self.results: list[PollResult] = []
         self.published: list[Published] = []
-        self._renderer = BlockRenderer("acme")
+        self._shares = TenantShares()
 
     def __call__(self, result: PollResult) -> None:
         self.results.append(result)
-        self.published.append(
-            Published.of(self._renderer.render_with(result.samples, result.health))
-        )
+        self.published.append(Published.of(self._shares.of(result.block, result.health)))
 
     @property
     def last(self) -> Published:

@@ -45,6 +45,7 @@ from exporter.api import (
     credentials_from,
     tls_verify,
 )
+from exporter.pipeline import GroupPipeline
 from exporter.poller import fetch_groups
 from exporter.records import PayloadError, TargetGroup, parse_payload
 from exporter.settings import ConfigError, load_settings
@@ -59,7 +60,7 @@ PATIENCE = 60.0
 def failure_of(client: ApiClient) -> ApiError:
     """The failure of one poll's request and parse, as the poller sees it."""
     with pytest.raises(ApiError) as caught:
-        fetch_groups(client)
+        fetch_groups(client, GroupPipeline("acme"))
     return caught.value
 
 

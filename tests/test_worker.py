@@ -568,8 +568,8 @@ class StandIn:
         self.calls: list[str] = []
         type(self).built.append(self)
 
-    def render_with(self, samples: object, health: object) -> str:
-        return "rendered"
+    def of(self, block: object, health: object) -> str:
+        return "shares"
 
     def run(self, after_poll: Callable[[], object]) -> None:
         self.calls.append("run")
@@ -600,25 +600,26 @@ def test_a_tenant_poller_is_built_from_its_spec_and_sends_nothing_once_stopped(
     )
     spec = PollerSpec.of(settings, "https://api.example", key=5)
     built: dict[str, list[StandIn]] = {}
-    for name in ("ApiClient", "BlockRenderer", "Poller"):
+    for name in ("ApiClient", "TenantShares", "Poller"):
         recorder = type(name, (StandIn,), {"built": []})
         built[name] = recorder.built
         monkeypatch.setattr(worker, name, recorder)
     sent: list[tuple[object, ...]] = []
     tenant = worker._TenantPoller(spec, lambda *args: sent.append(args))
-    ((client,), (renderer,), (poller,)) = built.values()
+    ((client,), (shares,), (poller,)) = built.values()
+    assert shares.args == ()
     assert client.args[0] == "https://api.example"
     assert client.args[2:4] == (3.0, 1000)
     assert client.kwargs["verify"] is worker.tls_verify(spec.access)
     assert len(client.kwargs["verify"].get_ca_certs()) == 1  # the CA file's, not the system's
-    assert renderer.args == ("acme", 64)
     assert poller.args[1:5] == ("acme", "Europe/Paris", 7.0, 42.0)
+    assert poller.kwargs["max_label_length"] == 64
     thread = tenant._thread
     assert (thread.name, thread.daemon) == ("poll-5", True)
     publish = cast(Callable[[object], None], poller.args[5])
-    result = SimpleNamespace(samples=(), health=None, timing=None)
+    result = SimpleNamespace(block=None, health=None, timing=None)
     publish(result)
-    assert sent == [(spec, "rendered", None)]
+    assert sent == [(spec, "shares", None)]
     tenant.stop()
     publish(result)  # the poll in flight when it was stopped: its result is not sent
     assert len(sent) == 1

@@ -1,0 +1,194 @@
+"""The chunk-by-chunk pipeline serves, poll after poll, what rendering each poll from
+scratch serves, and redoes only what changed (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import random
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from benchmarks.payload import ChurningTenant
+from exporter import pipeline
+from exporter.exposition import GroupBlock, render_groups
+from exporter.pipeline import GroupPipeline, Processed
+from exporter.records import DateParser, PayloadError, parse_payload
+from exporter.snapshot import StateTracker, count_by_state
+
+
+def text(block: GroupBlock) -> bytes:
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    return b"".join(inflater.decompress(bytes(part)) for part in block.parts)
+
+
+def small(pipe: GroupPipeline, chunk: int = 8, chunk_max: int = 32) -> GroupPipeline:
+    """Many chunks from a few hundred groups."""
+    pipe.CHUNK, pipe.CHUNK_MAX = chunk, chunk_max
+    return pipe
+
+
+def mutate(records: list[dict[str, Any]], rng: random.Random) -> None:
+    """What a tenant (or a broken API) does between polls besides updating groups."""
+    for _ in range(rng.randrange(0, 5)):
+        index = rng.randrange(len(records))
+        kind = rng.randrange(8)
+        if kind == 0:
+            del records[index]
+        elif kind == 1:  # a duplicate id
+            records.insert(rng.randrange(len(records)), dict(records[index]))
+        elif kind == 2:
+            records[index] = dict(records[index], validcount=-1)  # skipped as invalid
+        elif kind == 3:
+            records[index] = dict(records[index], createdOn=None)  # a line fewer
+        elif kind == 4:
+            records[index] = dict(records[index], targetState=7, statusValue="odd")
+        elif kind == 5:
+            records[index] = dict(records[index], name="x" * 3000)  # cut to the cap
+        elif kind == 6:  # a new group
+            records.insert(index, dict(records[index], id=f"new-{rng.random()}"))
+        else:  # two groups swap places
+            other = rng.randrange(len(records))
+            records[index], records[other] = records[other], records[index]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_every_poll_serves_what_rendering_it_from_scratch_serves(seed: int) -> None:
+    rng = random.Random(seed)
+    tenant = ChurningTenant(400, 0.03, seed=seed)
+    pipe = small(GroupPipeline("acme"))
+    tracker, dates = StateTracker(), DateParser("UTC")
+    for poll in range(10):
+        tenant.step()
+        records = json.loads(tenant.body())
+        mutate(records, rng)
+        body = json.dumps(records).encode()
+        now = 1_700_000_000.0 + 60 * poll
+        got = pipe.process(body, now)
+        reference = parse_payload(body)
+        samples = tracker.observe(reference.groups, now, dates)
+        want = render_groups("acme", samples)
+        assert text(got.block) == text(want), f"poll {poll}"
+        assert [(f.crc, f.size) for f in got.block.families] == [
+            (f.crc, f.size) for f in want.families
+        ]
+        assert (got.block.groups, got.block.truncated) == (want.groups, want.truncated)
+        assert got.counts == count_by_state(samples)
+        assert got.invalid == reference.invalid
+        assert sorted(got.problems) == sorted(reference.problems)
+        assert pipe.tracker.lifecycle == tracker.lifecycle
+
+
+def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records decoded by the pipeline, per call of `process`."""
+    decoded: list[int] = []
+    decode = pipeline.decode_record
+
+    def count(*args: Any) -> Any:
+        decoded[-1] += 1
+        return decode(*args)
+
+    monkeypatch.setattr(pipeline, "decode_record", count)
+    return decoded
+
+
+def run(pipe: GroupPipeline, decoded: list[int], body: bytes, now: float) -> Processed:
+    decoded.append(0)
+    return pipe.process(body, now)
+
+
+class Reference:
+    """Each poll rendered from scratch, with the state tracker's memory of the same polls."""
+
+    def __init__(self) -> None:
+        self.tracker, self.dates = StateTracker(), DateParser("UTC")
+
+    def text(self, body: bytes, now: float) -> bytes:
+        samples = self.tracker.observe(parse_payload(body).groups, now, self.dates)
+        return text(render_groups("acme", samples))
+
+
+def test_a_poll_decodes_only_the_records_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded = counting(monkeypatch)
+    tenant, reference = ChurningTenant(300, 0.0), Reference()
+    pipe = small(GroupPipeline("acme"), chunk=16, chunk_max=64)
+    first = run(pipe, decoded, tenant.body(), 1.0)
+    assert decoded == [300]
+    assert text(first.block) == reference.text(tenant.body(), 1.0)
+    run(pipe, decoded, tenant.body(), 2.0)
+    assert decoded[-1] == 0  # nothing changed: every chunk reused as it was
+    reference.text(tenant.body(), 2.0)
+    tenant.changed_per_step = 3
+    tenant.step()
+    changed = run(pipe, decoded, tenant.body(), 3.0)
+    assert decoded[-1] == 3  # spliced into their chunks
+    assert text(changed.block) == reference.text(tenant.body(), 3.0) != text(first.block)
+
+
+def test_a_skipped_record_is_reported_at_every_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded = counting(monkeypatch)
+    records = json.loads(ChurningTenant(50, 0.0).body())
+    records[10]["validcount"] = -1
+    body = json.dumps(records).encode()
+    pipe = small(GroupPipeline("acme"))
+    first = run(pipe, decoded, body, 1.0)
+    again = run(pipe, decoded, body, 2.0)
+    assert first.invalid == again.invalid == 1
+    assert first.problems == again.problems and "record 10" in first.problems[0]
+    assert 0 < decoded[-1] < 50  # its chunk is decoded again, not the others
+    assert text(first.block) == text(again.block)
+
+
+def test_a_body_that_is_no_list_changes_nothing() -> None:
+    tenant = ChurningTenant(80, 0.5)
+    pipe = small(GroupPipeline("acme"))
+    before = pipe.process(tenant.body(), 1.0)
+    lifecycle = pipe.tracker.lifecycle
+    with pytest.raises(PayloadError):
+        pipe.process(b'{"code": 1001}', 2.0)
+    after = pipe.process(tenant.body(), 3.0)
+    assert text(after.block) == text(before.block)
+    assert pipe.tracker.lifecycle is lifecycle
+
+
+def test_a_body_only_pydantic_reads_is_rendered_whole_and_then_reused_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded = counting(monkeypatch)
+    body = ChurningTenant(40, 0.0).body()
+    odd = body.replace(b'"totalCount":', b'"totalCount": NaN, "x":', 1)  # not JSON to msgspec
+    pipe = small(GroupPipeline("acme"))
+    result = run(pipe, decoded, odd, 1.0)
+    assert result.invalid == 1 and result.block.groups == 39
+    assert decoded[-1] == 0  # pydantic read it whole
+    run(pipe, decoded, body, 2.0)
+    assert decoded[-1] == 40  # nothing kept from a body read whole
+    run(pipe, decoded, body, 3.0)
+    assert decoded[-1] == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r.update(createdOn=None),  # a line fewer in one family
+        lambda r: r.update(name="y" * 3000),  # a label cut
+        lambda r: r.update(id="another"),  # another group in its place
+    ],
+)
+def test_a_change_a_splice_cannot_take_renders_the_chunk_whole(
+    change: Callable[[dict[str, Any]], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded = counting(monkeypatch)
+    records = json.loads(ChurningTenant(60, 0.0).body())
+    reference = Reference()
+    pipe = small(GroupPipeline("acme"), chunk=1 << 30, chunk_max=1000)  # one chunk
+    body = json.dumps(records).encode()
+    run(pipe, decoded, body, 1.0)
+    reference.text(body, 1.0)
+    change(records[7])
+    body = json.dumps(records).encode()
+    got = run(pipe, decoded, body, 2.0)
+    assert decoded[-1] == 1 + 60  # the splice looked at the one record, then gave up
+    assert text(got.block) == reference.text(body, 2.0)
