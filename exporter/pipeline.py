@@ -37,7 +37,14 @@ from isal import isal_zlib
 from . import metrics as m
 from .body import Segment
 from .exposition import DEFAULT_MAX_LABEL_LENGTH, BlockRenderer, GroupBlock
-from .records import DateParser, ParsedPayload, TargetGroup, decode_record, split_records
+from .records import (
+    DateParser,
+    ParsedPayload,
+    TargetGroup,
+    decode_record,
+    decode_records,
+    split_records,
+)
 from .snapshot import GroupSample, StateTracker
 
 _STATE_INDEX = {0: 0, 1: 1}  # anything else (None): 2, unknown
@@ -70,9 +77,12 @@ class _Chunk:
     states: bytes
     """Each group's state: 0 in progress, 1 ready, 2 unknown."""
     truncated: int
-    lengths: tuple[array[int], ...] | None
-    """Each family's line lengths, one line per record: what a splice needs. None when
-    the chunk cannot be spliced (a record skipped, a value missing, a label cut)."""
+    spliceable: bool
+    """Every family has one line per record, in order (no record skipped, no value
+    missing, no label value cut): a later poll can replace some of them."""
+    lengths: tuple[array[int], ...] | None = None
+    """Each family's line lengths in bytes, once a splice needed them (a chunk rendered
+    whole does not measure its lines: at 100% changed, no later poll would use them)."""
 
 
 class GroupPipeline:
@@ -108,24 +118,19 @@ class GroupPipeline:
             self._last = {}
         else:
             last, kept = self._last, {}
-            for start, stop, anchor in _boundaries(records, self.CHUNK, self.CHUNK_MAX):
+            for start, stop, anchor, keys in _chunks(records, self.CHUNK, self.CHUNK_MAX):
                 chunk = records[start:stop]
-                keys = tuple(hashlib.sha256(record).digest() for record in chunk)
-                old = last.get(anchor)
+                old = last.pop(anchor, None)  # dropped once its successor is built
                 done = None
                 if old is not None and len(old.keys) == len(keys):
                     if old.keys == keys and self.tracker.carry(old.ids):
                         done = old
-                    elif old.lengths is not None:
+                    elif old.spliceable:
                         done = self._splice(old, chunk, keys, start, now)
                 if done is None:
                     found = len(problems)
-                    decoded = [
-                        decode_record(record, start + offset, problems)
-                        for offset, record in enumerate(chunk)
-                    ]
-                    valid = [group for group in decoded if group is not None]
-                    done = self._render(valid, now, problems, keys, len(problems) == found)
+                    groups = decode_records(chunk, start, problems)
+                    done = self._render(groups, now, problems, keys, len(problems) == found)
                 kept[anchor] = block.add(done)
             self._last = kept
         self.tracker.end(now, timed)
@@ -142,21 +147,21 @@ class GroupPipeline:
         """The whole chunk: every group observed and rendered. `clean`: no record of it
         was skipped, so a later poll may splice it if nothing else stands in the way."""
         found = len(problems)
-        samples = self.tracker.add(groups, now, self._parse_date, problems)
+        digests = keys if clean else None  # one per group only when none was skipped
+        plan = self.tracker.plan(groups, now, self._parse_date, problems, digests)
+        samples = self.tracker.commit(plan)
         families, cut = self._renderer.lines(samples)
         texts = ["".join(lines).encode() for lines in families]
-        lengths = None
         if not clean or len(problems) > found:
             keys = ()  # its problems are reported at every poll: never reused
-        elif not cut:
-            lengths = _lengths(families, texts, len(samples))
+        spliceable = bool(keys) and not cut and all(len(f) == len(samples) for f in families)
         return _Chunk(
             keys,
             tuple(Segment.of(text) for text in texts),
             tuple(sample.group.id for sample in samples),
             _states(samples),
             cut,
-            lengths,
+            spliceable,
         )
 
     def _splice(
@@ -182,7 +187,8 @@ class GroupPipeline:
         tracker = self.tracker
         if not tracker.unseen(old.ids[index] for index in changed):
             return None
-        plan = tracker.plan(groups, now, self._parse_date)  # type: ignore[arg-type]
+        digests = [keys[index] for index in changed]
+        plan = tracker.plan(groups, now, self._parse_date, None, digests)  # type: ignore[arg-type]
         families, cut = self._renderer.lines(plan.samples)
         if cut or any(len(lines) != len(changed) for lines in families):
             return None
@@ -192,25 +198,27 @@ class GroupPipeline:
         if not tracker.carry(unchanged):
             return None
         tracker.commit(plan)
-        assert old.lengths is not None
         segments = []
         lengths = []
-        for segment, before, lines in zip(old.segments, old.lengths, families, strict=True):
+        measured = old.lengths or (None,) * len(old.segments)
+        for segment, before, lines in zip(old.segments, measured, families, strict=True):
             text, after = _replace(segment, before, changed, lines)
             segments.append(Segment.of(text))
             lengths.append(after)
         states = bytearray(old.states)
         for index, sample in zip(changed, plan.samples, strict=True):
             states[index] = _STATE_INDEX.get(sample.state, 2)  # type: ignore[arg-type]
-        return _Chunk(keys, tuple(segments), old.ids, bytes(states), 0, tuple(lengths))
+        return _Chunk(keys, tuple(segments), old.ids, bytes(states), 0, True, tuple(lengths))
 
 
 def _replace(
-    segment: Segment, lengths: array[int], changed: list[int], lines: list[str]
+    segment: Segment, lengths: array[int] | None, changed: list[int], lines: list[str]
 ) -> tuple[bytes, array[int]]:
     """The segment's text with the lines at `changed` replaced by `lines`, and the new
-    line lengths."""
+    line lengths (measured on the text when not known yet)."""
     text = isal_zlib.decompressobj(-isal_zlib.MAX_WBITS).decompress(segment.data)
+    if lengths is None:
+        lengths = array("I", [size + 1 for size in map(len, text.split(b"\n")[:-1])])
     offsets = list(accumulate(lengths, initial=0))
     after = array("I", lengths)
     pieces: list[bytes] = []
@@ -222,22 +230,6 @@ def _replace(
         done = offsets[index + 1]
     pieces.append(text[done:])
     return b"".join(pieces), after
-
-
-def _lengths(
-    families: list[list[str]], texts: list[bytes], groups: int
-) -> tuple[array[int], ...] | None:
-    """Each family's line lengths in bytes, or None unless every family has a line per
-    group (a missing value would shift them)."""
-    if any(len(lines) != groups for lines in families):
-        return None
-    out = []
-    for lines, text in zip(families, texts, strict=True):
-        if len(text) == sum(map(len, lines)):  # ASCII: characters are bytes
-            out.append(array("I", map(len, lines)))
-        else:
-            out.append(array("I", (len(line.encode()) for line in lines)))
-    return tuple(out)
 
 
 def _states(samples: Sequence[GroupSample]) -> bytes:
@@ -268,23 +260,28 @@ class _Block:
         return GroupBlock.of(self.chunks, self.groups, self.truncated)
 
 
-def _boundaries(
+def _chunks(
     records: Sequence[msgspec.Raw], chunk: int, chunk_max: int
-) -> Iterator[tuple[int, int, bytes]]:
-    """(start, stop, anchor of the first record) of each chunk: a chunk ends after a
-    record whose anchor's CRC-32 is a multiple of `chunk`, or at `chunk_max` records."""
+) -> Iterator[tuple[int, int, bytes, tuple[bytes, ...]]]:
+    """(start, stop, anchor of the first record, keys of the records) of each chunk: a
+    chunk ends after a record whose anchor's CRC-32 is a multiple of `chunk`, or at
+    `chunk_max` records. A record's key is the SHA-256 of its bytes."""
     start = 0
     first = b""
-    crc32 = isal_zlib.crc32
+    keys: list[bytes] = []
+    crc32, sha256 = isal_zlib.crc32, hashlib.sha256
     for index, record in enumerate(records):
-        anchor = _anchor(bytes(record))
+        data = bytes(record)
+        keys.append(sha256(data).digest())
+        anchor = _anchor(data)
         if index == start:
             first = anchor
         if crc32(anchor) % chunk == 0 or index - start + 1 >= chunk_max:
-            yield start, index + 1, first
+            yield start, index + 1, first, tuple(keys)
             start = index + 1
+            keys.clear()
     if start < len(records):
-        yield start, len(records), first
+        yield start, len(records), first, tuple(keys)
 
 
 def _anchor(record: bytes) -> bytes:

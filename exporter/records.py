@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Annotated
@@ -238,6 +239,22 @@ def split_records(body: Body) -> list[msgspec.Raw] | ParsedPayload:
         problems: list[str] = []
         _parse_with_pydantic(body, groups, problems)
         return ParsedPayload(groups, len(problems), tuple(problems))
+
+
+def decode_records(
+    items: Sequence[msgspec.Raw], start: int, problems: list[str]
+) -> list[TargetGroup]:
+    """Records of `split_records` from index `start` on: decoded as one list when msgspec
+    takes them all as they are (the usual case), else one by one (`decode_record`)."""
+    try:
+        groups = _GROUPS.decode(b"[" + b",".join(items) + b"]")
+    except msgspec.ValidationError:
+        pass
+    else:
+        if all(map(_clean_id, groups)):
+            return groups
+    decoded = (decode_record(item, start + offset, problems) for offset, item in enumerate(items))
+    return [group for group in decoded if group is not None]
 
 
 def decode_record(item: msgspec.Raw, index: int, problems: list[str]) -> TargetGroup | None:

@@ -84,9 +84,11 @@ class Lifecycle:
     durations: Mapping[str, Durations] = field(default_factory=_initial_durations)
 
 
-# What decides a group's state and dates, as sent: targetState, statusValue, createdOn,
-# lastUpdatedOn. Equal to the last poll's, and nothing derived from them needs redoing.
-_Key = tuple[object, str | None, str | None, str | None]
+# What decides a group's state and dates: equal to the last poll's, and nothing derived
+# from them needs redoing. Either the fields as sent (targetState, statusValue, createdOn,
+# lastUpdatedOn), or the digest of the record's bytes (`pipeline`): no strings to keep.
+_Fields = tuple[object, str | None, str | None, str | None]
+_Key = _Fields | bytes
 # id -> (key, state, since, created, last updated)
 _Seen = tuple[_Key, int | None, float, float | None, float | None]
 _key = operator.attrgetter("target_state", "status_value", "created_on", "last_updated_on")
@@ -148,8 +150,11 @@ class StateTracker:
 
     def begin(self) -> None:
         """A poll starts: the groups added or carried until `end` are the tracker's new
-        memory; the last poll's stays until then (a poll that fails halfway changes
-        nothing)."""
+        memory. The last poll's is handed over group by group (never two whole
+        generations at once); a poll that never ended (a bug halfway) leaves what it
+        saw of its groups, uncounted."""
+        if self._next:
+            self._seen.update(self._next)
         self._next = {}
         self._changes = []
 
@@ -169,13 +174,15 @@ class StateTracker:
         now: float,
         parse_date: DateParser,
         problems: list[str] | None = None,
+        keys: Iterable[bytes] | None = None,
     ) -> Plan:
         """These groups' samples and memory, not part of the poll until `commit`ted.
 
         A group whose state and date fields are as in the last poll (most
         groups, most polls) costs a tuple comparison: no state derived, no date
         parsed. A group whose id is in the poll already, or earlier in `groups`,
-        is left out, as a duplicate, with a problem in `problems`.
+        is left out, as a duplicate, with a problem in `problems`. `keys`, one per
+        group: digests of their records' bytes, compared instead of the fields.
         """
         seen = self._next
         entries: dict[str, _Seen] = {}
@@ -183,13 +190,14 @@ class StateTracker:
         previous = self._seen.get
         changes: list[tuple[TargetGroup, int | None, _Seen]] = []
         new_sample = tuple.__new__  # GroupSample's own __new__ is a Python function
+        digests = iter(keys) if keys is not None else None
         for group in groups:
             id_ = group.id
+            key: _Key = _key(group) if digests is None else next(digests)
             if id_ in seen or id_ in entries:
                 if problems is not None:
                     problems.append(f"duplicate id {id_}")
                 continue
-            key: _Key = _key(group)
             before = previous(id_)
             if before is None or before[0] != key:
                 entry = _entry(group, key, before, now, parse_date)
@@ -206,6 +214,9 @@ class StateTracker:
         """A plan's groups are part of the poll: remembered, their changes counted at `end`.
         Only valid while nothing else was added since the plan was made."""
         self._next.update(plan.entries)
+        forget = self._seen.pop
+        for id_ in plan.entries:
+            forget(id_, None)
         self._changes += plan.changes
         return plan.samples
 
@@ -222,7 +233,7 @@ class StateTracker:
         for id_ in ids:
             if id_ in seen or id_ not in previous:
                 return False
-        seen.update(zip(ids, map(previous.__getitem__, ids), strict=True))
+        seen.update(zip(ids, map(previous.pop, ids), strict=True))
         return True
 
     def end(self, now: float, timed: bool = True) -> None:
@@ -258,12 +269,13 @@ def _entry(
 ) -> _Seen:
     """A group new to the tracker, or one whose state or dates changed since the last poll."""
     state = group.state
-    if before is None:
-        created, updated = parse_date(key[2]), parse_date(key[3])
-    else:  # an update leaves the creation date alone: parse only what changed
-        old = before[0]
-        created = before[3] if old[2] == key[2] else parse_date(key[2])
-        updated = before[4] if old[3] == key[3] else parse_date(key[3])
+    old = None if before is None else before[0]
+    if isinstance(old, tuple) and isinstance(key, tuple):
+        # an update leaves the creation date alone: parse only what changed
+        created = before[3] if old[2] == key[2] else parse_date(key[2])  # type: ignore[index]
+        updated = before[4] if old[3] == key[3] else parse_date(key[3])  # type: ignore[index]
+    else:
+        created, updated = parse_date(group.created_on), parse_date(group.last_updated_on)
     if before is not None and before[1] == state:
         since = before[2]
     elif before is None and updated is not None and updated < now:

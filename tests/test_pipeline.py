@@ -84,13 +84,18 @@ def test_every_poll_serves_what_rendering_it_from_scratch_serves(seed: int) -> N
 def counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Records decoded by the pipeline, per call of `process`."""
     decoded: list[int] = []
-    decode = pipeline.decode_record
+    one, many = pipeline.decode_record, pipeline.decode_records
 
-    def count(*args: Any) -> Any:
+    def count_one(*args: Any) -> Any:
         decoded[-1] += 1
-        return decode(*args)
+        return one(*args)
 
-    monkeypatch.setattr(pipeline, "decode_record", count)
+    def count_many(items: Any, *args: Any) -> Any:
+        decoded[-1] += len(items)
+        return many(items, *args)
+
+    monkeypatch.setattr(pipeline, "decode_record", count_one)
+    monkeypatch.setattr(pipeline, "decode_records", count_many)
     return decoded
 
 

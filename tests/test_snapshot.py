@@ -305,3 +305,18 @@ def test_an_update_without_a_state_change_counts_no_transition() -> None:
         DateParser("UTC"),
     )
     assert dict(tracker.lifecycle.transitions) == before
+
+
+def test_a_poll_hands_the_memory_over_group_by_group_and_one_that_never_ended_keeps_it() -> None:
+    tracker, dates = StateTracker(), DateParser("UTC")
+    tracker.observe([group(id="a", targetState=0), group(id="b", targetState=0)], T0, dates)
+    tracker.begin()
+    assert tracker.carry(["a"])
+    assert not tracker.carry(["a"])  # in this poll already
+    assert not tracker.carry(["zzz"])  # not in the last one
+    tracker.add([group(id="b", targetState=1)], T0 + 60, dates)
+    assert tracker._seen == {}  # both handed over, none left behind twice
+    tracker.begin()  # the last poll never ended (a bug halfway): what it saw stays
+    (sample,) = tracker.observe([group(id="b", targetState=1)], T0 + 120, dates)
+    assert sample.state_since == T0 + 60
+    assert tracker.lifecycle.transitions[("S", "in_progress", "ready")] == 0  # uncounted
