@@ -90,7 +90,8 @@ class Lifecycle:
 _Fields = tuple[object, str | None, str | None, str | None]
 _Key = _Fields | bytes
 # id -> (key, state, since, created, last updated)
-_Seen = tuple[_Key, int | None, float, float | None, float | None]
+# (key, state, since, created, last updated, createdOn as sent)
+_Seen = tuple[_Key, int | None, float, float | None, float | None, str | None]
 _key = operator.attrgetter("target_state", "status_value", "created_on", "last_updated_on")
 
 
@@ -269,20 +270,24 @@ def _entry(
 ) -> _Seen:
     """A group new to the tracker, or one whose state or dates changed since the last poll."""
     state = group.state
-    old = None if before is None else before[0]
-    if isinstance(old, tuple) and isinstance(key, tuple):
-        # an update leaves the creation date alone: parse only what changed
-        created = before[3] if old[2] == key[2] else parse_date(key[2])  # type: ignore[index]
-        updated = before[4] if old[3] == key[3] else parse_date(key[3])  # type: ignore[index]
+    # An update leaves the creation date alone: parse only what changed.
+    created_on = group.created_on
+    if before is not None and before[5] == created_on:
+        created = before[3]
     else:
-        created, updated = parse_date(group.created_on), parse_date(group.last_updated_on)
+        created = parse_date(created_on)
+    old = None if before is None else before[0]
+    if isinstance(old, tuple) and isinstance(key, tuple) and old[3] == key[3]:
+        updated = before[4]  # type: ignore[index]
+    else:
+        updated = parse_date(group.last_updated_on)
     if before is not None and before[1] == state:
         since = before[2]
     elif before is None and updated is not None and updated < now:
         since = updated
     else:
         since = now
-    return (key, state, since, created, updated)
+    return (key, state, since, created, updated, created_on)
 
 
 def _state_name(state: int | None) -> str:
