@@ -3,7 +3,7 @@
 The per-group families are identical in the Prometheus text format 0.0.4 and
 in OpenMetrics (gauges, same escaping), so they are rendered and compressed
 once per successful poll as one block of deflate segments (chunks unchanged
-since the last poll keep theirs), and reused, byte for byte, by both formats
+since the last poll keep theirs: `pipeline`), and reused, byte for byte, by both formats
 and by every later failed poll until the stale-after drop. Only the small
 tail (health gauges and counters, the per-tenant lifecycle counter and
 histogram; `# EOF` for OpenMetrics) is rendered per poll attempt. Segments
@@ -198,58 +198,13 @@ _Chunk = tuple[tuple[Segment, ...], int]
 
 
 class BlockRenderer:
-    """Renders the per-group families, reusing what did not change since the last poll.
-
-    The groups are cut into chunks at content-defined points (after a group
-    whose id hashes to a multiple of CHUNK), so a group added or removed
-    disturbs one chunk, not every chunk after it. Each chunk is rendered and
-    deflated per family; a chunk whose samples hash the same as in the last
-    poll reuses its segments. A tenant that did not change costs a hash per
-    group instead of rendering and compressing ~1.2 KB of text per group.
-    """
-
-    CHUNK = 1024
-    CHUNK_MAX = 4096
-    _key = staticmethod(hash)
+    """Renders a tenant's samples of the per-group families (reusing what did not change
+    between polls is `pipeline.GroupPipeline`'s job)."""
 
     def __init__(self, tenant: str, max_label_length: int = DEFAULT_MAX_LABEL_LENGTH) -> None:
         self._max_label_length = max_label_length
         self._tenant = f'{m.TENANT}="{escape(tenant)}"'
-        self._cache: dict[int, tuple[tuple[GroupSample, ...], _Chunk]] = {}
-        """Last poll's chunks by the hash of their samples, with the samples: a hit must
-        also compare equal (an unchanged group keeps its sample object, so that is cheap)."""
         self._suffixes: dict[tuple[_LabelSet, object], tuple[str, int]] = {}
-        self._last: tuple[list[tuple[GroupSample, ...]], GroupBlock] | None = None
-
-    def render(self, samples: Sequence[GroupSample]) -> GroupBlock:
-        chunks = [tuple(chunk) for chunk in self._split(samples)]
-        if self._last is not None and self._last[0] == chunks:
-            return self._last[1]  # nothing changed: not even the CRC to combine again
-        cache: dict[int, tuple[tuple[GroupSample, ...], _Chunk]] = {}
-        rendered: list[tuple[Segment, ...]] = []
-        truncated = 0
-        for chunk in chunks:
-            key = self._key(chunk)
-            hit = cache.get(key) or self._cache.get(key)
-            done = hit[1] if hit is not None and hit[0] == chunk else self.render_chunk(chunk)
-            cache[key] = (chunk, done)
-            rendered.append(done[0])
-            truncated += done[1]
-        self._cache = cache
-        block = GroupBlock.of(rendered, len(samples), truncated)
-        self._last = (chunks, block)
-        return block
-
-    def _split(self, samples: Sequence[GroupSample]) -> list[Sequence[GroupSample]]:
-        chunks = []
-        start = 0
-        for index, sample in enumerate(samples):
-            if hash(sample.group.id) % self.CHUNK == 0 or index - start + 1 >= self.CHUNK_MAX:
-                chunks.append(samples[start : index + 1])
-                start = index + 1
-        if start < len(samples):
-            chunks.append(samples[start:])
-        return chunks
 
     def _attributes(self, label_set: _LabelSet, group: TargetGroup, cutter: _Cutter) -> str:
         """A metric's labels after the identity; the same values are written once."""
@@ -303,12 +258,13 @@ def render_groups(
     samples: Sequence[GroupSample],
     max_label_length: int = DEFAULT_MAX_LABEL_LENGTH,
 ) -> GroupBlock:
-    """Render from scratch (no earlier poll to reuse)."""
-    return BlockRenderer(tenant, max_label_length).render(samples)
+    """Render from scratch, as one chunk (no earlier poll to reuse)."""
+    segments, truncated = BlockRenderer(tenant, max_label_length).render_chunk(samples)
+    return GroupBlock.of([segments], len(samples), truncated)
 
 
 def empty_group_block() -> GroupBlock:
-    return render_groups("", ())
+    return GroupBlock.of((), 0, 0)
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,7 @@ from .records import (
 )
 from .snapshot import GroupSample, StateTracker
 
-_STATE_INDEX = {0: 0, 1: 1}  # anything else (None): 2, unknown
-_STATE_NAMES = ("in_progress", "ready", "unknown")
+_STATE_INDEX = {0: 0, 1: 1}  # a state's index in m.STATES; anything else (None): 2, unknown
 
 
 @dataclass(frozen=True)
@@ -254,7 +253,7 @@ class _Block:
 
     def counts(self) -> dict[str, int]:
         states = b"".join(self.states)
-        return {name: states.count(index) for index, name in enumerate(_STATE_NAMES)}
+        return {name: states.count(index) for index, name in enumerate(m.STATES)}
 
     def done(self) -> GroupBlock:
         return GroupBlock.of(self.chunks, self.groups, self.truncated)
@@ -293,6 +292,3 @@ def _anchor(record: bytes) -> bytes:
         return record
     end = record.find(b",", start)
     return record[start:end] if end > 0 else record[start:]
-
-
-assert len(_STATE_NAMES) == 3 and len(m.STATES) == 3

@@ -20,7 +20,7 @@ from typing import Protocol
 import structlog
 
 from .api import ApiClient, ApiError, classify
-from .exposition import DEFAULT_MAX_LABEL_LENGTH, GroupBlock, Health
+from .exposition import DEFAULT_MAX_LABEL_LENGTH, GroupBlock, Health, empty_group_block
 from .pipeline import GroupPipeline, Processed
 from .records import PayloadError
 
@@ -223,7 +223,7 @@ class Poller:
             )
             self._groups = 0
             self._counts = {}
-            dropped = GroupBlock.of((), 0, 0)
+            dropped = empty_group_block()
         self._emit(dropped, duration=duration)
 
     def _is_stale(self, now: float) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import subprocess
 import sys
 import zlib
@@ -15,13 +16,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from tools import require_tool
 
-from exporter import __version__
+from exporter import __version__, pipeline
 from exporter import body as gzip_body
 from exporter import metrics as m
 from exporter.exposition import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
-    BlockRenderer,
     Health,
     TenantExposition,
     assemble,
@@ -33,6 +33,7 @@ from exporter.exposition import (
     render,
     render_groups,
 )
+from exporter.pipeline import GroupPipeline
 from exporter.records import DateParser, validate_record
 from exporter.simulator import SEED_RECORDS
 from exporter.snapshot import Durations, Lifecycle, StateTracker
@@ -277,22 +278,25 @@ def many(count: int, **change: object) -> list[dict[str, object]]:
     ]
 
 
+def body_of(records: list[dict[str, object]]) -> bytes:
+    return json.dumps(records).encode()
+
+
 def test_incremental_render_equals_a_fresh_one_and_reuses_unchanged_chunks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(BlockRenderer, "CHUNK", 128)  # ~47 chunks; 4 of them change
-    renderer = BlockRenderer("acme")
-    before = samples_for(many(6000))
-    first = renderer.render(before)
+    monkeypatch.setattr(GroupPipeline, "CHUNK", 128)  # ~47 chunks; 4 of them change
+    pipe = GroupPipeline("acme")
+    first = pipe.process(body_of(many(6000)), 1_800_000_000.0).block
     records = many(6000)
     records[10]["errorcount"] = 5.0  # a value changes
     records[2500]["name"] = 'renamed "quoted"'  # a label changes
     del records[4000]  # a group goes
     records.append({**records[0], "id": "new", "name": "new group"})  # and one comes
-    after = samples_for(records)
-    second = renderer.render(after)
-    assert renderer.render(after) is second  # an unchanged tenant: the same block, as is
-    fresh = render_groups("acme", after)
+    second = pipe.process(body_of(records), 1_800_000_000.0).block
+    again = pipe.process(body_of(records), 1_800_000_000.0).block
+    assert [id(part) for part in again.parts] == [id(part) for part in second.parts]
+    fresh = render_groups("acme", samples_for(records))
     assert [(f.crc, f.size) for f in second.families] == [(f.crc, f.size) for f in fresh.families]
     plain = render(second, health()).text.plain()
     assert plain == render(fresh, health()).text.plain()
@@ -307,29 +311,29 @@ def test_incremental_render_equals_a_fresh_one_and_reuses_unchanged_chunks(
     assert 'id="new"' in text
 
 
-def test_chunks_whose_hashes_collide_are_never_taken_for_each_other(
+def test_chunks_found_under_the_same_anchor_are_never_taken_for_each_other(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Reuse is exact: a chunk found by its hash is taken only if its samples are equal."""
-    monkeypatch.setattr(BlockRenderer, "CHUNK", 64)
-    monkeypatch.setattr(BlockRenderer, "_key", staticmethod(lambda _chunk: 42))
-    renderer = BlockRenderer("acme")
-    renderer.render(samples_for(many(1000)))
+    """Reuse is exact: a chunk found by its first id is taken only if its records are
+    the same bytes."""
+    monkeypatch.setattr(GroupPipeline, "CHUNK_MAX", 64)  # 16 chunks, all known as "42"
+    monkeypatch.setattr(pipeline, "_anchor", lambda _record: b"42")
+    pipe = GroupPipeline("acme")
+    pipe.process(body_of(many(1000)), 1_800_000_000.0)
     records = many(1000)
     records[500]["errorcount"] = 7.0
-    after = samples_for(records)
-    block = renderer.render(after)
+    block = pipe.process(body_of(records), 1_800_000_000.0).block
     assert (
         render(block, health()).text.plain()
-        == render(render_groups("acme", after), health()).text.plain()
+        == render(render_groups("acme", samples_for(records)), health()).text.plain()
     )
 
 
 def test_large_block_round_trips() -> None:
     # More than CHUNK_MAX groups: cut into chunks whatever the ids hash to.
-    count = BlockRenderer.CHUNK_MAX + 1000
+    count = GroupPipeline.CHUNK_MAX + 1000
     records = [{**SEED_RECORDS[0], "id": f"g{i}", "name": f"group {i}"} for i in range(count)]
-    block = render_groups("acme", samples_for(records))
+    block = GroupPipeline("acme").process(body_of(records), 1_800_000_000.0).block
     text = text_of(render(block, health()))
     assert len(by_id(text, m.TOTAL_RECORDS.name)) == count
     headers = sum(len(header(metric).encode()) for metric in m.PER_GROUP)
@@ -626,9 +630,9 @@ def test_a_long_value_shared_by_several_groups_counts_once_per_group() -> None:
 def test_cut_values_add_up_over_chunks_and_reach_the_health_series(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(BlockRenderer, "CHUNK_MAX", 1)  # a chunk per group
+    monkeypatch.setattr(GroupPipeline, "CHUNK_MAX", 1)  # a chunk per group
     records = [{**SEED_RECORDS[0], "id": f"g{n}", "source": "s" * 2000} for n in range(3)]
-    block = render_groups("acme", samples_for(records), max_label_length=1024)
+    block = GroupPipeline("acme", max_label_length=1024).process(body_of(records), 0.0).block
     assert (block.truncated, block.groups) == (3, 3)
     tenant = TenantExposition.of(block, health())  # the count comes from the block
     assert (tenant.health.truncated, tenant.groups) == (3, 3)
