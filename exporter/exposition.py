@@ -16,6 +16,7 @@ import hashlib
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain, repeat
 from operator import attrgetter
 from typing import cast
 
@@ -167,8 +168,9 @@ class _LabelSet:
         self.labels = labels
         self._template = "".join(f',{label.name}="%s"' for label in labels)
         self.fields = attrgetter(*(label.field for label in labels))
-        """The raw fields the labels are read from (the value itself for one label):
-        all their values depend on, so a cache key."""
+        """The fields the labels are read from (the value itself for one label)."""
+        self.key = attrgetter(*(label.source or label.field for label in labels))
+        """The raw fields all their values depend on (no property run): a cache key."""
 
     def write(self, group: TargetGroup, cutter: _Cutter) -> str:
         raw = self.fields(group)
@@ -183,7 +185,32 @@ class _LabelSet:
             values = [escape(value) for value in values]
         return self._template % tuple(values)
 
+    def write_all(self, groups: Sequence[TargetGroup], cutter: _Cutter, prefix: str) -> list[str]:
+        """`prefix` + `write(group)` for each group, in C passes over all of them when
+        every value is text that needs no normalising and no cut (escaping is done on
+        their joined text); group by group otherwise."""
+        width = len(self.labels)
+        raws = list(map(self.fields, groups))
+        flat: Sequence[object] = list(chain.from_iterable(raws)) if width > 1 else raws
+        if flat and not (None in flat or "null" in flat):
+            try:
+                joined = _SEPARATOR.join(cast(Sequence[str], flat))
+            except TypeError:  # a value that is no text (a code sent as a number)
+                joined = ""
+            if joined and max(map(len, cast(Sequence[str], flat))) <= cutter.quick:
+                if '"' in joined or "\\" in joined or "\n" in joined:
+                    joined = joined.replace("\\", "\\\\").replace('"', '\\"')
+                    joined = joined.replace("\n", "\\n")
+                values = joined.split(_SEPARATOR)
+                if len(values) == len(flat):  # the separator is in no value
+                    template = prefix.replace("%", "%%") + self._template
+                    if width == 1:
+                        return list(map(template.__mod__, values))
+                    return list(map(template.__mod__, zip(*[iter(values)] * width, strict=True)))
+        return [prefix + self.write(group, cutter) for group in groups]
 
+
+_SEPARATOR = "\x00"  # joins label values for one look at all of them; split on again
 _IDENTITY = _LabelSet(m.GROUP_IDENTITY)
 _ATTRIBUTES = {
     metric.name: _LabelSet(metric.attributes) for metric in m.PER_GROUP if metric.attributes
@@ -204,19 +231,34 @@ class BlockRenderer:
     def __init__(self, tenant: str, max_label_length: int = DEFAULT_MAX_LABEL_LENGTH) -> None:
         self._max_label_length = max_label_length
         self._tenant = f'{m.TENANT}="{escape(tenant)}"'
-        self._suffixes: dict[tuple[_LabelSet, object], tuple[str, int]] = {}
+        self._suffixes: dict[_LabelSet, dict[object, str]] = {}
+        """Per label set, the labels written for each value of its fields."""
+        self._cuts: dict[_LabelSet, dict[object, int]] = {}
+        """Per label set, the values it cut for each value of its fields (when any)."""
 
-    def _attributes(self, label_set: _LabelSet, group: TargetGroup, cutter: _Cutter) -> str:
-        """A metric's labels after the identity; the same values are written once."""
-        key = (label_set, label_set.fields(group))
-        known = self._suffixes.get(key)
-        if known is None:
-            before = cutter.cut
-            suffix = label_set.write(group, cutter)
-            self._suffixes[key] = (suffix, cutter.cut - before)
-            return suffix
-        cutter.cut += known[1]
-        return known[0]
+    def _attributes(
+        self, label_set: _LabelSet, groups: Sequence[TargetGroup], cutter: _Cutter
+    ) -> list[str]:
+        """A metric's labels after the identity, per group; the same values are written
+        once (then looked up in C)."""
+        suffixes = self._suffixes.setdefault(label_set, {})
+        cuts = self._cuts.setdefault(label_set, {})
+        if len(suffixes) > 10_000:
+            suffixes.clear()
+            cuts.clear()
+        keys = list(map(label_set.key, groups))
+        written = list(map(suffixes.get, keys))
+        if None in written:
+            for index, (key, group) in enumerate(zip(keys, groups, strict=True)):
+                if written[index] is None:
+                    before = cutter.cut
+                    written[index] = suffixes[key] = label_set.write(group, cutter)
+                    if cutter.cut > before:
+                        cuts[key] = cutter.cut - before
+                    cutter.cut = before
+        if cuts:
+            cutter.cut += sum(map(cuts.get, keys, repeat(0)))
+        return cast(list[str], written)
 
     def render_chunk(self, chunk: Sequence[GroupSample]) -> _Chunk:
         """One chunk's samples of each family, deflated, and the label values it cut."""
@@ -227,21 +269,16 @@ class BlockRenderer:
         """Each family's sample lines for these samples, in order (none for a value that
         is None), and how many label values were cut. Values print as Python's repr:
         exact, and done in C."""
-        if len(self._suffixes) > 10_000:
-            self._suffixes.clear()
         cutter = _Cutter(self._max_label_length)
-        tenant = self._tenant
-        identities = [tenant + _IDENTITY.write(group, cutter) for group in map(_GROUP_OF, chunk)]
+        groups = list(map(_GROUP_OF, chunk))
+        identities = _IDENTITY.write_all(groups, cutter, self._tenant)
         families = []
         for metric in m.PER_GROUP:
             assert metric.value is not None, f"{metric.name} is not a per-group metric"
             labels = identities
             if metric.attributes:
-                label_set = _ATTRIBUTES[metric.name]
-                labels = [
-                    identity + self._attributes(label_set, group, cutter)
-                    for identity, group in zip(identities, map(_GROUP_OF, chunk), strict=True)
-                ]
+                suffixes = self._attributes(_ATTRIBUTES[metric.name], groups, cutter)
+                labels = list(map(str.__add__, identities, suffixes))
             name = metric.name
             families.append(
                 [

@@ -30,6 +30,9 @@ class Label:
     """The `TargetGroup` attribute holding the value."""
     as_text: bool = True
     """Normalised as text is exported (`records.text`: null and "null" are empty)."""
+    source: str | None = None
+    """The field a derived value (`field` a property) is computed from: read instead of
+    it where only a key is needed."""
 
     def read(self, group: TargetGroup) -> str:
         value: str | None = getattr(group, self.field)
@@ -49,7 +52,7 @@ INFO_ATTRIBUTES: tuple[Label, ...] = (
     Label("load_type", "load_type"),
     Label("source", "source"),
     Label("target_group_type", "target_group_type"),
-    Label("channels", "channels"),
+    Label("channels", "channels", source="supported_channels"),
 )
 GROUP_LABELS: tuple[str, ...] = (TENANT, *(label.name for label in GROUP_IDENTITY))
 INFO_LABELS: tuple[str, ...] = tuple(label.name for label in INFO_ATTRIBUTES)

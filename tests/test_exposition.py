@@ -211,6 +211,43 @@ def test_hostile_names_round_trip(openmetrics: bool) -> None:
     assert tenants == {'ten"ant\\'}
 
 
+@pytest.mark.parametrize(
+    "odd", ['quote " inside', "back\\slash", "new\nline", "nul\x00byte", "%s%%"]
+)
+def test_labels_written_for_a_whole_chunk_equal_those_written_group_by_group(odd: str) -> None:
+    """Label values are written for a whole chunk at once when none needs normalising or
+    cutting, escaping their joined text: that must be what writing each group gives,
+    with an odd value among plain ones, a `%` in the tenant, and a `null` beside them."""
+    records = [{**SEED_RECORDS[0], "id": f"id-{i}", "name": f"plain_{i}"} for i in range(20)]
+    records[7] = {**records[7], "name": odd, "userGroup": odd, "supportedChannels": [odd]}
+    records[12] = {**records[12], "behaviour": "null"}
+    tenant = 'ten%sant"'
+    for chunk in (records[:7] + records[8:12], records[:12], records):  # plain, odd, null
+        text = text_of(render(render_groups(tenant, samples_for(chunk)), health(tenant=tenant)))
+        served = {
+            (s.name, s.labels["id"]): s.labels
+            for s in samples(text)
+            if s.name in (m.TOTAL_RECORDS.name, m.INFO.name)
+        }
+        assert len(served) == 2 * len(chunk)
+        per_group = {metric.name for metric in m.PER_GROUP}
+        group_lines = [line for line in text.splitlines() if line.split("{")[0] in per_group]
+        assert len(group_lines) >= 8 * len(chunk)
+        assert all(f'{{tenant="{escape(tenant)}",id="id-' in line for line in group_lines)
+        if odd in (record["name"] for record in chunk):  # the parser forgives a lone backslash
+            assert f',name="{escape(odd)}",' in text
+            assert f',user_group="{escape(odd)}",' in text
+        for record in chunk:
+            for name in (m.TOTAL_RECORDS.name, m.INFO.name):
+                labels = served[name, record["id"]]
+                assert labels["tenant"] == tenant
+                assert labels["name"] == record["name"]
+                assert labels["behaviour"] == ("" if record["behaviour"] == "null" else "S")
+            info = served[m.INFO.name, record["id"]]
+            assert info["user_group"] == record["userGroup"]
+            assert info["channels"] == ",".join(record["supportedChannels"])
+
+
 INFO_LABELS = {
     "status": "statusValue",
     "user_group": "userGroup",
