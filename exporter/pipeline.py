@@ -1,7 +1,7 @@
 """A tenant's response body to its group block, chunk by chunk, redoing only what changed.
 
 The body is split into its records without decoding them (each a `msgspec.Raw`,
-a view of its bytes), each record is known by the SHA-256 of its bytes, and the
+a view of its bytes), each record is known by the hash of its bytes, and the
 records are cut into chunks of about CHUNK at content-defined points: after a
 record whose id (as sent) has a CRC-32 that is a multiple of CHUNK. An update
 leaves ids alone, so a chunk keeps its first record and its length from poll to
@@ -25,11 +25,12 @@ segments and the keys, ids, states and line lengths that the next poll compares.
 
 from __future__ import annotations
 
-import hashlib
+import re
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, chain, compress, count, repeat
+from operator import mod, not_
 
 import msgspec
 from isal import isal_zlib
@@ -67,8 +68,8 @@ class Processed:
 class _Chunk:
     """A chunk as rendered, kept for the next poll to compare with."""
 
-    keys: tuple[bytes, ...]
-    """SHA-256 of each record's bytes."""
+    keys: tuple[int, ...]
+    """The hash of each record's bytes."""
     segments: tuple[Segment, ...]
     """One per family of m.PER_GROUP."""
     ids: tuple[str, ...]
@@ -117,7 +118,7 @@ class GroupPipeline:
             self._last = {}
         else:
             last, kept = self._last, {}
-            for start, stop, anchor, keys in _chunks(records, self.CHUNK, self.CHUNK_MAX):
+            for start, stop, anchor, keys in _chunks(body, records, self.CHUNK, self.CHUNK_MAX):
                 chunk = records[start:stop]
                 old = last.pop(anchor, None)  # dropped once its successor is built
                 done = None
@@ -140,7 +141,7 @@ class GroupPipeline:
         groups: Sequence[TargetGroup],
         now: float,
         problems: list[str],
-        keys: tuple[bytes, ...] = (),
+        keys: tuple[int, ...] = (),
         clean: bool = False,
     ) -> _Chunk:
         """The whole chunk: every group observed and rendered. `clean`: no record of it
@@ -167,7 +168,7 @@ class GroupPipeline:
         self,
         old: _Chunk,
         chunk: Sequence[msgspec.Raw],
-        keys: tuple[bytes, ...],
+        keys: tuple[int, ...],
         start: int,
         now: float,
     ) -> _Chunk | None:
@@ -202,7 +203,7 @@ class GroupPipeline:
         measured = old.lengths or (None,) * len(old.segments)
         for segment, before, lines in zip(old.segments, measured, families, strict=True):
             text, after = _replace(segment, before, changed, lines)
-            segments.append(Segment.of(text))
+            segments.append(segment if text is None else Segment.of(text))
             lengths.append(after)
         states = bytearray(old.states)
         for index, sample in zip(changed, plan.samples, strict=True):
@@ -212,9 +213,10 @@ class GroupPipeline:
 
 def _replace(
     segment: Segment, lengths: array[int] | None, changed: list[int], lines: list[str]
-) -> tuple[bytes, array[int]]:
-    """The segment's text with the lines at `changed` replaced by `lines`, and the new
-    line lengths (measured on the text when not known yet)."""
+) -> tuple[bytes | None, array[int]]:
+    """The segment's text with the lines at `changed` replaced by `lines` (None when each
+    is as it was: the segment stands, not deflated again), and the new line lengths
+    (measured on the text when not known yet)."""
     text = isal_zlib.decompressobj(-isal_zlib.MAX_WBITS).decompress(segment.data)
     if lengths is None:
         lengths = array("I", [size + 1 for size in map(len, text.split(b"\n")[:-1])])
@@ -222,11 +224,16 @@ def _replace(
     after = array("I", lengths)
     pieces: list[bytes] = []
     done = 0
+    same = True
     for index, line in zip(changed, lines, strict=True):
         new = line.encode()
-        pieces += (text[done : offsets[index]], new)
+        start, stop = offsets[index], offsets[index + 1]
+        same = same and text[start:stop] == new
+        pieces += (text[done:start], new)
         after[index] = len(new)
-        done = offsets[index + 1]
+        done = stop
+    if same:
+        return None, after
     pieces.append(text[done:])
     return b"".join(pieces), after
 
@@ -260,35 +267,32 @@ class _Block:
 
 
 def _chunks(
-    records: Sequence[msgspec.Raw], chunk: int, chunk_max: int
-) -> Iterator[tuple[int, int, bytes, tuple[bytes, ...]]]:
+    body: bytes | bytearray, records: Sequence[msgspec.Raw], chunk: int, chunk_max: int
+) -> Iterator[tuple[int, int, bytes, tuple[int, ...]]]:
     """(start, stop, anchor of the first record, keys of the records) of each chunk: a
     chunk ends after a record whose anchor's CRC-32 is a multiple of `chunk`, or at
-    `chunk_max` records. A record's key is the SHA-256 of its bytes."""
+    `chunk_max` records. A record's key is the hash of its bytes (64-bit SipHash, keyed
+    per process: two versions of a record collide once in 2**64 changes)."""
+    keys = list(map(hash, map(bytes, records)))
+    anchors = _ID.findall(body)
+    if len(anchors) != len(records):  # an id missing, or one in a nested object: look each up
+        anchors = [_anchor(bytes(record)) for record in records]
+    ends = compress(count(1), map(not_, map(mod, map(isal_zlib.crc32, anchors), repeat(chunk))))
     start = 0
-    first = b""
-    keys: list[bytes] = []
-    crc32, sha256 = isal_zlib.crc32, hashlib.sha256
-    for index, record in enumerate(records):
-        data = bytes(record)
-        keys.append(sha256(data).digest())
-        anchor = _anchor(data)
-        if index == start:
-            first = anchor
-        if crc32(anchor) % chunk == 0 or index - start + 1 >= chunk_max:
-            yield start, index + 1, first, tuple(keys)
-            start = index + 1
-            keys.clear()
-    if start < len(records):
-        yield start, len(records), first, tuple(keys)
+    for end in chain(ends, (len(records),)):
+        while start < end:
+            stop = min(end, start + chunk_max)
+            yield start, stop, anchors[start], tuple(keys[start:stop])
+            start = stop
+
+
+_ID = re.compile(rb'"id":[^,}]*')
+"""A record's id as sent: where a look at the body finds one per record."""
 
 
 def _anchor(record: bytes) -> bytes:
     """What chunks are cut at and known by: the record's id as sent, when a look finds
     it (updates leave it alone), else the whole record. It only decides what can be
     reused, never what is served: every reuse is checked against the records' keys."""
-    start = record.find(b'"id":')
-    if start < 0:
-        return record
-    end = record.find(b",", start)
-    return record[start:end] if end > 0 else record[start:]
+    found = _ID.search(record)
+    return record if found is None else found.group()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from functools import partial
+from itertools import compress, repeat
+from operator import ne
+from typing import NamedTuple, cast
 
 from . import metrics as m
 from .records import DateParser, TargetGroup, text
@@ -86,13 +90,18 @@ class Lifecycle:
 
 # What decides a group's state and dates: equal to the last poll's, and nothing derived
 # from them needs redoing. Either the fields as sent (targetState, statusValue, createdOn,
-# lastUpdatedOn), or the digest of the record's bytes (`pipeline`): no strings to keep.
+# lastUpdatedOn), or the hash of the record's bytes (`pipeline`): no strings to keep.
 _Fields = tuple[object, str | None, str | None, str | None]
-_Key = _Fields | bytes
+_Key = _Fields | int
 # id -> (key, state, since, created, last updated)
 # (key, state, since, created, last updated, createdOn as sent)
 _Seen = tuple[_Key, int | None, float, float | None, float | None, str | None]
 _key = operator.attrgetter("target_state", "status_value", "created_on", "last_updated_on")
+_ID = operator.attrgetter("id")
+_KEY_OF, _STATE_OF, _SINCE_OF, _CREATED_OF, _UPDATED_OF = map(operator.itemgetter, range(5))
+_NEVER = cast(_Seen, (object(), None, 0.0, None, None, None))
+"""A group the last poll did not see: its key equals no record's."""
+_new_sample = partial(tuple.__new__, GroupSample)  # GroupSample's own __new__ is Python
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,7 @@ class StateTracker:
         now: float,
         parse_date: DateParser,
         problems: list[str] | None = None,
-        keys: Iterable[bytes] | None = None,
+        keys: Iterable[int] | None = None,
     ) -> Plan:
         """These groups' samples and memory, not part of the poll until `commit`ted.
 
@@ -183,14 +192,54 @@ class StateTracker:
         groups, most polls) costs a tuple comparison: no state derived, no date
         parsed. A group whose id is in the poll already, or earlier in `groups`,
         is left out, as a duplicate, with a problem in `problems`. `keys`, one per
-        group: digests of their records' bytes, compared instead of the fields.
+        group: hashes of their records' bytes, compared instead of the fields.
         """
+        groups = groups if isinstance(groups, list) else list(groups)
+        ids = list(map(_ID, groups))
+        if len(set(ids)) < len(ids) or not self._next.keys().isdisjoint(ids):
+            return self._plan_each(groups, now, parse_date, problems, keys)
+        keyed = list(map(_key, groups)) if keys is None else list(keys)
+        # Most groups: the last poll's entry, found and compared in C.
+        entries = list(map(self._seen.get, ids, repeat(_NEVER)))
+        changes: list[tuple[TargetGroup, int | None, _Seen]] = []
+        for index in compress(itertools.count(), map(ne, map(_KEY_OF, entries), keyed)):
+            before = entries[index]
+            group = groups[index]
+            if before is _NEVER:
+                entries[index] = _entry(group, keyed[index], None, now, parse_date)
+                continue
+            entry = entries[index] = _entry(group, keyed[index], before, now, parse_date)
+            if entry[1] != before[1]:
+                changes.append((group, entry[1], before))
+        samples = list(
+            map(
+                _new_sample,
+                zip(
+                    groups,
+                    map(_STATE_OF, entries),
+                    map(_CREATED_OF, entries),
+                    map(_UPDATED_OF, entries),
+                    map(_SINCE_OF, entries),
+                    strict=True,
+                ),
+            )
+        )
+        return Plan(dict(zip(ids, entries, strict=True)), samples, changes)
+
+    def _plan_each(
+        self,
+        groups: list[TargetGroup],
+        now: float,
+        parse_date: DateParser,
+        problems: list[str] | None,
+        keys: Iterable[int] | None,
+    ) -> Plan:
+        """`plan` group by group, for groups among which some id is there twice."""
         seen = self._next
         entries: dict[str, _Seen] = {}
         samples: list[GroupSample] = []
         previous = self._seen.get
         changes: list[tuple[TargetGroup, int | None, _Seen]] = []
-        new_sample = tuple.__new__  # GroupSample's own __new__ is a Python function
         digests = iter(keys) if keys is not None else None
         for group in groups:
             id_ = group.id
@@ -206,9 +255,7 @@ class StateTracker:
                     changes.append((group, entry[1], before))
                 before = entry
             entries[id_] = before
-            samples.append(
-                new_sample(GroupSample, (group, before[1], before[3], before[4], before[2]))
-            )
+            samples.append(_new_sample((group, before[1], before[3], before[4], before[2])))
         return Plan(entries, samples, changes)
 
     def commit(self, plan: Plan) -> list[GroupSample]:
@@ -223,17 +270,15 @@ class StateTracker:
 
     def unseen(self, ids: Iterable[str]) -> bool:
         """None of these ids is in the poll yet."""
-        seen = self._next
-        return not any(id_ in seen for id_ in ids)
+        return self._next.keys().isdisjoint(ids)
 
     def carry(self, ids: Sequence[str]) -> bool:
         """Groups whose records are as in the last poll keep their memory as it is; False
         (and nothing done) when one was not in the last poll or was added already in
         this one."""
         seen, previous = self._next, self._seen
-        for id_ in ids:
-            if id_ in seen or id_ not in previous:
-                return False
+        if not (seen.keys().isdisjoint(ids) and all(map(previous.__contains__, ids))):
+            return False
         seen.update(zip(ids, map(previous.pop, ids), strict=True))
         return True
 
