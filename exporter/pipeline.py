@@ -273,17 +273,20 @@ def _chunks(
     chunk ends after a record whose anchor's CRC-32 is a multiple of `chunk`, or at
     `chunk_max` records. A record's key is the hash of its bytes (64-bit SipHash, keyed
     per process: two versions of a record collide once in 2**64 changes)."""
-    keys = list(map(hash, map(bytes, records)))
     anchors = _ID.findall(body)
     if len(anchors) != len(records):  # an id missing, or one in a nested object: look each up
         anchors = [_anchor(bytes(record)) for record in records]
     ends = compress(count(1), map(not_, map(mod, map(isal_zlib.crc32, anchors), repeat(chunk))))
+    spans = []
     start = 0
     for end in chain(ends, (len(records),)):
         while start < end:
             stop = min(end, start + chunk_max)
-            yield start, stop, anchors[start], tuple(keys[start:stop])
+            spans.append((start, stop, anchors[start]))
             start = stop
+    del anchors  # only the chunks' first ones are kept, and each chunk's keys made in turn
+    for start, stop, first in spans:
+        yield start, stop, first, tuple(map(hash, map(bytes, records[start:stop])))
 
 
 _ID = re.compile(rb'"id":[^,}]*')

@@ -96,6 +96,8 @@ _Key = _Fields | int
 # id -> (key, state, since, created, last updated)
 # (key, state, since, created, last updated, createdOn as sent)
 _Seen = tuple[_Key, int | None, float, float | None, float | None, str | None]
+_Change = tuple[str, int | None, int | None, float]
+"""A group that changed state: its behaviour, its state, the state before and since when."""
 _key = operator.attrgetter("target_state", "status_value", "created_on", "last_updated_on")
 _ID = operator.attrgetter("id")
 _KEY_OF, _STATE_OF, _SINCE_OF, _CREATED_OF, _UPDATED_OF = map(operator.itemgetter, range(5))
@@ -110,7 +112,7 @@ class Plan:
 
     entries: dict[str, _Seen]
     samples: list[GroupSample]
-    changes: list[tuple[TargetGroup, int | None, _Seen]]
+    changes: list[_Change]
 
 
 class StateTracker:
@@ -135,7 +137,7 @@ class StateTracker:
         # unlike the records themselves.
         self._seen: dict[str, _Seen] = {}
         self._next: dict[str, _Seen] = {}
-        self._changes: list[tuple[TargetGroup, int | None, _Seen]] = []
+        self._changes: list[_Change] = []
         self._transitions = _initial_transitions()
         self._durations = _initial_durations()
         self._lifecycle = Lifecycle(dict(self._transitions), dict(self._durations))
@@ -201,7 +203,7 @@ class StateTracker:
         keyed = list(map(_key, groups)) if keys is None else list(keys)
         # Most groups: the last poll's entry, found and compared in C.
         entries = list(map(self._seen.get, ids, repeat(_NEVER)))
-        changes: list[tuple[TargetGroup, int | None, _Seen]] = []
+        changes: list[_Change] = []
         for index in compress(itertools.count(), map(ne, map(_KEY_OF, entries), keyed)):
             before = entries[index]
             group = groups[index]
@@ -210,7 +212,7 @@ class StateTracker:
                 continue
             entry = entries[index] = _entry(group, keyed[index], before, now, parse_date)
             if entry[1] != before[1]:
-                changes.append((group, entry[1], before))
+                changes.append((text(group.behaviour), entry[1], before[1], before[2]))
         samples = list(
             map(
                 _new_sample,
@@ -239,7 +241,7 @@ class StateTracker:
         entries: dict[str, _Seen] = {}
         samples: list[GroupSample] = []
         previous = self._seen.get
-        changes: list[tuple[TargetGroup, int | None, _Seen]] = []
+        changes: list[_Change] = []
         digests = iter(keys) if keys is not None else None
         for group in groups:
             id_ = group.id
@@ -252,7 +254,7 @@ class StateTracker:
             if before is None or before[0] != key:
                 entry = _entry(group, key, before, now, parse_date)
                 if before is not None and entry[1] != before[1]:
-                    changes.append((group, entry[1], before))
+                    changes.append((text(group.behaviour), entry[1], before[1], before[2]))
                 before = entry
             entries[id_] = before
             samples.append(_new_sample((group, before[1], before[3], before[4], before[2])))
@@ -295,18 +297,15 @@ class StateTracker:
         if changes:
             self._count(changes, now, timed)
 
-    def _count(
-        self, changes: list[tuple[TargetGroup, int | None, _Seen]], now: float, timed: bool
-    ) -> None:
+    def _count(self, changes: list[_Change], now: float, timed: bool) -> None:
         """Count the groups that changed state; few a poll, so kept off the loop above."""
-        for group, state, before in changes:
-            behaviour = text(group.behaviour)
-            was, is_ = _state_name(before[1]), _state_name(state)
+        for behaviour, state, state_before, since in changes:
+            was, is_ = _state_name(state_before), _state_name(state)
             key = (behaviour, was, is_)
             self._transitions[key] = self._transitions.get(key, 0) + 1
             if timed and was == "in_progress" and is_ == "ready":
                 durations = self._durations.get(behaviour) or Durations.empty()
-                self._durations[behaviour] = durations.observe(max(0.0, now - before[2]))
+                self._durations[behaviour] = durations.observe(max(0.0, now - since))
         self._lifecycle = Lifecycle(dict(self._transitions), dict(self._durations))
 
 
