@@ -222,6 +222,8 @@ _GROUP_OF = attrgetter("group")
 
 # A chunk's deflated families (in the order of m.PER_GROUP), and how many label values it cut.
 _Chunk = tuple[tuple[Segment, ...], int]
+# A family's start of line (`name{`), and its samples' labels and values.
+_Column = tuple[bytes, list[bytes], list[object]]
 
 
 class BlockRenderer:
@@ -231,16 +233,16 @@ class BlockRenderer:
     def __init__(self, tenant: str, max_label_length: int = DEFAULT_MAX_LABEL_LENGTH) -> None:
         self._max_label_length = max_label_length
         self._tenant = f'{m.TENANT}="{escape(tenant)}"'
-        self._suffixes: dict[_LabelSet, dict[object, str]] = {}
+        self._suffixes: dict[_LabelSet, dict[object, bytes]] = {}
         """Per label set, the labels written for each value of its fields."""
         self._cuts: dict[_LabelSet, dict[object, int]] = {}
         """Per label set, the values it cut for each value of its fields (when any)."""
 
     def _attributes(
         self, label_set: _LabelSet, groups: Sequence[TargetGroup], cutter: _Cutter
-    ) -> list[str]:
-        """A metric's labels after the identity, per group; the same values are written
-        once (then looked up in C)."""
+    ) -> list[bytes]:
+        """A metric's labels after the identity, per group, encoded; the same values are
+        written once (then looked up in C)."""
         suffixes = self._suffixes.setdefault(label_set, {})
         cuts = self._cuts.setdefault(label_set, {})
         if len(suffixes) > 10_000:
@@ -252,42 +254,74 @@ class BlockRenderer:
             for index, (key, group) in enumerate(zip(keys, groups, strict=True)):
                 if written[index] is None:
                     before = cutter.cut
-                    written[index] = suffixes[key] = label_set.write(group, cutter)
+                    written[index] = suffixes[key] = label_set.write(group, cutter).encode()
                     if cutter.cut > before:
                         cuts[key] = cutter.cut - before
                     cutter.cut = before
         if cuts:
             cutter.cut += sum(map(cuts.get, keys, repeat(0)))
-        return cast(list[str], written)
+        return cast(list[bytes], written)
 
-    def render_chunk(self, chunk: Sequence[GroupSample]) -> _Chunk:
-        """One chunk's samples of each family, deflated, and the label values it cut."""
-        families, cut = self.lines(chunk)
-        return tuple(Segment.of("".join(lines).encode()) for lines in families), cut
-
-    def lines(self, chunk: Sequence[GroupSample]) -> tuple[list[list[str]], int]:
-        """Each family's sample lines for these samples, in order (none for a value that
-        is None), and how many label values were cut. Values print as Python's repr:
-        exact, and done in C."""
+    def _columns(self, chunk: Sequence[GroupSample]) -> tuple[list[_Column], int]:
+        """Per family: the start of its lines, and each sample's labels (encoded) and
+        value, samples without a value left out; and how many label values were cut."""
         cutter = _Cutter(self._max_label_length)
         groups = list(map(_GROUP_OF, chunk))
-        identities = _IDENTITY.write_all(groups, cutter, self._tenant)
-        families = []
+        identities = list(map(str.encode, _IDENTITY.write_all(groups, cutter, self._tenant)))
+        columns = []
         for metric in m.PER_GROUP:
             assert metric.value is not None, f"{metric.name} is not a per-group metric"
             labels = identities
             if metric.attributes:
                 suffixes = self._attributes(_ATTRIBUTES[metric.name], groups, cutter)
-                labels = list(map(str.__add__, identities, suffixes))
-            name = metric.name
-            families.append(
-                [
-                    f"{name}{{{label_set}}} {value!r}\n"
-                    for label_set, value in zip(labels, map(metric.value, chunk), strict=True)
-                    if value is not None
-                ]
+                labels = list(map(bytes.__add__, identities, suffixes))
+            values: list[object] = list(map(metric.value, chunk))
+            if None in values:
+                pairs = zip(labels, values, strict=True)
+                kept = [(label, value) for label, value in pairs if value is not None]
+                labels, values = [pair[0] for pair in kept], [pair[1] for pair in kept]
+            columns.append((f"{metric.name}{{".encode(), labels, values))
+        return columns, cutter.cut
+
+    def texts(self, chunk: Sequence[GroupSample]) -> tuple[list[bytes], bool, int]:
+        """Each family's sample lines for these samples, in order, as one text (no line
+        for a value that is None); whether every family has a line for every sample; and
+        how many label values were cut. Values print as Python's repr: exact. Built of
+        encoded pieces joined in C, never one Python string per line."""
+        columns, cut = self._columns(chunk)
+        texts = [
+            b"".join(
+                chain.from_iterable(
+                    zip(
+                        repeat(start),
+                        labels,
+                        repeat(b"} "),
+                        map(str.encode, map(repr, values)),
+                        repeat(b"\n"),
+                    )
+                )
             )
-        return families, cutter.cut
+            for start, labels, values in columns
+        ]
+        complete = all(len(values) == len(chunk) for _, _, values in columns)
+        return texts, complete, cut
+
+    def lines(self, chunk: Sequence[GroupSample]) -> tuple[list[list[bytes]], int]:
+        """`texts`, each family's text as its lines (for a few samples: `pipeline` puts
+        them in place of others)."""
+        columns, cut = self._columns(chunk)
+        return [
+            [
+                b"".join((start, label, b"} ", repr(value).encode(), b"\n"))
+                for label, value in zip(labels, values, strict=True)
+            ]
+            for start, labels, values in columns
+        ], cut
+
+    def render_chunk(self, chunk: Sequence[GroupSample]) -> _Chunk:
+        """One chunk's samples of each family, deflated, and the label values it cut."""
+        texts, _, cut = self.texts(chunk)
+        return tuple(Segment.of(text) for text in texts), cut
 
 
 def render_groups(

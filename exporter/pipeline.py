@@ -30,7 +30,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress, count, repeat
-from operator import mod, not_
+from operator import attrgetter, mod, ne, not_
 
 import msgspec
 from isal import isal_zlib
@@ -49,6 +49,7 @@ from .records import (
 from .snapshot import GroupSample, StateTracker
 
 _STATE_INDEX = {0: 0, 1: 1}  # a state's index in m.STATES; anything else (None): 2, unknown
+_GROUP_ID, _STATE = attrgetter("group.id"), attrgetter("state")
 
 
 @dataclass(frozen=True)
@@ -150,15 +151,14 @@ class GroupPipeline:
         digests = keys if clean else None  # one per group only when none was skipped
         plan = self.tracker.plan(groups, now, self._parse_date, problems, digests)
         samples = self.tracker.commit(plan)
-        families, cut = self._renderer.lines(samples)
-        texts = ["".join(lines).encode() for lines in families]
+        texts, complete, cut = self._renderer.texts(samples)
         if not clean or len(problems) > found:
             keys = ()  # its problems are reported at every poll: never reused
-        spliceable = bool(keys) and not cut and all(len(f) == len(samples) for f in families)
+        spliceable = bool(keys) and not cut and complete
         return _Chunk(
             keys,
             tuple(Segment.of(text) for text in texts),
-            tuple(sample.group.id for sample in samples),
+            tuple(map(_GROUP_ID, samples)),
             _states(samples),
             cut,
             spliceable,
@@ -174,9 +174,10 @@ class GroupPipeline:
     ) -> _Chunk | None:
         """The last poll's chunk with the lines of the records that changed replaced, or
         None when that cannot be done (the chunk is then rendered whole)."""
-        changed = [index for index, (a, b) in enumerate(zip(old.keys, keys, strict=True)) if a != b]
-        if len(changed) * 2 > len(keys):  # most of it changed: rendering is as cheap
+        differs = list(map(ne, old.keys, keys))
+        if sum(differs) * 2 > len(keys):  # most of it changed: rendering is as cheap
             return None
+        changed = list(compress(range(len(keys)), differs))
         problems: list[str] = []
         groups = [decode_record(chunk[index], start + index, problems) for index in changed]
         if problems or any(
@@ -212,7 +213,7 @@ class GroupPipeline:
 
 
 def _replace(
-    segment: Segment, lengths: array[int] | None, changed: list[int], lines: list[str]
+    segment: Segment, lengths: array[int] | None, changed: list[int], lines: list[bytes]
 ) -> tuple[bytes | None, array[int]]:
     """The segment's text with the lines at `changed` replaced by `lines` (None when each
     is as it was: the segment stands, not deflated again), and the new line lengths
@@ -225,8 +226,7 @@ def _replace(
     pieces: list[bytes] = []
     done = 0
     same = True
-    for index, line in zip(changed, lines, strict=True):
-        new = line.encode()
+    for index, new in zip(changed, lines, strict=True):
         start, stop = offsets[index], offsets[index + 1]
         same = same and text[start:stop] == new
         pieces += (text[done:start], new)
@@ -239,8 +239,7 @@ def _replace(
 
 
 def _states(samples: Sequence[GroupSample]) -> bytes:
-    index = _STATE_INDEX.get
-    return bytes(index(sample.state, 2) for sample in samples)  # type: ignore[arg-type]
+    return bytes(map(_STATE_INDEX.get, map(_STATE, samples), repeat(2)))
 
 
 class _Block:
