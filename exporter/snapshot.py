@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import itertools
 import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +99,9 @@ _Change = tuple[str, int | None, int | None, float]
 """A group that changed state: its behaviour, its state, the state before and since when."""
 _key = operator.attrgetter("target_state", "status_value", "created_on", "last_updated_on")
 _ID = operator.attrgetter("id")
+_STATE = operator.attrgetter("state")
+_CREATED_ON = operator.attrgetter("created_on")
+_UPDATED_ON = operator.attrgetter("last_updated_on")
 _KEY_OF, _STATE_OF, _SINCE_OF, _CREATED_OF, _UPDATED_OF = map(operator.itemgetter, range(5))
 _NEVER = cast(_Seen, (object(), None, 0.0, None, None, None))
 """A group the last poll did not see: its key equals no record's."""
@@ -197,22 +199,27 @@ class StateTracker:
         group: hashes of their records' bytes, compared instead of the fields.
         """
         groups = groups if isinstance(groups, list) else list(groups)
+        keyed: list[_Key] = list(map(_key, groups)) if keys is None else list(keys)
         ids = list(map(_ID, groups))
         if len(set(ids)) < len(ids) or not self._next.keys().isdisjoint(ids):
-            return self._plan_each(groups, now, parse_date, problems, keys)
-        keyed = list(map(_key, groups)) if keys is None else list(keys)
+            groups, keyed, ids = self._unique(groups, keyed, ids, problems)
         # Most groups: the last poll's entry, found and compared in C.
         entries = list(map(self._seen.get, ids, repeat(_NEVER)))
+        changed = list(compress(range(len(ids)), map(ne, map(_KEY_OF, entries), keyed)))
         changes: list[_Change] = []
-        for index in compress(itertools.count(), map(ne, map(_KEY_OF, entries), keyed)):
-            before = entries[index]
-            group = groups[index]
-            if before is _NEVER:
-                entries[index] = _entry(group, keyed[index], None, now, parse_date)
-                continue
-            entry = entries[index] = _entry(group, keyed[index], before, now, parse_date)
-            if entry[1] != before[1]:
-                changes.append((text(group.behaviour), entry[1], before[1], before[2]))
+        if changed:
+            made, changes = _entries(
+                list(map(groups.__getitem__, changed)),
+                list(map(keyed.__getitem__, changed)),
+                list(map(entries.__getitem__, changed)),
+                now,
+                parse_date,
+            )
+            if len(made) == len(entries):
+                entries = made
+            else:
+                for index, entry in zip(changed, made, strict=True):
+                    entries[index] = entry
         samples = list(
             map(
                 _new_sample,
@@ -228,37 +235,27 @@ class StateTracker:
         )
         return Plan(dict(zip(ids, entries, strict=True)), samples, changes)
 
-    def _plan_each(
+    def _unique(
         self,
         groups: list[TargetGroup],
-        now: float,
-        parse_date: DateParser,
+        keys: list[_Key],
+        ids: list[str],
         problems: list[str] | None,
-        keys: Iterable[int] | None,
-    ) -> Plan:
-        """`plan` group by group, for groups among which some id is there twice."""
-        seen = self._next
-        entries: dict[str, _Seen] = {}
-        samples: list[GroupSample] = []
-        previous = self._seen.get
-        changes: list[_Change] = []
-        digests = iter(keys) if keys is not None else None
-        for group in groups:
-            id_ = group.id
-            key: _Key = _key(group) if digests is None else next(digests)
-            if id_ in seen or id_ in entries:
+    ) -> tuple[list[TargetGroup], list[_Key], list[str]]:
+        """The groups whose id is neither in the poll already nor earlier among them; a
+        problem for each of the others."""
+        seen = set(self._next)
+        kept: tuple[list[TargetGroup], list[_Key], list[str]] = ([], [], [])
+        for group, key, id_ in zip(groups, keys, ids, strict=True):
+            if id_ in seen:
                 if problems is not None:
                     problems.append(f"duplicate id {id_}")
                 continue
-            before = previous(id_)
-            if before is None or before[0] != key:
-                entry = _entry(group, key, before, now, parse_date)
-                if before is not None and entry[1] != before[1]:
-                    changes.append((text(group.behaviour), entry[1], before[1], before[2]))
-                before = entry
-            entries[id_] = before
-            samples.append(_new_sample((group, before[1], before[3], before[4], before[2])))
-        return Plan(entries, samples, changes)
+            seen.add(id_)
+            kept[0].append(group)
+            kept[1].append(key)
+            kept[2].append(id_)
+        return kept
 
     def commit(self, plan: Plan) -> list[GroupSample]:
         """A plan's groups are part of the poll: remembered, their changes counted at `end`.
@@ -309,29 +306,43 @@ class StateTracker:
         self._lifecycle = Lifecycle(dict(self._transitions), dict(self._durations))
 
 
-def _entry(
-    group: TargetGroup, key: _Key, before: _Seen | None, now: float, parse_date: DateParser
-) -> _Seen:
-    """A group new to the tracker, or one whose state or dates changed since the last poll."""
-    state = group.state
+def _entries(
+    groups: list[TargetGroup],
+    keys: list[_Key],
+    befores: list[_Seen],
+    now: float,
+    parse_date: DateParser,
+) -> tuple[list[_Seen], list[_Change]]:
+    """The entries of groups new to the tracker (`_NEVER` before) or whose state or dates
+    changed since the last poll, and the state changes among them; column by column."""
+    states = list(map(_STATE, groups))
     # An update leaves the creation date alone: parse only what changed.
-    created_on = group.created_on
-    if before is not None and before[5] == created_on:
-        created = before[3]
+    created_ons = list(map(_CREATED_ON, groups))
+    created = [
+        before[3] if before[5] == created_on else parse_date(created_on)
+        for before, created_on in zip(befores, created_ons, strict=True)
+    ]
+    updated_ons = list(map(_UPDATED_ON, groups))
+    if keys and isinstance(keys[0], tuple):  # the fields: lastUpdatedOn may be as it was
+        updated = [
+            before[4] if isinstance(before[0], tuple) and before[0][3] == on else parse_date(on)
+            for before, on in zip(befores, updated_ons, strict=True)
+        ]
     else:
-        created = parse_date(created_on)
-    old = None if before is None else before[0]
-    if isinstance(old, tuple) and isinstance(key, tuple) and old[3] == key[3]:
-        updated = before[4]  # type: ignore[index]
-    else:
-        updated = parse_date(group.last_updated_on)
-    if before is not None and before[1] == state:
-        since = before[2]
-    elif before is None and updated is not None and updated < now:
-        since = updated
-    else:
-        since = now
-    return (key, state, since, created, updated, created_on)
+        updated = parse_date.many(updated_ons)
+    since = [
+        before[2]
+        if before is not _NEVER and before[1] == state
+        else (last if before is _NEVER and last is not None and last < now else now)
+        for before, state, last in zip(befores, states, updated, strict=True)
+    ]
+    changes = [
+        (text(group.behaviour), state, before[1], before[2])
+        for group, state, before in zip(groups, states, befores, strict=True)
+        if before is not _NEVER and state != before[1]
+    ]
+    entries = list(zip(keys, states, since, created, updated, created_ons, strict=True))
+    return cast(list[_Seen], entries), changes
 
 
 def _state_name(state: int | None) -> str:
