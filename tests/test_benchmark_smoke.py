@@ -5,6 +5,7 @@ Timings are the benchmark's output, never assertions here (issues 4 and 14).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -67,12 +68,15 @@ def test_churning_tenant_changes_exactly_its_share_of_groups() -> None:
 def test_unchanged_feed_serves_one_body_and_rewinds() -> None:
     feed = Feed(ChurningTenant(50, 0.0), prebuilt=3)
     first = [feed.next_body() for _ in range(4)]
-    assert len(set(first)) == 1 and feed.on_demand == 0
-    churning = Feed(ChurningTenant(50, 1.0), prebuilt=2)
-    sequence = [churning.next_body() for _ in range(3)]
-    assert len(set(sequence)) == 3 and churning.on_demand == 1
+    assert len(set(first)) == 1 and feed.replayed == 0
+    churning = Feed(ChurningTenant(50, 1.0), prebuilt=3)
+    sequence = [churning.next_body() for _ in range(6)]
+    # Past the pre-built bodies, the last two in turn: each still differs from the last.
+    assert len(set(sequence[:3])) == 3 and churning.replayed == 3
+    assert sequence[3:] == [sequence[1], sequence[2], sequence[1]]
+    assert all(a != b for a, b in itertools.pairwise(sequence))
     churning.rewind()
-    assert [churning.next_body() for _ in range(3)] == sequence
+    assert [churning.next_body() for _ in range(6)] == sequence
 
 
 def test_fake_api_serves_tenants_by_path_and_one_hangs() -> None:
