@@ -13,14 +13,13 @@ are flushed to byte boundaries, so they concatenate into one gzip member.
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain, repeat
 from operator import attrgetter
 from typing import cast
-
-from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from . import metrics as m
@@ -59,7 +58,26 @@ def format_value(value: float) -> str:
         return str(value)
     if value.is_integer() and abs(value) < 2**53:
         return str(int(value))
-    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+    return go_float(value)
+
+
+def go_float(value: float) -> str:
+    """A float as the Go clients write it: prometheus_client's `floatToGoString`, here so
+    that the poller process does not import prometheus_client (3 MB) for it alone."""
+    value = float(value)
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    text = repr(value)
+    dot = text.find(".")
+    # Go switches to exponents sooner than Python (only positive values matter: `le`).
+    if value > 0 and dot > 6:
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
 
 
 def header(metric: m.Metric, openmetrics: bool = False) -> str:
@@ -388,10 +406,7 @@ def _tenant_lines(health: Health) -> list[bytes]:
     return [texts[metric].encode() for metric in m.PER_TENANT]
 
 
-_LE = tuple(
-    str(floatToGoString(bound))  # type: ignore[no-untyped-call]
-    for bound in (*m.IMPORT_DURATION_BUCKETS, float("inf"))
-)
+_LE = tuple(go_float(bound) for bound in (*m.IMPORT_DURATION_BUCKETS, float("inf")))
 
 
 def _behaviour(behaviour: str) -> str:

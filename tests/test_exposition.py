@@ -30,6 +30,7 @@ from exporter.exposition import (
     empty_group_block,
     escape,
     format_value,
+    go_float,
     header,
     render,
     render_groups,
@@ -105,6 +106,14 @@ def test_format_value(value: float, text: str) -> None:
 )
 def test_format_value_edges(value: float, text: str) -> None:
     assert format_value(value) == text
+
+
+@given(st.floats() | st.integers(-(2**64), 2**64))
+def test_go_float_is_prometheus_clients_float_to_go_string(value: float) -> None:
+    """Its own copy, so that the poller process does not load prometheus_client for it."""
+    from prometheus_client.utils import floatToGoString
+
+    assert go_float(value) == floatToGoString(value)
 
 
 @pytest.mark.parametrize("openmetrics", [False, True])

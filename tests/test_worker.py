@@ -481,7 +481,8 @@ def test_a_child_whose_parent_is_gone_before_it_starts_exits_0(
 
 
 def test_the_poller_process_never_loads_the_settings_nor_pydantic(tmp_path: Path) -> None:
-    """The child is a separate interpreter: what it imports is memory it holds for good.
+    """The child is a separate interpreter: what it imports is memory it holds for good
+    (prometheus_client neither: the serving process writes the process metrics).
     Its spec pickles without pydantic, and a well-formed body parses without the lax
     schema; a malformed record loads it then (and only then)."""
     key = tmp_path / "key"
@@ -495,7 +496,7 @@ def test_the_poller_process_never_loads_the_settings_nor_pydantic(tmp_path: Path
         "import exporter.worker\n"
         "from exporter.records import parse_payload\n"
         "watched = ('pydantic', 'pydantic_core', 'pydantic_settings', 'exporter.schema',"
-        " 'exporter.server', 'exporter.settings')\n"
+        " 'exporter.server', 'exporter.settings', 'prometheus_client')\n"
         "loaded = lambda: [name for name in watched if name in sys.modules]\n"
         "parse_payload(sys.stdin.buffer.read())\n"
         "print(json.dumps(loaded()))\n"
