@@ -26,13 +26,13 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
-import httpx
 import structlog
 
 from . import __version__
 from .records import PayloadError, error_code
 
 if TYPE_CHECKING:  # the settings (and pydantic) stay out of the poller process
+    import httpx
     from pydantic import SecretStr
 
     from .settings import Settings
@@ -368,6 +368,8 @@ def classify(exc: httpx.TransportError | PayloadError, status: str = "none") -> 
         if exc.code is not None:
             return HttpStatusError(exc.reason, "200", exc.code)
         return InvalidResponse(exc.reason, "200")
+    import httpx  # only the poller process talks to the API: the serving process never loads it
+
     detail = type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return ApiTimeout(f"request timed out ({detail})", status)
@@ -521,6 +523,8 @@ class ApiClient:
         self._clock = clock
         if isinstance(credentials, ClientCredentials):
             credentials.bind(self)
+        import httpx  # see classify
+
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             headers={
@@ -567,6 +571,8 @@ class ApiClient:
         self, method: str, url: str, headers: dict[str, str], content: bytes | None = None
     ) -> bytearray:
         """One HTTP exchange: the body, read under the size cap and the deadline."""
+        import httpx  # see classify
+
         started = self._clock()
         status = "none"
         with _Deadline(self._timeout) as deadline:
@@ -673,7 +679,7 @@ def _raw_chunks(response: httpx.Response) -> Iterator[bytes]:
     """The body as sent (still encoded), as it arrives."""
     if response.is_stream_consumed:
         # Built in memory (httpx.MockTransport) and read already; its stream replays.
-        yield from cast(httpx.SyncByteStream, response.stream)
+        yield from cast("httpx.SyncByteStream", response.stream)
         return
     yield from response.iter_raw()
 
@@ -813,11 +819,37 @@ def tls_verify(source: _CaFile) -> ssl.SSLContext:
         raise _config_error("ca_file", f"{ca_file} is not a PEM CA bundle ({exc})") from None
 
 
+def check_tls(source: _CaFile) -> None:
+    """`tls_verify`'s check at start and reload, for the serving process, which never talks
+    to the API: the bundle the poller process will trust is loaded as it will load it.
+
+    Without a `ca_file` that is httpx's default, loaded here without httpx (the serving
+    process has no use for it, nor for the context: 2.5 MB together) and once.
+    """
+    if source.ca_file is not None:
+        tls_verify(source)
+    else:
+        _check_default_bundle()
+
+
+@functools.cache
+def _check_default_bundle() -> None:
+    """Load and drop what httpx's `create_ssl_context(trust_env=True)` loads: the bundle
+    SSL_CERT_FILE or SSL_CERT_DIR names, if any (a broken one fails here, as it would
+    have failed in the poller); else certifi's, which is part of the install."""
+    if cafile := os.environ.get("SSL_CERT_FILE"):
+        ssl.create_default_context(cafile=cafile)
+    elif capath := os.environ.get("SSL_CERT_DIR"):
+        ssl.create_default_context(capath=capath)
+
+
 @functools.lru_cache(maxsize=64)
 def _context(ca_file: str | None, _mtime_ns: int, _size: int) -> ssl.SSLContext:
     """A verifying context: httpx's default (certifi, or SSL_CERT_FILE / SSL_CERT_DIR from
     the environment), or one trusting the bundle `ca_file` (as it is now: a changed file
     is a new key)."""
     if ca_file is None:
+        import httpx  # see classify
+
         return httpx.create_ssl_context(trust_env=True)
     return ssl.create_default_context(cafile=ca_file)

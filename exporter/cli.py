@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from . import __version__
-from .api import credentials_from, tls_verify
+from .api import check_tls, credentials_from, tls_verify
 from .logs import configure_logging
 from .process_metrics import ProcessMetrics
 from .scenarios import DEMO_KEY
@@ -174,7 +174,7 @@ def build(settings: Settings) -> Exporter:
     if settings.config_file is not None:
         tenants = load_shard(settings)  # every tenant's key and CA files checked
     else:
-        tls_verify(settings)
+        check_tls(settings)
         tenants = [Tenant(settings, settings.base_url or "")]
     # The poller process builds its own; these check the keys (and redact them in logs).
     credentials = [credentials_from(t.settings, demo_key) for t in tenants]

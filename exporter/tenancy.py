@@ -25,7 +25,7 @@ from pathlib import Path
 import structlog
 
 from . import metrics as m
-from .api import credentials_from, tls_verify
+from .api import check_tls, credentials_from
 from .exposition import format_value, header
 from .server import Latest
 from .settings import ConfigError, Settings
@@ -128,7 +128,7 @@ def load_shard(settings: Settings) -> list[Tenant]:
     for tenant in chosen:
         try:
             credentials_from(tenant)
-            tls_verify(tenant)
+            check_tls(tenant)
         except ConfigError as exc:
             problems.append(f"{settings.config_file}: tenant {tenant.tenant_label}: {exc}")
     if problems:

@@ -41,6 +41,7 @@ from exporter.api import (
     StaticKey,
     _Deadline,
     _Decoder,
+    check_tls,
     classify,
     credentials_from,
     tls_verify,
@@ -638,6 +639,50 @@ def test_tls_verify_refuses_a_file_that_is_no_ca_bundle(no_env: None, tmp_path: 
         ConfigError, match=r"^WEBEX_CAMPAIGN_CA_FILE \(--ca-file\): .* is not a PEM"
     ):
         tls_verify(load_settings(demo=True, ca_file=bad))
+
+
+@pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "SSL_CERT_DIR", None])
+def test_check_tls_loads_the_default_bundle_as_httpx_does_without_keeping_it(
+    no_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str | None
+) -> None:
+    """The serving process checks what the poller will trust, without httpx's context."""
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    loaded: list[dict[str, object]] = []
+    monkeypatch.setattr(
+        api_module.ssl, "create_default_context", lambda **kwargs: loaded.append(kwargs)
+    )
+    if variable is not None:
+        monkeypatch.setenv(variable, str(tmp_path))
+    api_module._check_default_bundle.cache_clear()
+    for tenant in ("one", "two"):
+        assert check_tls(load_settings(demo=True, tenant=tenant)) is None
+    api_module._check_default_bundle.cache_clear()
+    expected = {
+        "SSL_CERT_FILE": [{"cafile": str(tmp_path)}],
+        "SSL_CERT_DIR": [{"capath": str(tmp_path)}],
+    }
+    assert loaded == expected.get(variable or "", [])  # once; certifi's is part of the install
+
+
+def test_check_tls_refuses_what_tls_verify_refuses(
+    no_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(
+        ConfigError, match=r"^WEBEX_CAMPAIGN_CA_FILE \(--ca-file\): .* is not a PEM"
+    ):
+        check_tls(load_settings(demo=True, ca_file=bad))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bad))
+    api_module._check_default_bundle.cache_clear()
+    try:
+        with pytest.raises(ssl.SSLError):
+            check_tls(load_settings(demo=True))
+        with pytest.raises(ssl.SSLError):  # as the poller's context would have
+            httpx.create_ssl_context(trust_env=True)
+    finally:
+        api_module._check_default_bundle.cache_clear()
 
 
 def with_cause(error: httpx.TransportError, cause: BaseException, explicit: bool) -> Exception:

@@ -114,6 +114,29 @@ def test_build_wires_the_demo_tenant_without_starting_anything() -> None:
         exporter.simulator.stop()
 
 
+def test_the_serving_process_never_loads_httpx() -> None:
+    """Only the poller process talks to the API: httpx (and its TLS context, 2.5 MB
+    together) stays out of the serving process, start-up checks included."""
+    script = (
+        "import sys\n"
+        "from exporter.cli import build, load_settings\n"
+        f"settings = load_settings(base_url='https://api.example', api_key='k',"
+        f" listen_address='127.0.0.1:{free_port()}')\n"
+        "exporter = build(settings)\n"
+        "print(sorted(name for name in sys.modules if name.startswith(('httpx', 'httpcore'))))\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_CAMPAIGN_")}
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**clean, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert run.stdout.strip() == "[]"
+
+
 @pytest.fixture
 def restore_signals() -> Iterator[None]:
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
