@@ -114,16 +114,20 @@ def test_build_wires_the_demo_tenant_without_starting_anything() -> None:
         exporter.simulator.stop()
 
 
-def test_the_serving_process_never_loads_httpx() -> None:
+def test_the_serving_process_never_loads_httpx_nor_prometheus_client() -> None:
     """Only the poller process talks to the API: httpx (and its TLS context, 2.5 MB
-    together) stays out of the serving process, start-up checks included."""
+    together) stays out of the serving process, start-up checks included; its process
+    series are read and written without prometheus_client (1.8 MB)."""
     script = (
         "import sys\n"
         "from exporter.cli import build, load_settings\n"
         f"settings = load_settings(base_url='https://api.example', api_key='k',"
         f" listen_address='127.0.0.1:{free_port()}')\n"
         "exporter = build(settings)\n"
-        "print(sorted(name for name in sys.modules if name.startswith(('httpx', 'httpcore'))))\n"
+        "for series in exporter.servers[0].RequestHandlerClass.scrape_series:\n"
+        "    series.render(True)\n"
+        "watched = ('httpx', 'httpcore', 'prometheus_client')\n"
+        "print(sorted(name for name in sys.modules if name.startswith(watched)))\n"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_CAMPAIGN_")}
     run = subprocess.run(

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from exporter_process import running_exporter, status_bytes
@@ -13,7 +14,13 @@ from helpers import samples
 
 from exporter import metrics as m
 from exporter.exposition import Health, render, render_groups
-from exporter.process_metrics import ProcessMetrics
+from exporter.process_metrics import (
+    PROCESS_LABEL,
+    ProcessMetrics,
+    ProcessReader,
+    Readings,
+)
+from exporter.process_metrics import render as render_processes
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 
@@ -70,3 +77,62 @@ def test_the_running_exporter_exports_its_poller() -> None:
         assert rss is not None
         assert abs(rss - status_bytes(poller, "VmRSS")) < 64 << 20
         assert (exporter.value("process_open_fds", process="exporter") or 0) > 3
+
+
+def test_readings_are_process_collectors(child: subprocess.Popen[bytes]) -> None:
+    """The same series, in the same order, with the same values (a sleeping process's)."""
+    from prometheus_client import ProcessCollector
+
+    mine = ProcessReader(pid=lambda: child.pid).read()
+    theirs = [
+        (sample.name, sample.value)
+        for family in ProcessCollector(pid=lambda: child.pid, registry=None).collect()
+        for sample in family.samples
+    ]
+    assert [(metric.name, value) for metric, value in mine] == theirs
+    own = [s.name for f in ProcessCollector(registry=None).collect() for s in f.samples]
+    assert [metric.name for metric, _ in ProcessReader().read()] == own
+    assert ProcessReader(proc=str(Path(__file__).parent / "no-proc")).read() == []
+
+
+def _as_prometheus_client_wrote_it(
+    processes: list[tuple[str, Readings]], openmetrics: bool
+) -> bytes:
+    """How this module rendered with prometheus_client's registry (before it read /proc itself)."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+    from prometheus_client.samples import Sample
+
+    class Collector:
+        def collect(self) -> list[Metric]:
+            merged: dict[str, Metric] = {}
+            for process, readings in processes:
+                for metric, value in readings:
+                    into = merged.setdefault(
+                        metric.family, Metric(metric.family, metric.help, metric.type)
+                    )
+                    into.samples.append(Sample(metric.name, {PROCESS_LABEL: process}, value))
+            return list(merged.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector())  # type: ignore[arg-type]
+    if openmetrics:
+        text: bytes = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
+        return text.removesuffix(b"# EOF\n")
+    return generate_latest(registry)
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_rendered_as_prometheus_clients_registry_renders(
+    child: subprocess.Popen[bytes], openmetrics: bool
+) -> None:
+    processes = ProcessMetrics(lambda: child.pid).readings()
+    assert [process for process, _ in processes] == ["exporter", "poller"]
+    # A process whose stat could not be read: its other families come first.
+    partial = [("poller", processes[1][1][4:]), processes[0]]
+    for case in (processes, partial, processes[:1], []):
+        assert render_processes(case, openmetrics) == _as_prometheus_client_wrote_it(
+            case, openmetrics
+        )
