@@ -30,7 +30,6 @@ from .settings import (
 )
 from .tenancy import Reloader, ReloadStatus, Tenancy, Tenant, load_shard
 from .tenants import TenantConfigError, check_lines, load_tenants, shard_of
-from .webconfig import load_web_config, wrap_server
 from .worker import Logging, PollerProcess
 
 if TYPE_CHECKING:
@@ -183,7 +182,13 @@ def build(settings: Settings) -> Exporter:
         return [secret for c in credentials for secret in c.secrets()]
 
     configure_logging(settings.log_level, settings.log_format, secrets)
-    web = load_web_config(settings.web_config_file) if settings.web_config_file else None
+    web = None
+    if settings.web_config_file:
+        # Only with --web.config.file: bcrypt, PyYAML and the web config's models (1.8 MB
+        # with --config.file's loader) stay out of the serving process otherwise.
+        from .webconfig import load_web_config
+
+        web = load_web_config(settings.web_config_file)
     latest = Latest(Published.of_slots([]))
     tenancy = Tenancy(latest, demo_key)
     if settings.demo:
@@ -209,6 +214,8 @@ def build(settings: Settings) -> Exporter:
             simulator.stop()
         raise
     if web is not None:
+        from .webconfig import wrap_server
+
         for server in servers:
             wrap_server(server, web)
     return Exporter(settings, tenants, servers, latest, poller, simulators, reloader)
@@ -250,6 +257,8 @@ def check(settings: Settings) -> list[str]:
     else:
         tenants = load_tenants(settings.config_file, settings, check_files=True)
     if settings.web_config_file is not None:
+        from .webconfig import load_web_config
+
         load_web_config(settings.web_config_file)
     return check_lines(tenants, settings.shard, settings.total_shards)
 

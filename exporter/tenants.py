@@ -31,7 +31,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
 from pydantic import ValidationError
 
 from .api import credentials_from, tls_verify
@@ -43,7 +42,6 @@ from .settings import (
     env_name,
     setting_problems,
 )
-from .webconfig.model import _StrictLoader as StrictLoader
 
 SECRET_FORMS = ("_file", "_env")
 TENANT_KEYS = (
@@ -216,6 +214,12 @@ def _read(path: Path, problems: _Problems) -> dict[Any, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         problems.fail(None, f"cannot read: {reason}")
+    # Only with --config.file: PyYAML and the web config's modules (bcrypt, their models)
+    # are 1.8 MB that the serving process holds for good once loaded.
+    import yaml
+
+    from .webconfig.model import _StrictLoader as StrictLoader
+
     try:
         document = yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
