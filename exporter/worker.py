@@ -21,8 +21,7 @@ backoff; counters then restart from zero, which `rate()` handles.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
+import functools
 import gc
 import math
 import os
@@ -56,16 +55,19 @@ POLLER_NICENESS = 10
 """Added to the poller process's nice value: under CPU contention, scrapes win."""
 
 
+@functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up the first time the poller process releases memory:
+    the serving process never trims, nor loads ctypes."""
+    import ctypes
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         trim: Callable[[int], int] = libc.malloc_trim
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
         return None
     return trim
-
-
-_TRIM = _malloc_trim()
 
 
 class _MemoryRelease:
@@ -94,8 +96,9 @@ class _MemoryRelease:
         try:
             started = time.monotonic()
             gc.collect()
-            if _TRIM is not None:
-                _TRIM(0)
+            trim = _malloc_trim()
+            if trim is not None:
+                trim(0)
             ended = time.monotonic()
             self._next = ended + (ended - started) / self.SHARE
         finally:
@@ -314,6 +317,7 @@ def run_poller(control: BinaryIO, conn: Pipe) -> None:
     except (EOFError, OSError, pickle.UnpicklingError):
         os._exit(0)
     configure_logging(logging.level, logging.format, secrets)
+    _malloc_trim()  # looked up now (ctypes runs ldconfig), not in the first poll's release
     # A poll allocates and drops a million objects, freed by reference counting;
     # the cyclic collector would walk them again and again (a third of a large
     # poll's time). It runs once after each poll instead, when they are gone.

@@ -633,7 +633,7 @@ def test_memory_release_never_waits_for_another_tenants_and_trims_all_arenas(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     trims: list[int] = []
-    monkeypatch.setattr(worker, "_TRIM", trims.append)
+    monkeypatch.setattr(worker, "_malloc_trim", lambda: trims.append)
     release = worker._MemoryRelease()
     with release._lock:  # another tenant's poll is releasing: this one goes on at once
         release()
