@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 import structlog
 
 from . import __version__
-from .records import PayloadError, error_code
+from .payload import PayloadError, error_code
 
 if TYPE_CHECKING:  # the settings (and pydantic) stay out of the poller process
     import httpx

@@ -19,13 +19,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain, repeat
 from operator import attrgetter
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from . import __version__
 from . import metrics as m
 from .body import GZIP_HEADER, Body, Checked, Checksum, OpenBody, Segment, combine
-from .records import TargetGroup
 from .snapshot import GroupSample, Lifecycle
+
+if TYPE_CHECKING:  # the serving process stitches: it never loads the records (msgspec)
+    from .records import TargetGroup
 
 __all__ = [
     "OPENMETRICS_CONTENT_TYPE",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import TYPE_CHECKING, Literal
 
-from .records import text
+from .payload import text
 
 if TYPE_CHECKING:  # the snapshot reads its bucket bounds from here
     from .records import TargetGroup

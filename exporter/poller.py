@@ -15,14 +15,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from .api import ApiClient, ApiError, classify
 from .exposition import DEFAULT_MAX_LABEL_LENGTH, GroupBlock, Health, empty_group_block
-from .pipeline import GroupPipeline, Processed
-from .records import PayloadError
+from .payload import PayloadError
+
+if TYPE_CHECKING:  # the poller process's: the serving process never loads msgspec
+    from .pipeline import GroupPipeline, Processed
 
 log = structlog.get_logger("exporter.poller")
 
@@ -139,6 +141,8 @@ class Poller:
         self._clock = clock
         self._rng = rng or random.Random()
         self.policy = RetryPolicy(interval)
+        from .pipeline import GroupPipeline
+
         self._pipeline = GroupPipeline(tenant, timezone, max_label_length)
         self._groups = 0
         """Groups the last result left exposed (what stale-after drops)."""

@@ -19,32 +19,10 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-
-def text(value: str | None) -> str:
-    """A text field as exported: JSON null and the API's string "null" both mean empty."""
-    return "" if value is None or value == "null" else value
-
-
-OTHER_CODE = "other"
-_NUMERIC_CODE = re.compile(r"[0-9]{1,6}")
-
-
-def error_code(value: object) -> str | None:
-    """The `code` of an error object as a label value: `1001`, not `1001.0`.
-
-    A label must come from a bounded vocabulary whatever the API sends (a
-    misbehaving API could echo the request's key as its code): a number of up
-    to six digits is kept, anything else becomes `other`.
-    """
-    if value is None or isinstance(value, dict | list):
-        return None
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e7:
-        value = int(value)
-    code = str(value).strip()
-    if not code:
-        return None
-    return code if _NUMERIC_CODE.fullmatch(code) else OTHER_CODE
-
+from .payload import OTHER_CODE as OTHER_CODE
+from .payload import PayloadError as PayloadError
+from .payload import error_code as error_code
+from .payload import text as text
 
 Text = str | None
 # msgspec's reading of a count: a JSON number, finite (1e400 is out of range), not negative.
@@ -159,15 +137,6 @@ def validate_record(record: object) -> TargetGroup:
     from . import schema  # pydantic: loaded the first time a record needs it
 
     return TargetGroup.of(schema.validate(record))
-
-
-class PayloadError(Exception):
-    """The body is not a JSON list of records."""
-
-    def __init__(self, reason: str, code: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
 
 
 @dataclass(frozen=True)

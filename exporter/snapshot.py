@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from itertools import compress, repeat
 from operator import ne
-from typing import NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from . import metrics as m
-from .records import DateParser, TargetGroup, text
+from .payload import text
+
+if TYPE_CHECKING:  # the serving process stitches: it never loads the records (msgspec)
+    from .records import DateParser, TargetGroup
 
 
 class GroupSample(NamedTuple):

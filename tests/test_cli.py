@@ -119,7 +119,7 @@ def test_the_serving_process_loads_only_what_it_uses() -> None:
     together) stays out of the serving process, start-up checks included; its process
     series are read and written without prometheus_client (1.8 MB); PyYAML, bcrypt and
     the web config's modules (1.8 MB) wait for --config.file or --web.config.file; ctypes
-    is the poller's (malloc_trim)."""
+    (malloc_trim) and the records' decoding (msgspec) are the poller's."""
     script = (
         "import sys\n"
         "from exporter.cli import build, load_settings\n"
@@ -129,7 +129,7 @@ def test_the_serving_process_loads_only_what_it_uses() -> None:
         "for series in exporter.servers[0].RequestHandlerClass.scrape_series:\n"
         "    series.render(True)\n"
         "watched = ('httpx', 'httpcore', 'prometheus_client', 'yaml', 'bcrypt',"
-        " 'exporter.webconfig', 'ctypes')\n"
+        " 'exporter.webconfig', 'ctypes', 'msgspec', 'exporter.records')\n"
         "print(sorted(name for name in sys.modules if name.startswith(watched)))\n"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_CAMPAIGN_")}
