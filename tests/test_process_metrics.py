@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,13 +84,17 @@ def test_readings_are_process_collectors(child: subprocess.Popen[bytes]) -> None
     """The same series, in the same order, with the same values (a sleeping process's)."""
     from prometheus_client import ProcessCollector
 
-    mine = ProcessReader(pid=lambda: child.pid).read()
-    theirs = [
-        (sample.name, sample.value)
-        for family in ProcessCollector(pid=lambda: child.pid, registry=None).collect()
-        for sample in family.samples
-    ]
-    assert [(metric.name, value) for metric, value in mine] == theirs
+    reader = ProcessReader(pid=lambda: child.pid)
+    collector = ProcessCollector(pid=lambda: child.pid, registry=None)
+    deadline = time.monotonic() + 10
+    while True:  # until the child sleeps: its CPU time and memory no longer move
+        before = [(metric.name, value) for metric, value in reader.read()]
+        theirs = [(s.name, s.value) for family in collector.collect() for s in family.samples]
+        after = [(metric.name, value) for metric, value in reader.read()]
+        if before == after or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert before == theirs
     own = [s.name for f in ProcessCollector(registry=None).collect() for s in f.samples]
     assert [metric.name for metric, _ in ProcessReader().read()] == own
     assert ProcessReader(proc=str(Path(__file__).parent / "no-proc")).read() == []
