@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, compress, count, repeat
 from operator import attrgetter, mod, ne, not_
@@ -104,6 +104,8 @@ class GroupPipeline:
         self._renderer = BlockRenderer(tenant, max_label_length)
         self._parse_date = DateParser(timezone)
         self._last: dict[bytes, _Chunk] = {}
+        self._spans: list[_Span] = []
+        """The last poll's chunks: where they start and stop, and their first anchors."""
 
     def process(self, body: bytes | bytearray, now: float, timed: bool = True) -> Processed:
         """Raises records.PayloadError (nothing changed) when the body is no list."""
@@ -116,11 +118,13 @@ class GroupPipeline:
             groups = records.groups
             for start in range(0, len(groups), self.CHUNK):
                 block.add(self._render(groups[start : start + self.CHUNK], now, problems))
-            self._last = {}
+            self._last, self._spans = {}, []
         else:
             last, kept = self._last, {}
-            for start, stop, anchor, keys in _chunks(body, records, self.CHUNK, self.CHUNK_MAX):
+            self._spans = _spans(body, records, self.CHUNK, self.CHUNK_MAX, self._spans)
+            for start, stop, anchor in self._spans:
                 chunk = records[start:stop]
+                keys = _keys(chunk)
                 old = last.pop(anchor, None)  # dropped once its successor is built
                 done = None
                 if old is not None and len(old.keys) == len(keys):
@@ -265,13 +269,24 @@ class _Block:
         return GroupBlock.of(self.chunks, self.groups, self.truncated)
 
 
-def _chunks(
-    body: bytes | bytearray, records: Sequence[msgspec.Raw], chunk: int, chunk_max: int
-) -> Iterator[tuple[int, int, bytes, tuple[int, ...]]]:
-    """(start, stop, anchor of the first record, keys of the records) of each chunk: a
-    chunk ends after a record whose anchor's CRC-32 is a multiple of `chunk`, or at
-    `chunk_max` records. A record's key is the hash of its bytes (64-bit SipHash, keyed
-    per process: two versions of a record collide once in 2**64 changes)."""
+def _spans(
+    body: bytes | bytearray,
+    records: Sequence[msgspec.Raw],
+    chunk: int,
+    chunk_max: int,
+    last: list[_Span],
+) -> list[_Span]:
+    """(start, stop, anchor of the first record) of each chunk: a chunk ends after a record
+    whose anchor's CRC-32 is a multiple of `chunk`, or at `chunk_max` records. The last
+    poll's spans stand when the records are as many and each span still starts with its
+    anchor (no group added or removed: most polls), without a look at every record; a
+    group replaced inside a span only makes that span's keys differ."""
+    if (
+        last
+        and last[-1][1] == len(records)
+        and all(_anchor(bytes(records[start])) == first for start, _, first in last)
+    ):
+        return last
     anchors = _ID.findall(body)
     if len(anchors) != len(records):  # an id missing, or one in a nested object: look each up
         anchors = [_anchor(bytes(record)) for record in records]
@@ -283,11 +298,16 @@ def _chunks(
             stop = min(end, start + chunk_max)
             spans.append((start, stop, anchors[start]))
             start = stop
-    del anchors  # only the chunks' first ones are kept, and each chunk's keys made in turn
-    for start, stop, first in spans:
-        yield start, stop, first, tuple(map(hash, map(bytes, records[start:stop])))
+    return spans
 
 
+def _keys(records: Sequence[msgspec.Raw]) -> tuple[int, ...]:
+    """A record's key is the hash of its bytes (64-bit SipHash, keyed per process: two
+    versions of a record collide once in 2**64 changes)."""
+    return tuple(map(hash, map(bytes, records)))
+
+
+_Span = tuple[int, int, bytes]
 _ID = re.compile(rb'"id":[^,}]*')
 """A record's id as sent: where a look at the body finds one per record."""
 

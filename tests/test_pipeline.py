@@ -132,6 +132,48 @@ def test_a_poll_decodes_only_the_records_that_changed(monkeypatch: pytest.Monkey
     assert text(changed.block) == reference.text(tenant.body(), 3.0) != text(first.block)
 
 
+def test_chunks_are_cut_again_only_when_groups_come_or_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last poll's chunk spans stand while no group is added or removed (no look for
+    every record's id); a group added, or one replaced at a chunk's start, cuts them again
+    by the rule, as a fresh pipeline would; a group replaced inside a chunk is served
+    right either way."""
+    looks: list[int] = []
+    pattern = pipeline._ID
+
+    class Counting:
+        def findall(self, body: bytes) -> list[bytes]:
+            looks.append(1)
+            return pattern.findall(body)
+
+        def search(self, record: bytes) -> Any:
+            return pattern.search(record)
+
+    monkeypatch.setattr(pipeline, "_ID", Counting())
+    records = json.loads(ChurningTenant(300, 0.0).body())
+    pipe, reference = small(GroupPipeline("acme"), chunk=16, chunk_max=64), Reference()
+
+    def poll(now: float) -> list[pipeline._Span]:
+        body = json.dumps(records).encode()
+        assert text(pipe.process(body, now).block) == reference.text(body, now)
+        return pipe._spans
+
+    spans = poll(1.0)
+    assert len(looks) == 1 and len(spans) > 4
+    records[5] = dict(records[5], totalCount=records[5]["totalCount"] + 1)
+    assert poll(2.0) is spans and len(looks) == 1  # updated only: the same spans
+    inside = next(i for i in range(1, 300) if all(i != start for start, _, _ in spans))
+    records[inside] = dict(records[inside], id="replaced-inside")
+    assert poll(3.0) is spans and len(looks) == 1  # served right, cut as before
+    records.insert(7, dict(records[7], id="new"))
+    fresh = small(GroupPipeline("acme"), chunk=16, chunk_max=64)
+    fresh.process(json.dumps(records).encode(), 4.0)
+    assert poll(4.0) == fresh._spans and len(looks) == 3  # cut again by the rule
+    start = pipe._spans[2][0]
+    records[start] = dict(records[start], id="replaced-at-a-start")
+    poll(5.0)
+    assert len(looks) == 4
+
+
 def test_a_skipped_record_is_reported_at_every_poll(monkeypatch: pytest.MonkeyPatch) -> None:
     decoded = counting(monkeypatch)
     records = json.loads(ChurningTenant(50, 0.0).body())
