@@ -107,7 +107,8 @@ _CREATED_ON = operator.attrgetter("created_on")
 _UPDATED_ON = operator.attrgetter("last_updated_on")
 _KEY_OF, _STATE_OF, _SINCE_OF, _CREATED_OF, _UPDATED_OF = map(operator.itemgetter, range(5))
 _NEVER = cast(_Seen, (object(), None, 0.0, None, None, None))
-"""A group the last poll did not see: its key equals no record's."""
+"""A group the last poll did not see: its key equals no record's (its creation date, None,
+is kept only for a record without one, which parses to None anyway)."""
 _new_sample = partial(tuple.__new__, GroupSample)  # GroupSample's own __new__ is Python
 
 
