@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 import structlog
 
 from . import __version__
+from .errors import ConfigError
 from .payload import PayloadError, error_code
 
 if TYPE_CHECKING:  # the settings (and pydantic) stay out of the poller process
@@ -718,8 +719,6 @@ class Access:
         edge, out of the modules that ship to production."""
         if settings.demo:
             if demo_key is None:
-                from .settings import ConfigError
-
                 raise ConfigError("demo mode needs the demo tenant's key")
             return cls(api_key=Secret(demo_key), ca_file=settings.ca_file)
         if settings.uses_token_flow:
@@ -745,8 +744,9 @@ def _plain(value: SecretStr | None) -> Secret | None:
 
 def _config_error(setting: str, problem: str) -> Exception:
     """A setting found bad here (a key file, the CA bundle), worded by the settings
-    module: imported only then, so that the poller process does not load it."""
-    from .settings import ConfigError, describe_setting
+    module: imported only then, so that neither process loads it (nor pydantic) unless a
+    secret file or CA bundle goes bad."""
+    from .settings import describe_setting
 
     return ConfigError(f"{describe_setting(setting)}: {problem}")
 

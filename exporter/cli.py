@@ -1,43 +1,31 @@
-"""Command line: flags, logging, wiring, signals."""
+"""Command line: the flags and the settings, checked and resolved into the serving
+process's `Plan` (in the settings process the console script starts, see `app`)."""
 
 from __future__ import annotations
 
 import argparse
-import signal
+import functools
 import sys
-import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
-import structlog
-
-from . import __version__
+from . import __version__, app
 from .api import check_tls, credentials_from, tls_verify
-from .logs import configure_logging
-from .process_metrics import ProcessMetrics
+from .errors import ConfigError, TenantConfigError
+from .plan import DemoTenant, Plan
 from .scenarios import DEMO_KEY
-from .server import Latest, MetricsServer, Published, ScrapeSeries, make_server
 from .settings import (
     OPTIONS,
-    ConfigError,
     Flag,
-    ListenAddress,
     Settings,
     default_text,
     describe_setting,
     load_settings,
 )
-from .tenancy import Reloader, ReloadStatus, Tenancy, Tenant, load_shard
-from .tenants import TenantConfigError, check_lines, load_tenants, shard_of
-from .worker import Logging, PollerProcess
+from .tenants import check_lines, load_tenants, select_shard, shard_of
+from .worker import PollerSpec
 
-if TYPE_CHECKING:
-    from .simulator import Simulator
-
-log = structlog.get_logger("exporter")
-
-DEMO_TICK_SECONDS = 15.0
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,64 +67,53 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return given
 
 
-@dataclass
-class Exporter:
-    """The running pieces, started and stopped together."""
+def settings(argv: Sequence[str] | None) -> Settings:
+    """The settings of these flags and the environment; ConfigError if one is bad."""
+    return load_settings(**_overrides(build_parser().parse_args(argv)))
 
-    settings: Settings
-    tenants: list[Tenant]
-    """The tenants polled at start (reloads change the poller's list, not this one)."""
-    servers: list[MetricsServer]
-    latest: Latest
-    poller: PollerProcess
-    simulators: list[Simulator]
-    reloader: Reloader | None
 
-    @property
-    def base_url(self) -> str:
-        return self.tenants[0].base_url if self.tenants else ""
+def resolve(settings: Settings) -> Plan:
+    """The settings as the serving process's plan, after every check start-up makes: the
+    tenants file, every tenant's key and CA bundle read as the poller will read them.
 
-    @property
-    def simulator(self) -> Simulator | None:
-        return self.simulators[0] if self.simulators else None
-
-    def start(self) -> None:
-        self.latest.watch(self.poller.start())
-        if self.reloader is not None:
-            self.reloader.start()
-        for server in self.servers:
-            threading.Thread(
-                target=server.serve_forever, args=(0.1,), name="http", daemon=True
-            ).start()
-
-    def request_reload(self) -> None:
-        """SIGHUP: reload --config.file soon (a signal handler must not wait for locks)."""
-        if self.reloader is None:
-            log.info("reload_ignored", reason="no --config.file to reload")
+    Raises ConfigError or TenantConfigError.
+    """
+    tenants: tuple[PollerSpec, ...] = ()
+    demo: tuple[DemoTenant, ...] = ()
+    if settings.config_file is not None:
+        tenants = tuple(load_shard(settings))
+    else:
+        check_tls(settings)
+        if settings.demo:
+            demo = _demo_tenants(settings)
         else:
-            self.reloader.request()
+            credentials_from(settings)  # a key file checked as the poller will read it
+            tenants = (PollerSpec.of(settings, settings.base_url or ""),)
+    return Plan(
+        listen=tuple(settings.listen),
+        listen_setting=describe_setting("listen_address"),
+        log_level=settings.log_level,
+        log_format=settings.log_format,
+        telemetry_path=settings.web_telemetry_path,
+        max_connections=settings.web_max_connections,
+        read_header_timeout=settings.web_read_header_timeout,
+        enable_lifecycle=settings.web_enable_lifecycle,
+        web_config_file=settings.web_config_file,
+        config_file=settings.config_file,
+        shard=settings.shard,
+        total_shards=settings.total_shards,
+        tenants=tenants,
+        demo=demo,
+        is_demo=settings.demo,
+    )
 
-    def stop(self) -> None:
-        if self.reloader is not None:
-            self.reloader.stop()
-        self.poller.stop()
-        for server in self.servers:
-            server.shutdown()
-            server.server_close()
-        for simulator in self.simulators:
-            simulator.stop()
 
-
-def _demo_tenants(settings: Settings) -> list[tuple[Settings, Simulator]]:
-    """--demo: `--demo.tenants` simulated tenants on loopback (this shard's are started).
+def _demo_tenants(settings: Settings) -> tuple[DemoTenant, ...]:
+    """--demo: `--demo.tenants` simulated tenants on loopback (this shard's).
 
     The first answers as `--demo.scenario` says; with several, the second fails now
     and then (flaky), so a multi-tenant dashboard shows a tenant in trouble.
     """
-    # Imported here, so only --demo loads the simulator: production code never does.
-    from .scenarios import FLAKY_SHARE, SCENARIOS
-    from .simulator import Simulator, Tenant
-
     count = settings.demo_tenants
     label = settings.tenant_label  # `demo`, or --tenant
     names = [label] if count == 1 else [f"{label}-{n}" for n in range(1, count + 1)]
@@ -144,105 +121,45 @@ def _demo_tenants(settings: Settings) -> list[tuple[Settings, Simulator]]:
     for index, name in enumerate(names):
         if shard_of(name, settings.total_shards) != settings.shard:
             continue
-        tenant = Tenant(timezone=settings.timezone)
-        tenant.slow_seconds = settings.timeout + 5
-        tenant.too_large_bytes = settings.max_response_bytes + 1
-        scenario = settings.demo_scenario if index == 0 else "flaky" if index == 1 else "healthy"
-        if scenario == "flaky":
-            tenant.flaky = FLAKY_SHARE
-        elif scenario != "healthy":
-            tenant.scenario = SCENARIOS[scenario]
-        simulator = Simulator(tenant, keys=frozenset({DEMO_KEY}))
-        chosen.append((settings.model_copy(update={"tenant": name}), simulator))
-    return chosen
-
-
-def _demo(settings: Settings) -> tuple[list[Tenant], list[Simulator]]:
-    """The demo's tenants, their simulators started."""
-    tenants, simulators = [], []
-    for tenant_settings, simulator in _demo_tenants(settings):
-        simulators.append(simulator.start(tick_seconds=DEMO_TICK_SECONDS))
-        tenants.append(Tenant(tenant_settings, simulators[-1].base_url))
-    return tenants, simulators
-
-
-def build(settings: Settings) -> Exporter:
-    """Check everything that can be wrong before anything starts, then wire the pieces."""
-    demo_key = DEMO_KEY if settings.demo else None
-    simulators: list[Simulator] = []
-    if settings.config_file is not None:
-        tenants = load_shard(settings)  # every tenant's key and CA files checked
-    else:
-        check_tls(settings)
-        tenants = [Tenant(settings, settings.base_url or "")]
-    # The poller process builds its own; these check the keys (and redact them in logs).
-    credentials = [credentials_from(t.settings, demo_key) for t in tenants]
-
-    def secrets() -> list[str]:
-        return [secret for c in credentials for secret in c.secrets()]
-
-    configure_logging(settings.log_level, settings.log_format, secrets)
-    web = None
-    if settings.web_config_file:
-        # Only with --web.config.file: bcrypt, PyYAML and the web config's models (1.8 MB
-        # with --config.file's loader) stay out of the serving process otherwise.
-        from .webconfig import load_web_config
-
-        web = load_web_config(settings.web_config_file)
-    latest = Latest(Published.of_slots([]))
-    tenancy = Tenancy(latest, demo_key)
-    if settings.demo:
-        tenants, simulators = _demo(settings)
-    tenancy.apply(tenants)
-    poller = PollerProcess(Logging(settings.log_level, settings.log_format), tenancy.specs, latest)
-    tenancy.poller = poller
-    status = ReloadStatus() if settings.config_file is not None else None
-    reloader = Reloader(settings, tenancy, status) if status is not None else None
-    series: list[ScrapeSeries] = [ProcessMetrics(lambda: poller.pid)]
-    if status is not None:
-        series.append(status)
-    reload = None
-    if settings.web_enable_lifecycle:
-
-        def reload() -> str | None:
-            return None if reloader is None else reloader.reload("POST /-/reload")
-
-    try:
-        servers = [_serve(settings, address, latest, series, reload) for address in settings.listen]
-    except ConfigError:
-        for simulator in simulators:
-            simulator.stop()
-        raise
-    if web is not None:
-        from .webconfig import wrap_server
-
-        for server in servers:
-            wrap_server(server, web)
-    return Exporter(settings, tenants, servers, latest, poller, simulators, reloader)
-
-
-def _serve(
-    settings: Settings,
-    address: ListenAddress,
-    latest: Latest,
-    series: Sequence[ScrapeSeries],
-    reload: Callable[[], str | None] | None,
-) -> MetricsServer:
-    try:
-        return make_server(
-            address,
-            latest,
-            max_connections=settings.web_max_connections,
-            read_header_timeout=settings.web_read_header_timeout,
-            telemetry_path=settings.web_telemetry_path,
-            scrape_series=series,
-            reload=reload,
+        tenant = settings.model_copy(update={"tenant": name})
+        chosen.append(
+            DemoTenant(
+                spec=PollerSpec.of(tenant, "", DEMO_KEY),  # its simulator's URL once it runs
+                scenario=settings.demo_scenario
+                if index == 0
+                else "flaky"
+                if index == 1
+                else "healthy",
+                timezone=settings.timezone,
+                slow_seconds=settings.timeout + 5,
+                too_large_bytes=settings.max_response_bytes + 1,
+            )
         )
-    except OSError as exc:
-        raise ConfigError(
-            f"{describe_setting('listen_address')}: cannot listen on"
-            f" {address}: {exc.strerror or exc}"
-        ) from None
+    return tuple(chosen)
+
+
+def load_shard(settings: Settings) -> list[PollerSpec]:
+    """The tenants of --config.file this instance polls, their keys and CA bundles read as
+    the poller will read them; TenantConfigError (or ConfigError) if anything is wrong."""
+    assert settings.config_file is not None
+    tenants = load_tenants(settings.config_file, settings)
+    chosen = select_shard(tenants, settings.shard, settings.total_shards)
+    problems = []
+    for tenant in chosen:
+        try:
+            credentials_from(tenant)
+            check_tls(tenant)
+        except ConfigError as exc:
+            problems.append(f"{settings.config_file}: tenant {tenant.tenant_label}: {exc}")
+    if problems:
+        raise TenantConfigError(problems)
+    return [PollerSpec.of(tenant, tenant.base_url or "") for tenant in chosen]
+
+
+def build(settings: Settings) -> app.Exporter:
+    """The exporter of these settings, wired in this process (reloads too); nothing runs yet."""
+    load = None if settings.config_file is None else functools.partial(load_shard, settings)
+    return app.build(resolve(settings), load)
 
 
 def check(settings: Settings) -> list[str]:
@@ -263,14 +180,15 @@ def check(settings: Settings) -> list[str]:
     return check_lines(tenants, settings.shard, settings.total_shards)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    overrides = _overrides(build_parser().parse_args(argv))
+def _checked(argv: Sequence[str] | None, then: Callable[[Settings], T]) -> T | int:
+    """Load and check the settings, then `then` them; or the exit code when that is all:
+    0 after --config.check's lines, 2 after printing what is wrong."""
     try:
-        settings = load_settings(**overrides)
-        if settings.config_check:
-            print(*check(settings), sep="\n")
+        loaded = settings(argv)
+        if loaded.config_check:
+            print(*check(loaded), sep="\n")
             return 0
-        exporter = build(settings)
+        return then(loaded)
     except ConfigError as exc:
         print(f"webex-campaign-exporter: error: {exc}", file=sys.stderr)
         return 2
@@ -278,30 +196,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"webex-campaign-exporter: error: {problem}", file=sys.stderr)
         return 2
-    stop = threading.Event()
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("exporter_stopping", signal=signal.Signals(signum).name)
-        stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, lambda _signum, _frame: exporter.request_reload())
-    exporter.start()
-    log.info(
-        "exporter_started",
-        version=__version__,
-        tenants=[tenant.name for tenant in exporter.tenants],
-        listen_address=[str(address) for address in settings.listen],
-        base_url=[tenant.base_url for tenant in exporter.tenants],
-        poll_interval_s=[tenant.settings.poll_interval for tenant in exporter.tenants],
-        config_file=str(settings.config_file) if settings.config_file else None,
-        shard=f"{settings.shard} of {settings.total_shards}",
-        demo=settings.demo,
-        web_config=str(settings.web_config_file) if settings.web_config_file else None,
-    )
-    while not stop.wait(0.5):
-        pass
-    exporter.stop()
-    log.info("exporter_stopped")
-    return 0
+def plan(argv: Sequence[str] | None) -> Plan | int:
+    """The plan of these flags for the serving process (`configure`), or the exit code."""
+    return _checked(argv, resolve)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The whole exporter in this process, pydantic loaded (tests, debugging); the console
+    script is `app.main`, which reads the settings in a process of their own."""
+    exporter = _checked(argv, build)
+    return exporter if isinstance(exporter, int) else app.run(exporter)

@@ -26,7 +26,7 @@ import structlog
 from . import __version__
 from . import metrics as m
 from .exposition import Exposition, Health, TenantExposition, assemble, empty_group_block
-from .settings import ListenAddress
+from .plan import ListenAddress
 
 log = structlog.get_logger("exporter.server")
 

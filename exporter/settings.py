@@ -23,25 +23,13 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .errors import ConfigError as ConfigError
+from .plan import ListenAddress as ListenAddress
 from .scenarios import DEMO_SCENARIOS, FLAKY_SHARE, SCENARIOS
 
 DEFAULT_PORT = 10580
 ENV_PREFIX = "WEBEX_CAMPAIGN_"
 DEMO_TENANT = "demo"
-
-
-class ConfigError(Exception):
-    """A bad or missing setting; the message names the setting and the fix."""
-
-
-@dataclass(frozen=True)
-class ListenAddress:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
 
 def parse_listen_address(value: str) -> ListenAddress:

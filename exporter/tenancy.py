@@ -8,7 +8,9 @@ counters, the last snapshot.
 
 `Reloader` re-reads `--config.file` on SIGHUP, on `POST /-/reload`, and by
 itself when the file's content changes (the kubelet updates a mounted
-ConfigMap in place). A file that does not load changes nothing; it is logged
+ConfigMap in place), through its `load`: the settings process
+(`app.reload_tenants`) reads and checks the file, so that the serving process
+never loads pydantic. A file that does not load changes nothing; it is logged
 once (a file left bad is not reported again until it changes), and
 `webex_campaign_config_last_reload_successful` goes to 0 until a load succeeds.
 """
@@ -19,17 +21,15 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
 from . import metrics as m
-from .api import check_tls, credentials_from
+from .errors import ConfigError, TenantConfigError
 from .exposition import format_value, header
 from .server import Latest
-from .settings import ConfigError, Settings
-from .tenants import TenantConfigError, load_tenants, select_shard
 from .worker import PollerProcess, PollerSpec
 
 log = structlog.get_logger("exporter.tenancy")
@@ -38,24 +38,11 @@ CONFIG_CHECK_INTERVAL = 5.0
 """Seconds between looks at whether --config.file changed."""
 
 
-@dataclass(frozen=True)
-class Tenant:
-    """A tenant to poll: its settings and where its API is (the simulator's, in demo)."""
-
-    settings: Settings
-    base_url: str
-
-    @property
-    def name(self) -> str:
-        return self.settings.tenant_label
-
-
 class Tenancy:
     """Which tenants are polled and served, under which keys."""
 
-    def __init__(self, latest: Latest, demo_key: str | None = None) -> None:
+    def __init__(self, latest: Latest) -> None:
         self._latest = latest
-        self._demo_key = demo_key
         self._specs: list[PollerSpec] = []
         self._next_key = 0
         self.poller: PollerProcess | None = None
@@ -65,20 +52,20 @@ class Tenancy:
     def specs(self) -> list[PollerSpec]:
         return list(self._specs)
 
-    def apply(self, tenants: Sequence[Tenant]) -> tuple[list[str], list[str], list[str]]:
-        """Poll and serve exactly `tenants` from now on; the names added, changed, removed."""
+    def apply(self, tenants: Sequence[PollerSpec]) -> tuple[list[str], list[str], list[str]]:
+        """Poll and serve exactly `tenants` (their keys ignored) from now on; the names
+        added, changed, removed."""
         known = {spec.tenant: spec for spec in self._specs}
         specs = []
         added: list[str] = []
         changed: list[str] = []
-        for tenant in tenants:
-            spec = known.get(tenant.name)
-            wanted = PollerSpec.of(tenant.settings, tenant.base_url, self._demo_key)
-            if spec is None or replace(spec, key=0) != wanted:
-                (added if spec is None else changed).append(tenant.name)
+        for wanted in tenants:
+            spec = known.get(wanted.tenant)
+            if spec is None or replace(spec, key=0) != replace(wanted, key=0):
+                (added if spec is None else changed).append(wanted.tenant)
                 spec = replace(wanted, key=self._new_key())
             specs.append(spec)
-        names = {tenant.name for tenant in tenants}
+        names = {spec.tenant for spec in tenants}
         removed = [name for name in known if name not in names]
         self._specs = specs
         stall_after = max((spec.stall_after for spec in specs), default=0.0)
@@ -118,24 +105,6 @@ class ReloadStatus:
         return "".join(out).encode()
 
 
-def load_shard(settings: Settings) -> list[Tenant]:
-    """The tenants of --config.file this instance polls, their keys and CA bundles read as
-    the poller will read them; TenantConfigError (or ConfigError) if anything is wrong."""
-    assert settings.config_file is not None
-    tenants = load_tenants(settings.config_file, settings)
-    chosen = select_shard(tenants, settings.shard, settings.total_shards)
-    problems = []
-    for tenant in chosen:
-        try:
-            credentials_from(tenant)
-            check_tls(tenant)
-        except ConfigError as exc:
-            problems.append(f"{settings.config_file}: tenant {tenant.tenant_label}: {exc}")
-    if problems:
-        raise TenantConfigError(problems)
-    return [Tenant(tenant, tenant.base_url or "") for tenant in chosen]
-
-
 def _digest(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -148,14 +117,16 @@ class Reloader:
 
     def __init__(
         self,
-        settings: Settings,
+        path: Path,
+        load: Callable[[], Sequence[PollerSpec]],
         tenancy: Tenancy,
         status: ReloadStatus,
         check_interval: float = CONFIG_CHECK_INTERVAL,
     ) -> None:
-        assert settings.config_file is not None
-        self._settings = settings
-        self._path = settings.config_file
+        self._path = path
+        self._load = load
+        """The tenants of the file this instance polls, every check made (`cli.load_shard`,
+        in a process of its own when run by `app`); TenantConfigError or ConfigError."""
         self._tenancy = tenancy
         self._status = status
         self._check_interval = check_interval
@@ -177,7 +148,7 @@ class Reloader:
         with self._lock:
             digest = _digest(self._path)
             try:
-                tenants = load_shard(self._settings)
+                tenants = self._load()
             except (TenantConfigError, ConfigError) as exc:
                 self._status.failed()
                 problems = list(getattr(exc, "problems", ())) or [str(exc)]

@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from .api import credentials_from, tls_verify
+from .errors import TenantConfigError as TenantConfigError
 from .settings import (
     SECRETS,
     ConfigError,
@@ -74,14 +75,6 @@ _PROCESS_ONLY = {"config_file": None, "shard": 0, "total_shards": 1}
 
 FNV_OFFSET_BASIS = 2166136261
 FNV_PRIME = 16777619
-
-
-class TenantConfigError(Exception):
-    """The tenants file is wrong: one line per problem, each naming file, tenant and key."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("\n".join(self.problems))
 
 
 def load_tenants(

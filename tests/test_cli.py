@@ -106,30 +106,41 @@ def test_build_wires_the_demo_tenant_without_starting_anything() -> None:
         assert exporter.base_url == exporter.simulator.base_url
         assert [server.server_address[1] for server in exporter.servers] == [port]
         # the demo's slow scenario must outlast the request timeout
-        assert exporter.simulator.tenant.slow_seconds > exporter.settings.timeout
-        assert exporter.simulator.tenant.too_large_bytes > exporter.settings.max_response_bytes
+        assert exporter.simulator.tenant.slow_seconds > exporter.tenants[0].timeout
+        assert exporter.simulator.tenant.too_large_bytes > exporter.tenants[0].max_response_bytes
     finally:
         for server in exporter.servers:
             server.server_close()
         exporter.simulator.stop()
 
 
-def test_the_serving_process_loads_only_what_it_uses() -> None:
-    """Only the poller process talks to the API: httpx (and its TLS context, 2.5 MB
-    together) stays out of the serving process, start-up checks included; its process
+def test_the_serving_process_loads_only_what_it_uses(tmp_path: Path) -> None:
+    """The console script's path, start and reload: the settings are read in a process
+    of their own, so pydantic and the settings' modules (about 12 MB) stay out of the
+    serving process. Only the poller process talks to the API: httpx (and its TLS
+    context, 2.5 MB together) stays out too, start-up checks included; the process
     series are read and written without prometheus_client (1.8 MB); PyYAML, bcrypt and
-    the web config's modules (1.8 MB) wait for --config.file or --web.config.file; ctypes
-    (malloc_trim) and the records' decoding (msgspec) are the poller's."""
+    the web config's modules wait for --web.config.file; ctypes (malloc_trim) and the
+    records' decoding (msgspec) are the poller's."""
+    (tmp_path / "a.key").write_text("k")
+    config = tmp_path / "tenants.yaml"
+    config.write_text(
+        "tenants:\n  - {name: a, base_url: 'https://a.example', api_key_file: a.key}\n"
+    )
     script = (
         "import sys\n"
-        "from exporter.cli import build, load_settings\n"
-        f"settings = load_settings(base_url='https://api.example', api_key='k',"
-        f" listen_address='127.0.0.1:{free_port()}')\n"
-        "exporter = build(settings)\n"
+        "from exporter import app\n"
+        f"args = ['--config.file', {str(config)!r}, '--web.listen-address',"
+        f" '127.0.0.1:{free_port()}']\n"
+        "code, plan = app.read_settings('start', args)\n"
+        "exporter = app.build(plan, lambda: app.reload_tenants(args))\n"
         "for series in exporter.servers[0].RequestHandlerClass.scrape_series:\n"
         "    series.render(True)\n"
-        "watched = ('httpx', 'httpcore', 'prometheus_client', 'yaml', 'bcrypt',"
+        "assert exporter.reloader.reload('test') is None\n"
+        "watched = ('pydantic', 'exporter.settings', 'exporter.tenants', 'exporter.cli',"
+        " 'httpx', 'httpcore', 'prometheus_client', 'yaml', 'bcrypt',"
         " 'exporter.webconfig', 'ctypes', 'msgspec', 'exporter.records')\n"
+        "print([spec.tenant for spec in exporter.tenants])\n"
         "print(sorted(name for name in sys.modules if name.startswith(watched)))\n"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_CAMPAIGN_")}
@@ -141,7 +152,7 @@ def test_the_serving_process_loads_only_what_it_uses() -> None:
         timeout=60,
         check=True,
     )
-    assert run.stdout.strip() == "[]"
+    assert run.stdout.splitlines() == ["['a']", "[]"], run.stderr
 
 
 @pytest.fixture

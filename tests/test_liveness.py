@@ -12,7 +12,8 @@ import pytest
 import structlog
 from helpers import free_port
 
-from exporter.cli import Exporter, build
+from exporter.app import Exporter
+from exporter.cli import build
 from exporter.settings import load_settings
 
 

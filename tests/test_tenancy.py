@@ -9,17 +9,19 @@ import yaml
 from helpers import samples
 
 from exporter import metrics as m
+from exporter.cli import load_shard
+from exporter.errors import TenantConfigError
 from exporter.server import Latest, Published
 from exporter.settings import load_settings
-from exporter.tenancy import ReloadStatus, Tenancy, Tenant, load_shard
-from exporter.tenants import TenantConfigError
+from exporter.tenancy import ReloadStatus, Tenancy
+from exporter.worker import PollerSpec
 
 BASE = "https://{}.webexcampaign.io/campaignapi/resources/v3"
 
 
-def tenant(name: str, **settings: object) -> Tenant:
+def tenant(name: str, **settings: object) -> PollerSpec:
     loaded = load_settings(base_url=BASE.format(name), api_key="k", tenant=name, **settings)
-    return Tenant(loaded, BASE.format(name))
+    return PollerSpec.of(loaded, BASE.format(name))
 
 
 def test_unchanged_tenants_keep_their_key_changed_ones_get_a_new_one() -> None:
@@ -76,4 +78,4 @@ def test_a_tenant_whose_key_file_is_empty_fails_the_load(tmp_path: Path) -> None
     assert problem.startswith(f"{config}: tenant empty: ")
     assert "empty" in problem.split(": tenant empty: ")[1]
     (tmp_path / "empty.key").write_text("k2")
-    assert [t.name for t in load_shard(load_settings(config_file=config))] == ["good", "empty"]
+    assert [t.tenant for t in load_shard(load_settings(config_file=config))] == ["good", "empty"]

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from ..settings import ConfigError
+from ..errors import ConfigError
 
 ClientAuthType = Literal[
     "NoClientCert",
