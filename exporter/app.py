@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -225,9 +227,16 @@ def run(exporter: Exporter) -> int:
     return 0
 
 
-def read_settings(mode: str, argv: Sequence[str]) -> tuple[int, object]:
+SETTINGS_COMMAND = (sys.executable, "-m", "exporter.configure")
+RELOAD_TIMEOUT = 30.0
+"""Seconds a reload waits for the settings process (a key file on a hung mount, say)."""
+
+
+def read_settings(
+    mode: str, argv: Sequence[str], timeout: float | None = None
+) -> tuple[int, object]:
     """Run `python -m exporter.configure MODE FD ARGV…`: its exit code and what it sent
-    back on the pipe FD (None if nothing).
+    back on the pipe FD (None if nothing); killed after `timeout` seconds (exit code -9).
 
     Its stdout and stderr are this process's: what it prints (help, problems) reaches the
     user as if printed here. It inherits the environment, which with ARGV (this process's
@@ -236,27 +245,42 @@ def read_settings(mode: str, argv: Sequence[str]) -> tuple[int, object]:
     read_fd, write_fd = os.pipe()
     try:
         child = subprocess.Popen(
-            [sys.executable, "-m", "exporter.configure", mode, str(write_fd), *argv],
+            [*SETTINGS_COMMAND, mode, str(write_fd), *argv],
             pass_fds=(write_fd,),
             stdin=subprocess.DEVNULL,
         )
     finally:
         os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        sent = pipe.read()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    sent = bytearray()
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        while deadline is None or select.select([pipe], [], [], _left(deadline))[0]:
+            piece = pipe.read(1 << 16)
+            if not piece:
+                break
+            sent += piece
+        else:  # past the deadline: whatever it sent is incomplete
+            child.kill()
+            sent.clear()
     code = child.wait()
     return code, pickle.loads(sent) if sent else None  # noqa: S301 (our own child's)
 
 
-def reload_tenants(argv: Sequence[str]) -> list[PollerSpec]:
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def reload_tenants(argv: Sequence[str], timeout: float = RELOAD_TIMEOUT) -> list[PollerSpec]:
     """--config.file's tenants for this shard, read and checked by the settings process;
     TenantConfigError with its problems."""
-    code, sent = read_settings("reload", argv)
+    code, sent = read_settings("reload", argv, timeout)
     match sent:
         case ("tenants", list() as specs):
             return specs
         case ("problems", list() as problems):
             raise TenantConfigError(problems)
+    if code == -signal.SIGKILL:
+        raise TenantConfigError([f"reading the settings took longer than {timeout:g} s"])
     raise TenantConfigError(
         [f"the settings process answered nothing (exit code {code}): see its message"]
     )

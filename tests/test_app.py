@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,16 @@ def test_a_settings_process_that_sends_nothing_fails_the_reload(
         "the settings process answered nothing (exit code 2): see its message",
     )
     assert "--no-such-flag" in capfd.readouterr().err
+
+
+def test_a_reload_whose_settings_process_hangs_fails_in_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key file on a hung mount must not hold the reload (and POST /-/reload) for ever."""
+    hang = "import sys, time; time.sleep(60)"
+    monkeypatch.setattr(app, "SETTINGS_COMMAND", (sys.executable, "-c", hang))
+    started = time.monotonic()
+    with pytest.raises(TenantConfigError) as caught:
+        app.reload_tenants(["--config.file", "tenants.yaml"], timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert caught.value.problems == ("reading the settings took longer than 0.5 s",)
