@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from . import __version__
-from .api import credentials
+from .api import Access, Credentials, credentials
 from .errors import ConfigError, TenantConfigError
 from .logs import configure_logging
 from .plan import DemoTenant, ListenAddress, Plan
@@ -99,11 +99,20 @@ def build(plan: Plan, load: Callable[[], Sequence[PollerSpec]] | None = None) ->
     `load` reads --config.file's tenants again at a reload (`cli.load_shard`).
     Raises ConfigError when an address cannot be bound or --web.config.file is bad.
     """
-    # The poller process builds its own; these redact the keys in logs.
-    keys = [credentials(spec.access) for spec in (*plan.tenants, *(t.spec for t in plan.demo))]
+    # The poller process builds its own; these redact the keys in this process's logs,
+    # those of the tenants a reload adds too (and of the removed: redacting more is safe).
+    keys: dict[Access, Credentials] = {}
+
+    def known(specs: Sequence[PollerSpec]) -> Sequence[PollerSpec]:
+        for spec in specs:
+            if spec.access not in keys:
+                keys[spec.access] = credentials(spec.access)
+        return specs
 
     def secrets() -> list[str]:
-        return [secret for c in keys for secret in c.secrets()]
+        return [secret for c in list(keys.values()) for secret in c.secrets()]
+
+    known([*plan.tenants, *(tenant.spec for tenant in plan.demo)])
 
     configure_logging(plan.log_level, plan.log_format, secrets)
     web = None
@@ -125,7 +134,7 @@ def build(plan: Plan, load: Callable[[], Sequence[PollerSpec]] | None = None) ->
     reloader, status = None, None
     if plan.config_file is not None and load is not None:
         status = ReloadStatus()
-        reloader = Reloader(plan.config_file, load, tenancy, status)
+        reloader = Reloader(plan.config_file, lambda: known(load()), tenancy, status)
     series: list[ScrapeSeries] = [ProcessMetrics(lambda: poller.pid)]
     if status is not None:
         series.append(status)

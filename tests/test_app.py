@@ -7,14 +7,18 @@ import os
 import pickle
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
+from helpers import free_port
 
-from exporter import app
+from exporter import app, cli
 from exporter.errors import TenantConfigError
 from exporter.plan import ListenAddress, Plan
 from exporter.scenarios import DEMO_KEY
+from exporter.settings import load_settings
 from exporter.tenants import shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,3 +140,35 @@ def test_a_reload_whose_settings_process_hangs_fails_in_time(
         app.reload_tenants(["--config.file", "tenants.yaml"], timeout=0.5)
     assert time.monotonic() - started < 10
     assert caught.value.problems == ("reading the settings took longer than 0.5 s",)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """build() configures structlog to write to this test's stderr, which is gone after it."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def test_the_keys_of_tenants_a_reload_adds_are_redacted_in_this_process(
+    tmp_path: Path, restore_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tenants_file(tmp_path, "a", key="first-tenant-secret-key")
+    loaded = load_settings(config_file=config, listen_address=f"127.0.0.1:{free_port()}")
+    exporter = app.build(cli.resolve(loaded), lambda: cli.load_shard(loaded))
+    try:
+        (tmp_path / "b.key").write_text("added-tenant-secret-key")
+        config.write_text(
+            config.read_text()
+            + "  - {name: b, base_url: 'https://b.example', api_key_file: b.key}\n"
+        )
+        assert exporter.reloader is not None
+        assert exporter.reloader.reload("test") is None
+        log = structlog.get_logger("test")
+        log.error("echoed", detail="first-tenant-secret-key and added-tenant-secret-key")
+    finally:
+        for server in exporter.servers:
+            server.server_close()
+    err = capsys.readouterr().err
+    assert "secret-key" not in err
+    assert "[REDACTED] and [REDACTED]" in err
