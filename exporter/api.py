@@ -696,9 +696,9 @@ class Secret:
 class Access:
     """How a poller reaches one tenant's API: the auth mode and the CA bundle, as data.
 
-    The serving process builds it from the settings (`of`) and sends it to the
-    poller process, which makes the credentials from it (`credentials`): the
-    poller process never loads the settings, nor pydantic.
+    The settings process builds it from the settings (`of`), the serving process
+    sends it on to the poller process, which makes the credentials from it
+    (`credentials`): neither of those two loads the settings, nor pydantic.
     """
 
     api_key: Secret | None = None
@@ -820,11 +820,11 @@ def tls_verify(source: _CaFile) -> ssl.SSLContext:
 
 
 def check_tls(source: _CaFile) -> None:
-    """`tls_verify`'s check at start and reload, for the serving process, which never talks
+    """`tls_verify`'s check at start and reload, in the settings process, which never talks
     to the API: the bundle the poller process will trust is loaded as it will load it.
 
-    Without a `ca_file` that is httpx's default, loaded here without httpx (the serving
-    process has no use for it, nor for the context: 2.5 MB together) and once.
+    Without a `ca_file` that is httpx's default, loaded here without httpx (a check has no
+    use for it, nor for the context: 2.5 MB together) and once.
     """
     if source.ca_file is not None:
         tls_verify(source)

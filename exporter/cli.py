@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from . import __version__, app
-from .api import check_tls, credentials_from, tls_verify
+from .api import check_tls, credentials, credentials_from, tls_verify
 from .errors import ConfigError, TenantConfigError
 from .plan import DemoTenant, Plan
 from .scenarios import DEMO_KEY
@@ -87,8 +87,8 @@ def resolve(settings: Settings) -> Plan:
         if settings.demo:
             demo = _demo_tenants(settings)
         else:
-            credentials_from(settings)  # a key file checked as the poller will read it
             tenants = (PollerSpec.of(settings, settings.base_url or ""),)
+            credentials(tenants[0].access)  # a key file read as the poller will read it
     return Plan(
         listen=tuple(settings.listen),
         listen_setting=describe_setting("listen_address"),
@@ -144,16 +144,17 @@ def load_shard(settings: Settings) -> list[PollerSpec]:
     assert settings.config_file is not None
     tenants = load_tenants(settings.config_file, settings)
     chosen = select_shard(tenants, settings.shard, settings.total_shards)
+    specs = [PollerSpec.of(tenant, tenant.base_url or "") for tenant in chosen]
     problems = []
-    for tenant in chosen:
+    for spec in specs:  # what the poller gets, read as it will read it
         try:
-            credentials_from(tenant)
-            check_tls(tenant)
+            credentials(spec.access)
+            check_tls(spec.access)
         except ConfigError as exc:
-            problems.append(f"{settings.config_file}: tenant {tenant.tenant_label}: {exc}")
+            problems.append(f"{settings.config_file}: tenant {spec.tenant}: {exc}")
     if problems:
         raise TenantConfigError(problems)
-    return [PollerSpec.of(tenant, tenant.base_url or "") for tenant in chosen]
+    return specs
 
 
 def build(settings: Settings) -> app.Exporter:

@@ -208,7 +208,7 @@ def _read(path: Path, problems: _Problems) -> dict[Any, Any]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         problems.fail(None, f"cannot read: {reason}")
     # Only with --config.file: PyYAML and the web config's modules (bcrypt, their models)
-    # are 1.8 MB that the serving process holds for good once loaded.
+    # are 1.8 MB that the settings process loads for nothing otherwise.
     import yaml
 
     from .webconfig.model import _StrictLoader as StrictLoader

@@ -44,7 +44,7 @@ from .exposition import FamilyPart, TenantExposition, TenantShares
 from .logs import configure_logging
 from .poller import Poller, PollResult, PollTiming
 
-if TYPE_CHECKING:  # the serving process's side: the poller process never loads them
+if TYPE_CHECKING:  # the serving and settings processes' side: the poller never loads them
     from .server import Latest
     from .settings import Settings
 
