@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import bisect
 import operator
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
-from itertools import compress, repeat
-from operator import ne
+from functools import partial, reduce
+from itertools import compress, count, repeat
+from operator import add, is_, ne, or_
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from . import metrics as m
@@ -56,15 +57,19 @@ class Durations:
         return cls((0,) * (len(m.IMPORT_DURATION_BUCKETS) + 1), 0.0, 0)
 
     def observe(self, seconds: float) -> Durations:
-        index = bisect.bisect_left(m.IMPORT_DURATION_BUCKETS, seconds)  # le: upper bound counts
+        return self.observe_all([seconds])
+
+    def observe_all(self, seconds: list[float]) -> Durations:
+        """These durations observed, in order (the sum adds them one by one)."""
         buckets = list(self.buckets)
-        buckets[index] += 1
-        return Durations(tuple(buckets), self.sum + seconds, self.count + 1)
+        for index, times in Counter(map(_bucket, seconds)).items():
+            buckets[index] += times
+        return Durations(tuple(buckets), reduce(add, seconds, self.sum), self.count + len(seconds))
 
     def cumulative(self) -> list[int]:
         total, out = 0, []
-        for count in self.buckets:
-            total += count
+        for bucket in self.buckets:
+            total += bucket
             out.append(total)
         return out
 
@@ -102,10 +107,11 @@ _Change = tuple[str, int | None, int | None, float]
 """A group that changed state: its behaviour, its state, the state before and since when."""
 _key = operator.attrgetter("target_state", "status_value", "created_on", "last_updated_on")
 _ID = operator.attrgetter("id")
-_STATE = operator.attrgetter("state")
 _CREATED_ON = operator.attrgetter("created_on")
 _UPDATED_ON = operator.attrgetter("last_updated_on")
-_KEY_OF, _STATE_OF, _SINCE_OF, _CREATED_OF, _UPDATED_OF = map(operator.itemgetter, range(5))
+_KEY_OF, _STATE_OF, _SINCE_OF, _CREATED_OF, _UPDATED_OF, _CREATED_ON_OF = map(
+    operator.itemgetter, range(6)
+)
 _NEVER = cast(_Seen, (object(), None, 0.0, None, None, None))
 """A group the last poll did not see: its key equals no record's (its creation date, None,
 is kept only for a record without one, which parses to None anyway)."""
@@ -211,7 +217,9 @@ class StateTracker:
         entries = list(map(self._seen.get, ids, repeat(_NEVER)))
         changed = list(compress(range(len(ids)), map(ne, map(_KEY_OF, entries), keyed)))
         changes: list[_Change] = []
-        if changed:
+        if changed and len(changed) == len(ids):  # all (a poll where all changed, the first)
+            entries, changes = _entries(groups, keyed, entries, now, parse_date)
+        elif changed:
             made, changes = _entries(
                 list(map(groups.__getitem__, changed)),
                 list(map(keyed.__getitem__, changed)),
@@ -219,11 +227,8 @@ class StateTracker:
                 now,
                 parse_date,
             )
-            if len(made) == len(entries):
-                entries = made
-            else:
-                for index, entry in zip(changed, made, strict=True):
-                    entries[index] = entry
+            for index, entry in zip(changed, made, strict=True):
+                entries[index] = entry
         samples = list(
             map(
                 _new_sample,
@@ -299,14 +304,22 @@ class StateTracker:
             self._count(changes, now, timed)
 
     def _count(self, changes: list[_Change], now: float, timed: bool) -> None:
-        """Count the groups that changed state; few a poll, so kept off the loop above."""
-        for behaviour, state, state_before, since in changes:
-            was, is_ = _state_name(state_before), _state_name(state)
-            key = (behaviour, was, is_)
-            self._transitions[key] = self._transitions.get(key, 0) + 1
-            if timed and was == "in_progress" and is_ == "ready":
+        """Count the groups that changed state: per transition and behaviour at once (a
+        poll where most groups changed has tens of thousands of them), then the import
+        durations of those that finished, in the order they came."""
+        finishing = False
+        for (behaviour, before, state), times in Counter(map(_MOVE, changes)).items():
+            key = (behaviour, _state_name(before), _state_name(state))
+            self._transitions[key] = self._transitions.get(key, 0) + times
+            finishing = finishing or key[1:] == _FINISHED
+        if timed and finishing:
+            finished: dict[str, list[float]] = {}
+            for behaviour, state, before, since in changes:
+                if (_state_name(before), _state_name(state)) == _FINISHED:
+                    finished.setdefault(behaviour, []).append(max(0.0, now - since))
+            for behaviour, seconds in finished.items():
                 durations = self._durations.get(behaviour) or Durations.empty()
-                self._durations[behaviour] = durations.observe(max(0.0, now - since))
+                self._durations[behaviour] = durations.observe_all(seconds)
         self._lifecycle = Lifecycle(dict(self._transitions), dict(self._durations))
 
 
@@ -318,14 +331,14 @@ def _entries(
     parse_date: DateParser,
 ) -> tuple[list[_Seen], list[_Change]]:
     """The entries of groups new to the tracker (`_NEVER` before) or whose state or dates
-    changed since the last poll, and the state changes among them; column by column."""
-    states = list(map(_STATE, groups))
+    changed since the last poll, and the state changes among them; column by column,
+    in C passes where the values are as before (an update changes a few fields)."""
+    states = _states(groups)
     # An update leaves the creation date alone: parse only what changed.
     created_ons = list(map(_CREATED_ON, groups))
-    created = [
-        before[3] if before[5] == created_on else parse_date(created_on)
-        for before, created_on in zip(befores, created_ons, strict=True)
-    ]
+    created = list(map(_CREATED_OF, befores))
+    for index in compress(count(), map(ne, map(_CREATED_ON_OF, befores), created_ons)):
+        created[index] = parse_date(created_ons[index])
     updated_ons = list(map(_UPDATED_ON, groups))
     if keys and isinstance(keys[0], tuple):  # the fields: lastUpdatedOn may be as it was
         updated = [
@@ -334,19 +347,42 @@ def _entries(
         ]
     else:
         updated = parse_date.many(updated_ons)
-    since = [
-        before[2]
-        if before is not _NEVER and before[1] == state
-        else (last if before is _NEVER and last is not None and last < now else now)
-        for before, state, last in zip(befores, states, updated, strict=True)
-    ]
-    changes = [
-        (text(group.behaviour), state, before[1], before[2])
-        for group, state, before in zip(groups, states, befores, strict=True)
-        if before is not _NEVER and state != before[1]
-    ]
+    # A group keeps its state's start unless its state changed, or it is new: then now, or
+    # for a new group its last update when that is known and past.
+    since = list(map(_SINCE_OF, befores))
+    changes: list[_Change] = []
+    moved = map(or_, map(ne, map(_STATE_OF, befores), states), map(is_, befores, repeat(_NEVER)))
+    for index in compress(count(), moved):
+        before, last = befores[index], updated[index]
+        if before is _NEVER:
+            since[index] = last if last is not None and last < now else now
+        else:
+            since[index] = now
+            changes.append((text(groups[index].behaviour), states[index], before[1], before[2]))
     entries = list(zip(keys, states, since, created, updated, created_ons, strict=True))
     return cast(list[_Seen], entries), changes
+
+
+_STATE_AS_SENT = {0: 0, 1: 1}
+"""targetState values that are the state itself (0.0 and 1.0 too: they hash alike)."""
+_TARGET_STATE = operator.attrgetter("target_state")
+
+
+def _states(groups: list[TargetGroup]) -> list[int | None]:
+    """Each group's `state`: looked up in C when targetState says it as the API sends it
+    (poll after poll, every group), the property run for the others."""
+    states: list[int | None] = list(map(_STATE_AS_SENT.get, map(_TARGET_STATE, groups)))
+    if None in states:
+        for index in compress(count(), map(is_, states, repeat(None))):
+            states[index] = groups[index].state
+    return states
+
+
+_MOVE = operator.itemgetter(0, 2, 1)
+"""A change's behaviour, state before and state."""
+_FINISHED = ("in_progress", "ready")
+"""The transition that ends an import: its duration is observed."""
+_bucket = partial(bisect.bisect_left, m.IMPORT_DURATION_BUCKETS)  # le: the upper bound counts
 
 
 def _state_name(state: int | None) -> str:
