@@ -150,7 +150,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         churns=tuple(args.churn) if args.churn else FULL_CHURNS,
         obvious_sizes=obvious_sizes,
         cpu_polls=2 if quick else 5,
-        cpu_polls_large=2 if quick else 3,
+        cpu_polls_large=2 if quick else 5,
         scrapes=args.scrapes or (30 if quick else 300),
         scrape_pause=0.002 if quick else 0.005,
         busy_min_polls=1 if quick else 2,
