@@ -21,6 +21,7 @@ backoff; counters then restart from zero, which `rate()` handles.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import gc
 import math
@@ -196,6 +197,18 @@ class Pipe:
 
 
 _IOV_MAX = 512
+PIPE_SIZE = 1 << 20
+"""Bytes the results pipe holds (Linux; the system's default 64 KiB elsewhere): a poll of
+100,000 groups sends ~20 MB, in 20 writes and reads instead of 300 (14 ms to send instead
+of 37). 1 MiB is what an unprivileged process may ask for by default."""
+
+
+def _widen(fd: int) -> None:
+    """The pipe holds PIPE_SIZE bytes when the system allows it; as it is otherwise."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is not None:
+        with contextlib.suppress(OSError):  # over the limit or the user's pipe quota
+            fcntl.fcntl(fd, set_size, PIPE_SIZE)
 
 
 def _wire(
@@ -387,6 +400,7 @@ class PollerProcess:
 
     def _spawn(self) -> None:
         read_fd, write_fd = os.pipe()
+        _widen(write_fd)
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "exporter.worker", str(write_fd)],

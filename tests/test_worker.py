@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import itertools
 import json
@@ -421,6 +422,45 @@ def test_the_poller_process_runs_at_a_lower_cpu_priority(simulator: Simulator) -
     finally:
         process.stop()
         thread.join(PATIENCE)
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are Linux's")
+def test_the_results_pipe_holds_a_mebibyte_so_a_large_poll_crosses_in_few_writes(
+    simulator: Simulator,
+) -> None:
+    process = poller_process(
+        {"base_url": simulator.base_url, "api_key": DEMO_KEY, "log_level": "error"},
+        simulator.base_url,
+    )
+    thread = process.start()
+    try:
+        assert process._conn is not None
+        size = fcntl.fcntl(process._conn._fd, fcntl.F_GETPIPE_SZ)
+        assert size == worker.PIPE_SIZE == 1 << 20
+    finally:
+        process.stop()
+        thread.join(PATIENCE)
+
+
+def test_a_pipe_the_system_will_not_widen_stays_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the user's pipe quota the system refuses (EPERM): the pipe works as it was."""
+    asked: list[tuple[int, int]] = []
+
+    def refuse(fd: int, command: int, size: int) -> int:
+        asked.append((command, size))
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(fcntl, "F_SETPIPE_SZ", 1031, raising=False)
+    monkeypatch.setattr(worker.fcntl, "fcntl", refuse)
+    read_fd, write_fd = os.pipe()
+    try:
+        worker._widen(write_fd)
+        assert asked == [(1031, 1 << 20)]
+        os.write(write_fd, b"x")
+        assert os.read(read_fd, 1) == b"x"
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
 
 
 def test_a_demo_child_polls_with_the_demo_key_and_sends_each_familys_crc_and_size(
