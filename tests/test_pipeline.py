@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.payload import ChurningTenant
 from exporter import pipeline
-from exporter.exposition import GroupBlock, render_groups
+from exporter.exposition import DEFAULT_MAX_LABEL_LENGTH, GroupBlock, render_groups
 from exporter.pipeline import GroupPipeline, Processed
 from exporter.records import DateParser, PayloadError, parse_payload
 from exporter.snapshot import StateTracker, count_by_state
@@ -107,12 +107,13 @@ def run(pipe: GroupPipeline, decoded: list[int], body: bytes, now: float) -> Pro
 class Reference:
     """Each poll rendered from scratch, with the state tracker's memory of the same polls."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_label_length: int = DEFAULT_MAX_LABEL_LENGTH) -> None:
         self.tracker, self.dates = StateTracker(), DateParser("UTC")
+        self.max_label_length = max_label_length
 
     def text(self, body: bytes, now: float) -> bytes:
         samples = self.tracker.observe(parse_payload(body).groups, now, self.dates)
-        return text(render_groups("acme", samples))
+        return text(render_groups("acme", samples, self.max_label_length))
 
 
 def test_a_poll_decodes_only_the_records_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,6 +148,35 @@ def test_a_chunk_keeps_each_records_key_in_eight_bytes_for_the_next_poll() -> No
         json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() for record in records
     ]
     assert [key for chunk in kept for key in chunk.keys] == [hash(record) for record in sent]
+
+
+def test_a_line_of_64_kib_or_more_spliced_into_a_chunk_of_short_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Line lengths are kept in 2 bytes while every line is shorter than 64 KiB; a splice
+    that brings a longer one (a label cap raised that far) keeps them in 4, and the next
+    splice still finds every line where it is."""
+    decoded = counting(monkeypatch)
+    records = json.loads(ChurningTenant(40, 0.0).body())
+    pipe = small(GroupPipeline("acme", max_label_length=1 << 20), chunk=1 << 30, chunk_max=1000)
+    reference = Reference(max_label_length=1 << 20)
+    polls: list[Callable[[], None]] = [
+        lambda: None,
+        lambda: records[5].update(totalCount=records[5]["totalCount"] + 1),  # lengths measured
+        lambda: records[5].update(name="n" * 70_000),  # a line over 64 KiB spliced in
+        lambda: records[30].update(errorcount=records[30]["errorcount"] + 1),  # after it
+        lambda: records[5].update(name="short again"),
+    ]
+    for now, change in enumerate(polls, 1):
+        change()
+        body = json.dumps(records).encode()
+        got = run(pipe, decoded, body, float(now))
+        assert text(got.block) == reference.text(body, float(now))
+        if now > 1:
+            assert decoded[-1] == 1  # spliced, not rendered whole
+    (chunk,) = pipe._last.values()
+    assert chunk.lengths is not None
+    assert {lengths.typecode for lengths in chunk.lengths} == {"I"}
 
 
 def test_chunks_are_cut_again_only_when_groups_come_or_go(monkeypatch: pytest.MonkeyPatch) -> None:
