@@ -315,15 +315,10 @@ class BlockRenderer:
 
     def lines(self, chunk: Sequence[GroupSample]) -> tuple[list[list[bytes]], int]:
         """`texts`, each family's text as its lines (for a few samples: `pipeline` puts
-        them in place of others)."""
-        columns, cut = self._columns(chunk)
-        return [
-            [
-                b"".join((start, label, b"} ", repr(value).encode(), b"\n"))
-                for label, value in zip(labels, values, strict=True)
-            ]
-            for start, labels, values in columns
-        ], cut
+        them in place of others). Written as `texts` writes them, then cut at the newlines:
+        a label value holds none but escaped (`\\n`)."""
+        texts, _, cut = self.texts(chunk)
+        return [[line + b"\n" for line in text.split(b"\n")[:-1]] for text in texts], cut
 
     def render_chunk(self, chunk: Sequence[GroupSample]) -> _Chunk:
         """One chunk's samples of each family, deflated, and the label values it cut."""

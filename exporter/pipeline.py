@@ -229,9 +229,8 @@ def _replace(
     if lengths is None:
         lengths = _line_lengths([size + 1 for size in map(len, text.split(b"\n")[:-1])])
     offsets = list(accumulate(lengths, initial=0))
-    after = array(lengths.typecode, lengths)
-    if after.typecode == "H" and max(map(len, lines)) >= _SHORT:
-        after = array("I", lengths)  # a line of 64 KiB or more comes in
+    long = max(map(len, lines)) >= _SHORT  # a line of 64 KiB or more comes in: 4 bytes
+    after = array("I" if long else lengths.typecode, lengths)
     pieces: list[bytes] = []
     done = 0
     same = True
