@@ -83,7 +83,10 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, out)),
+        # One write a line: `print` writes the line and its newline apart, and the
+        # poller process shares this stderr, so two processes' lines would run into
+        # each other (a JSON line per event is what log shippers parse).
+        logger_factory=structlog.WriteLoggerFactory(cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )
     # httpx logs every request at INFO; our own events say what matters.

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -65,6 +68,57 @@ def test_polling_and_serving_go_on_after_the_log_reader_goes_away() -> None:
         exporter.wait_for(lambda: (exporter.value(requests) or 0) >= before + 20, "20 more polls")
         assert exporter.get("/-/healthy").status_code == 200
         assert exporter.process.poll() is None
+
+
+class Writes(io.StringIO):
+    """Records each write call apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return len(text)
+
+
+@pytest.mark.parametrize("fmt", ["json", "logfmt", "console"])
+def test_each_event_is_one_write_of_one_whole_line(fmt: str) -> None:
+    """The poller process shares the serving process's stderr: a line written in two
+    pieces (the text, then its newline) lets the other process's line in between."""
+    out = Writes()
+    configure_logging("info", fmt, stream=out)
+    log = structlog.get_logger("test")
+    log.info("poll_completed", tenant="acme", duration_s=0.25)
+    log.warning("api_down", tenant="acme", code="498")
+    assert len(out.calls) == 2
+    for call, event in zip(out.calls, ["poll_completed", "api_down"], strict=True):
+        assert call.endswith("\n") and call.count("\n") == 1
+        assert event in call
+
+
+# Two processes log at once to one pipe, as the serving and poller processes do.
+_TWO_WRITERS = """
+import structlog
+from exporter.logs import configure_logging
+configure_logging("info", "json")
+log = structlog.get_logger("test")
+for n in range(2000):
+    log.info("tick", n=n, pad="x" * 200)
+"""
+
+
+def test_two_processes_logging_to_one_stderr_never_split_a_line() -> None:
+    read, write = os.pipe()
+    with os.fdopen(read, "rb") as reader:
+        writers = [
+            subprocess.Popen([sys.executable, "-c", _TWO_WRITERS], stderr=write) for _ in range(2)
+        ]
+        os.close(write)
+        lines = reader.read().splitlines()
+    assert [writer.wait(30) for writer in writers] == [0, 0]
+    events = [json.loads(line) for line in lines]  # a line split by the other raises
+    assert sorted(event["n"] for event in events) == sorted([*range(2000), *range(2000)])
 
 
 def test_logfmt_output() -> None:
