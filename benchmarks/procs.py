@@ -309,6 +309,8 @@ class Measured:
 
     Each `poll_completed` event gets `_at` (monotonic time the line was read) and,
     unless `cpu_per_event` is off, `_cpu_s` (CPU seconds of the process tree then).
+    Lines that are not JSON are counted in `unparsed`: a poll whose line was lost
+    would read as a tenant polled late.
     """
 
     name = "process"
@@ -324,6 +326,7 @@ class Measured:
         self.command = command
         self.port = port
         self.polls: list[dict[str, Any]] = []
+        self.unparsed = 0
         self._cpu_per_event = cpu_per_event
         self._cond = threading.Condition()
         self._log = log_path.open("w", encoding="utf-8")
@@ -348,6 +351,7 @@ class Measured:
             try:
                 event = json.loads(line)
             except ValueError:
+                self.unparsed += bool(line.strip())
                 continue
             if isinstance(event, dict) and event.get("event") == "poll_completed":
                 event["_at"] = time.monotonic()

@@ -351,6 +351,7 @@ def bench_tenants(plan: Plan, work: Path) -> dict[str, Any]:
         )
         memory = exporter.memory()
         polls = list(exporter.polls)
+        unparsed = exporter.unparsed
         hung = api.state()["hung"]
     with procs.Server("limit", "--body", str(body_file)) as limit:
         limit_latency = latency(scrape(limit.port, plan.scrapes, plan.scrape_pause))
@@ -366,16 +367,18 @@ def bench_tenants(plan: Plan, work: Path) -> dict[str, Any]:
         "busy_p99_ms": latency(busy)["p99_ms"],
         "scrape_busy": latency(busy),
         "limit_p99_ms": limit_latency["p99_ms"],
-        "max_delay_s": worst_delay(polls, healthy, plan.tenant_poll_interval),
+        **worst_delay(polls, healthy, plan.tenant_poll_interval),
+        "unparsed_log_lines": unparsed,
     }
 
 
-def worst_delay(polls: list[dict[str, Any]], tenants: set[str], interval: float) -> float:
-    """How much later than due a healthy tenant's poll started, at worst: the gap from a
-    poll's completion to the next one's start beyond the interval (<= 0 when on time,
-    whether the exporter schedules start to start or end to start)."""
+def worst_delay(polls: list[dict[str, Any]], tenants: set[str], interval: float) -> dict[str, Any]:
+    """How much later than due a healthy tenant's poll started, at worst (`max_delay_s`):
+    the gap from a poll's completion to the next one's start beyond the interval (<= 0
+    when on time, whether the exporter schedules start to start or end to start); which
+    tenant, and when (the exporter's timestamp of the late poll's line)."""
     last: dict[str, float] = {}
-    worst = -math.inf
+    worst: dict[str, Any] = {"max_delay_s": math.nan, "worst_tenant": None, "worst_at": None}
     for event in polls:
         tenant = event.get("tenant")
         if tenant not in tenants:
@@ -383,9 +386,15 @@ def worst_delay(polls: list[dict[str, Any]], tenants: set[str], interval: float)
         completed = float(event["_at"])
         started = completed - float(event["duration_s"])
         if tenant in last:
-            worst = max(worst, started - last[tenant] - interval)
+            delay = started - last[tenant] - interval
+            if not delay <= worst["max_delay_s"]:  # NaN at first
+                worst = {
+                    "max_delay_s": delay,
+                    "worst_tenant": tenant,
+                    "worst_at": event.get("timestamp"),
+                }
         last[tenant] = completed
-    return worst if math.isfinite(worst) else math.nan
+    return worst
 
 
 def bench_leak(plan: Plan, work: Path) -> dict[str, Any]:
@@ -581,8 +590,9 @@ def evaluate(
         add(
             names[2],
             tenants["hung_requests"] > 0 and delay <= 1.0,
-            f"worst {delay:.3f} s; {tenants['hung_tenant']} hung {tenants['hung_requests']}"
-            " requests",
+            f"worst {delay:.3f} s ({tenants.get('worst_tenant')}); {tenants['hung_tenant']} hung"
+            f" {tenants['hung_requests']} requests; log lines not JSON:"
+            f" {tenants.get('unparsed_log_lines', 0)}",
         )
     ratio = leak["ratio"]
     add(

@@ -19,7 +19,14 @@ import pytest
 
 from benchmarks import procs
 from benchmarks.payload import MUTABLE, ChurningTenant
-from benchmarks.run import COLUMNS, CONFIG_FILE_FLAG, HEADLINE_COLUMNS, LEAK_COLUMNS, OBVIOUS
+from benchmarks.run import (
+    COLUMNS,
+    CONFIG_FILE_FLAG,
+    HEADLINE_COLUMNS,
+    LEAK_COLUMNS,
+    OBVIOUS,
+    worst_delay,
+)
 from benchmarks.servers import FakeApi, Feed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +151,9 @@ def test_targets_tenants_and_gc_are_reported(
     tenant_targets = targets[8:11]
     if supported:
         assert report["tenants"]["hung_requests"] > 0
+        # Every poll's log line arrived whole: a lost one would read as a late poll.
+        assert report["tenants"]["unparsed_log_lines"] == 0
+        assert report["tenants"]["worst_tenant"] != report["tenants"]["hung_tenant"]
         assert all(t["status"] != "SKIP" for t in tenant_targets)
     else:
         assert "not supported by this exporter build" in result.stdout
@@ -152,6 +162,25 @@ def test_targets_tenants_and_gc_are_reported(
         "Exporter GC: " in result.stdout
         and "Obvious exporters GC: Python defaults" in result.stdout
     )
+
+
+def test_worst_delay_names_the_late_tenant_and_skips_the_others() -> None:
+    def poll(tenant: str, completed: float, duration: float = 0.5) -> dict[str, Any]:
+        return {
+            "tenant": tenant,
+            "_at": completed,
+            "duration_s": duration,
+            "timestamp": f"at {completed}",
+        }
+
+    polls = [
+        poll("a", 1.0), poll("b", 1.2), poll("hung", 2.0),
+        poll("a", 6.2), poll("b", 8.7), poll("hung", 30.0), poll("a", 11.0),
+    ]  # fmt: skip
+    # b's second poll started at 8.2, 2.0 s after its first completed plus the 5 s interval.
+    worst = worst_delay(polls, {"a", "b"}, 5.0)
+    assert worst == {"max_delay_s": pytest.approx(2.0), "worst_tenant": "b", "worst_at": "at 8.7"}
+    assert math.isnan(worst_delay(polls[:2], {"a", "b"}, 5.0)["max_delay_s"])
 
 
 def test_config_file_capability_check_ignores_web_config_file() -> None:
