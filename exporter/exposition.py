@@ -282,18 +282,21 @@ class BlockRenderer:
             cutter.cut += sum(map(cuts.get, keys, repeat(0)))
         return cast(list[bytes], written)
 
-    def _columns(self, chunk: Sequence[GroupSample]) -> tuple[list[_Column], int]:
+    def _columns(self, chunk: Sequence[GroupSample]) -> tuple[list[_Column], int, bool]:
         """Per family: the start of its lines, and each sample's labels (encoded) and
-        value, samples without a value left out; and how many label values were cut."""
+        value, samples without a value left out; how many label values were cut; and
+        whether a label holds a `%` (one look at each list of labels made, not per family)."""
         cutter = _Cutter(self._max_label_length)
         groups = list(map(_GROUP_OF, chunk))
         identities = list(map(str.encode, _IDENTITY.write_all(groups, cutter, self._tenant)))
+        percent = b"%" in b"".join(identities)
         columns = []
         for metric in m.PER_GROUP:
             assert metric.value is not None, f"{metric.name} is not a per-group metric"
             labels = identities
             if metric.attributes:
                 suffixes = self._attributes(_ATTRIBUTES[metric.name], groups, cutter)
+                percent = percent or b"%" in b"".join(suffixes)
                 labels = list(map(bytes.__add__, identities, suffixes))
             values: list[object] = list(map(metric.value, chunk))
             if None in values:
@@ -301,15 +304,15 @@ class BlockRenderer:
                 kept = [(label, value) for label, value in pairs if value is not None]
                 labels, values = [pair[0] for pair in kept], [pair[1] for pair in kept]
             columns.append((f"{metric.name}{{".encode(), labels, values))
-        return columns, cutter.cut
+        return columns, cutter.cut, percent
 
     def texts(self, chunk: Sequence[GroupSample]) -> tuple[list[bytes], bool, int]:
         """Each family's sample lines for these samples, in order, as one text (no line
         for a value that is None); whether every family has a line for every sample; and
         how many label values were cut. Values print as Python's repr: exact. Built in C
         (`_sample_lines`), never one Python string per line."""
-        columns, cut = self._columns(chunk)
-        texts = [_sample_lines(start, labels, values) for start, labels, values in columns]
+        columns, cut, percent = self._columns(chunk)
+        texts = [_sample_lines(start, labels, values, percent) for start, labels, values in columns]
         complete = all(len(values) == len(chunk) for _, _, values in columns)
         return texts, complete, cut
 
@@ -326,18 +329,16 @@ class BlockRenderer:
         return tuple(Segment.of(text) for text in texts), cut
 
 
-def _sample_lines(start: bytes, labels: list[bytes], values: list[object]) -> bytes:
+def _sample_lines(start: bytes, labels: list[bytes], values: list[object], percent: bool) -> bytes:
     """`start`, a sample's labels, `} `, its value's repr and a newline, per sample: the
-    labels joined into one template that one `%` fills with the values (a label's own
-    `%` doubled first): 1.8 times as fast as joining five pieces a line."""
+    labels joined into one template that one `%` fills with the values (`percent`: a
+    label holds a `%`, doubled first): 1.8 times as fast as joining five pieces a line."""
     if not labels:
         return b""
+    if percent:
+        labels = [label.replace(b"%", b"%%") for label in labels]
     between = b"} %r\n" + start
-    template = start + between.join(labels) + b"} %r\n"
-    if template.count(b"%") != len(values):  # a label value holds a `%`
-        escaped = [label.replace(b"%", b"%%") for label in labels]
-        template = start + between.join(escaped) + b"} %r\n"
-    return template % tuple(values)
+    return (start + between.join(labels) + b"} %r\n") % tuple(values)
 
 
 def render_groups(

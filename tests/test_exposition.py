@@ -258,6 +258,22 @@ def test_labels_written_for_a_whole_chunk_equal_those_written_group_by_group(odd
             assert info["channels"] == ",".join(record["supportedChannels"])
 
 
+@pytest.mark.parametrize("field", ["name", "userGroup", "behaviour"])
+def test_a_percent_sign_in_one_label_of_one_group_is_written_as_sent(field: str) -> None:
+    """A family's lines are one template filled by `%`: a `%` in any label value (of the
+    identity, or of info's own labels alone) is doubled first, or the values land in
+    the wrong lines."""
+    records = [{**SEED_RECORDS[0], "id": f"id-{i}", "name": f"plain_{i}"} for i in range(10)]
+    records[3] = {**records[3], field: "100%s %d%%"}
+    text = text_of(render(render_groups("acme", samples_for(records)), health(tenant="acme")))
+    served = {(s.name, s.labels["id"]): s for s in samples(text) if "id" in s.labels}
+    for index, record in enumerate(records):
+        info = served[m.INFO.name, record["id"]].labels
+        assert (info["name"], info["user_group"]) == (record["name"], record["userGroup"])
+        assert info["behaviour"] == record["behaviour"]
+        assert served[m.TOTAL_RECORDS.name, f"id-{index}"].value == record["totalCount"]
+
+
 INFO_LABELS = {
     "status": "statusValue",
     "user_group": "userGroup",
