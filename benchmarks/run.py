@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -618,6 +619,31 @@ def gc_settings(source: Path) -> list[str]:
     return found
 
 
+_CALIBRATION_ROWS = [
+    {"id": f"{i:014d}", "name": f"group_{i}", "totalCount": i * 1.5, "statusValue": "Ready"}
+    for i in range(20_000)
+]
+
+
+def calibrate(repeats: int = 5) -> float:
+    """Seconds the harness takes for a fixed workload, median of `repeats`, run while
+    nothing is measured: how fast this machine is just then. The work is the exporter's
+    kind (JSON decoded, a line per row formatted, deflated) but none of its code, so
+    two runs, or two rows of one run, can be compared for the machine alone: a shared
+    machine's speed moves by half within an hour."""
+    data = json.dumps(_CALIBRATION_ROWS).encode()
+    times = []
+    for _ in range(repeats):
+        begun = time.perf_counter()
+        rows = json.loads(data)
+        text = "".join(
+            f'x{{id="{row["id"]}",name="{row["name"]}"}} {row["totalCount"]!r}\n' for row in rows
+        )
+        zlib.compress(text.encode(), 1)
+        times.append(time.perf_counter() - begun)
+    return statistics.median(times)
+
+
 def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or "unknown"
     try:
@@ -683,6 +709,8 @@ def render_report(report: dict[str, Any]) -> str:
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB;"
         f" Python {machine['python']}; {machine['platform']};"
         f" load average {report['load_before']} before, {report['load_after']} after",
+        "Machine speed (a fixed workload in the harness, median of 5, lower is faster): "
+        + ", ".join(f"{s:.3f} s {at}" for at, s in report["calibration_s"].items()),
         f"Exporter {machine['exporter_version']} (commit {machine['commit']});"
         f" command: {report['command']}",
         *([f"Label: {report['label']}"] if report["label"] else []),
@@ -799,9 +827,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="webex-bench-") as tmp:
             work = Path(tmp)
-            runs = [run for groups in plan.sizes for run in bench_size(groups, plan, work)]
+            calibration = {"at the start": calibrate()}
+            runs = []
+            for groups in plan.sizes:
+                calibration[f"before {groups:,} groups"] = calibrate()
+                runs += bench_size(groups, plan, work)
+            calibration["before the tenants"] = calibrate()
             tenants = bench_tenants(plan, work)
             leak = bench_leak(plan, work)
+            calibration["at the end"] = calibrate()
     except (procs.HarnessError, OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
@@ -813,6 +847,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": asdict(plan),
         "load_before": load_before,
         "load_after": _load(),
+        "calibration_s": calibration,
         "elapsed_s": round(time.monotonic() - started, 1),
         "exporter_gc": exporter_gc,
         "obvious_gc": "{} {} {}".format(*gc.get_threshold()),

@@ -197,6 +197,12 @@ def test_stdout_holds_the_tables_and_machine_info(
     assert machine["cpu"] and machine["cores"] and machine["python"]
     assert machine["cpu"] in result.stdout and f"Python {machine['python']}" in result.stdout
     assert re.search(r"load average [\d.]+ [\d.]+ [\d.]+ before", result.stdout)
+    # The machine's speed, taken before each part of the run: a figure to compare runs by.
+    speed = report["calibration_s"]
+    expected = ["at the start", *(f"before {n:,} groups" for n in QUICK_SIZES)]
+    assert list(speed) == [*expected, "before the tenants", "at the end"]
+    assert all(_finite_number(s) and s > 0 for s in speed.values())
+    assert all(f"{speed[at]:.3f} s {at}" in result.stdout for at in speed)
     for _, title, _ in (*COLUMNS, *HEADLINE_COLUMNS, *LEAK_COLUMNS):
         assert title in result.stdout
     for groups in QUICK_SIZES:
