@@ -619,19 +619,18 @@ def gc_settings(source: Path) -> list[str]:
     return found
 
 
-_CALIBRATION_ROWS = [
-    {"id": f"{i:014d}", "name": f"group_{i}", "totalCount": i * 1.5, "statusValue": "Ready"}
-    for i in range(20_000)
-]
-
-
 def calibrate(repeats: int = 5) -> float:
     """Seconds the harness takes for a fixed workload, median of `repeats`, run while
     nothing is measured: how fast this machine is just then. The work is the exporter's
     kind (JSON decoded, a line per row formatted, deflated) but none of its code, so
     two runs, or two rows of one run, can be compared for the machine alone: a shared
     machine's speed moves by half within an hour."""
-    data = json.dumps(_CALIBRATION_ROWS).encode()
+    data = json.dumps(
+        [
+            {"id": f"{i:014d}", "name": f"group_{i}", "totalCount": i * 1.5, "statusValue": "Ready"}
+            for i in range(20_000)
+        ]
+    ).encode()
     times = []
     for _ in range(repeats):
         begun = time.perf_counter()
