@@ -51,6 +51,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("first_poll_s", "first poll s", "{:.3f}"),
     ("poll_s", "poll wall s", "{:.3f}"),
     ("cpu_per_poll_s", "CPU/poll s", "{:.3f}"),
+    ("cpu_per_scrape_ms", "CPU/scrape ms", "{:.1f}"),
     ("busy_p50_ms", "scrape p50 polling ms", "{:.2f}"),
     ("busy_p99_ms", "scrape p99 polling ms", "{:.2f}"),
     ("busy_scrapes", "scrapes", "{:d}"),
@@ -103,6 +104,8 @@ class Plan:
     busy_min_polls: int
     busy_min_seconds: float
     busy_max_seconds: float
+    idle_scrapes: int
+    idle_scrape_seconds: float
     tenants: int
     tenant_groups: int
     tenant_poll_interval: float
@@ -157,6 +160,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         busy_min_polls=1 if quick else 2,
         busy_min_seconds=0.5 if quick else 3.0,
         busy_max_seconds=2.0 if quick else 20.0,
+        idle_scrapes=5 if quick else 50,
+        idle_scrape_seconds=1.0 if quick else 10.0,
         tenants=args.tenants or (5 if quick else 100),
         tenant_groups=args.tenant_groups or (100 if quick else 1_000),
         tenant_poll_interval=1.0 if quick else 5.0,
@@ -221,7 +226,8 @@ def measure(
     process: procs.Measured, api: procs.FakeApi, groups: int, plan: Plan, save: Path | None
 ) -> dict[str, Any]:
     """First poll, CPU and wall time of polls with no scrapes, scrapes while polls run
-    back to back, then RSS while the next request is held (nothing running)."""
+    back to back, then, while the next request is held (no poll running), RSS and the
+    CPU a scrape costs: what an implementation spends per scrape beside its polls."""
     k = plan.polls_for(groups)
     polls = process.wait_polls(1 + k, _poll_timeout(groups, 1 + k))
     first, window = polls[0], polls[1 : 1 + k]
@@ -241,12 +247,18 @@ def measure(
     api.wait_held(_poll_timeout(groups, 1), process)
     time.sleep(0.5)
     steady = process.memory()
+    idle = process.tree.cpu()
+    quiet = scrape(process.port, plan.idle_scrapes, 0.0, 0.0, plan.idle_scrape_seconds)
+    # The scraper's first GET sets its connection up: a scrape all the same.
+    cpu_per_scrape = (process.tree.cpu() - idle) / (len(quiet["seconds"]) + 1)
     api.release()
     return {
         "first_poll": {key: first[key] for key in ("duration_s", "processing_s", "fetch_s")},
         "groups_reported": first["groups"],
         "cpu_per_poll_s": cpu,
         "cpu_polls": k,
+        "cpu_per_scrape_s": cpu_per_scrape,
+        "scrapes_for_cpu": len(quiet["seconds"]) + 1,
         "poll_s_median": wall,
         "poll_s_samples": [event["duration_s"] for event in window],
         "processing_s_median": statistics.median(float(e["processing_s"]) for e in window),
@@ -439,6 +451,7 @@ def flatten(run: dict[str, Any]) -> dict[str, Any]:
         "first_poll_s": run["first_poll"]["duration_s"],
         "poll_s": run["poll_s_median"],
         "cpu_per_poll_s": run["cpu_per_poll_s"],
+        "cpu_per_scrape_ms": run["cpu_per_scrape_s"] * 1000,
         "busy_p50_ms": run["scrape_busy"]["p50_ms"],
         "busy_p99_ms": run["scrape_busy"]["p99_ms"],
         "busy_scrapes": run["scrape_busy"]["count"],
@@ -720,8 +733,9 @@ def render_report(report: dict[str, Any]) -> str:
         "",
         _table(HEADLINE_COLUMNS, report["headline"]),
         "",
-        "Every run (CPU/poll from /proc with no scrapes; poll wall time and the first poll"
-        " from poll_completed; scrapes from another process while polls run back to back):",
+        "Every run (CPU/poll from /proc with no scrapes; CPU/scrape from /proc with no poll"
+        " running; poll wall time and the first poll from poll_completed; scrapes from another"
+        " process while polls run back to back):",
         "",
         _table(COLUMNS, report["rows"]),
         "",
@@ -752,7 +766,8 @@ Measured per run: the first poll after start, the median poll wall time and the
 CPU seconds per poll of all the process's processes with no scrapes (from
 /proc), scrape p50/p99 from another process while polls run, the peak RSS
 summed over the processes (sampled every 20 ms) and the sum of each process's
-VmHWM, and the RSS at rest. Then the limit server (a plain threaded server
+VmHWM, and, while a request is held (no poll running), the RSS at rest and the
+CPU seconds per scrape. Then the limit server (a plain threaded server
 returning the exporter's gzip body), the several-tenants row of issue 13 (when
 the exporter has --config.file) and the RSS-under-churn check of issue 4.
 The fake API builds its bodies before it listens, so no serialisation competes

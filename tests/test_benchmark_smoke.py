@@ -122,8 +122,16 @@ def test_every_size_churn_and_implementation_reports_every_column(
         missing = [key for key, _, _ in COLUMNS if key not in row or row[key] is None]
         assert not missing, f"{row}: no value for {missing}"
         assert row["poll_s"] > 0 and row["first_poll_s"] > 0 and row["cpu_per_poll_s"] >= 0
+        assert row["cpu_per_scrape_ms"] >= 0
         assert row["peak_rss_mb"] >= row["steady_rss_mb"] > 0 and row["hwm_sum_mb"] > 0
+    # Per scrape, the obvious exporters render every series; the exporter writes bytes.
+    by_key = {(r["groups"], r["churn"], r["implementation"]): r for r in rows}
+    for churn in QUICK_CHURNS:
+        exporter = by_key[2_000, churn, "exporter"]["cpu_per_scrape_ms"]
+        for variant in OBVIOUS.values():
+            assert by_key[2_000, churn, variant]["cpu_per_scrape_ms"] > exporter
     for run in report["runs"]:
+        assert run["scrapes_for_cpu"] >= 2
         # Every implementation measured the payload it was given, changed as asked.
         assert run["groups_reported"] == run["groups"]
         assert run["changed_per_poll"] == round(run["groups"] * run["churn"])
