@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import itertools
@@ -170,6 +171,21 @@ def poller_process(settings_overrides: dict[str, object], base_url: str) -> Poll
     latest = Latest(initial_published(settings.tenant_label, key=1))
     spec = PollerSpec.of(settings, base_url, key=1)
     return PollerProcess(Logging(settings.log_level, settings.log_format), [spec], latest)
+
+
+@contextlib.contextmanager
+def running_demo_poller(simulator: Simulator) -> Iterator[PollerProcess]:
+    """A poller process polling the simulator with the demo key, stopped on the way out."""
+    process = poller_process(
+        {"base_url": simulator.base_url, "api_key": DEMO_KEY, "log_level": "error"},
+        simulator.base_url,
+    )
+    thread = process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        thread.join(PATIENCE)
 
 
 def test_a_child_that_keeps_dying_is_restarted_with_doubling_capped_backoff(
@@ -405,12 +421,7 @@ def test_memory_is_released_at_most_a_twentieth_of_the_time(
 
 
 def test_the_poller_process_runs_at_a_lower_cpu_priority(simulator: Simulator) -> None:
-    process = poller_process(
-        {"base_url": simulator.base_url, "api_key": DEMO_KEY, "log_level": "error"},
-        simulator.base_url,
-    )
-    thread = process.start()
-    try:
+    with running_demo_poller(simulator) as process:
         deadline = time.monotonic() + PATIENCE
         while not process._latest.value.ready:
             assert time.monotonic() < deadline, "no first poll"
@@ -419,27 +430,16 @@ def test_the_poller_process_runs_at_a_lower_cpu_priority(simulator: Simulator) -
         with open(f"/proc/{process.pid}/stat", encoding="ascii") as stat:
             nice = int(stat.read().rsplit(")", 1)[1].split()[16])
         assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + worker.POLLER_NICENESS)
-    finally:
-        process.stop()
-        thread.join(PATIENCE)
 
 
 @pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="pipe sizes are Linux's")
 def test_the_results_pipe_holds_a_mebibyte_so_a_large_poll_crosses_in_few_writes(
     simulator: Simulator,
 ) -> None:
-    process = poller_process(
-        {"base_url": simulator.base_url, "api_key": DEMO_KEY, "log_level": "error"},
-        simulator.base_url,
-    )
-    thread = process.start()
-    try:
+    with running_demo_poller(simulator) as process:
         assert process._conn is not None
         size = fcntl.fcntl(process._conn._fd, fcntl.F_GETPIPE_SZ)
         assert size == worker.PIPE_SIZE == 1 << 20
-    finally:
-        process.stop()
-        thread.join(PATIENCE)
 
 
 def test_a_pipe_the_system_will_not_widen_stays_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
