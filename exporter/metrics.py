@@ -49,9 +49,9 @@ GROUP_IDENTITY: tuple[Label, ...] = (
 INFO_ATTRIBUTES: tuple[Label, ...] = (
     Label("status", "status_value"),
     Label("user_group", "user_group"),
-    Label("load_type", "load_type"),
-    Label("source", "source"),
-    Label("target_group_type", "target_group_type"),
+    Label("load_type", "load_type", source="load_type_sent"),
+    Label("source", "source", source="source_sent"),
+    Label("target_group_type", "target_group_type", source="target_group_type_sent"),
     Label("channels", "channels", source="supported_channels"),
 )
 GROUP_LABELS: tuple[str, ...] = (TENANT, *(label.name for label in GROUP_IDENTITY))

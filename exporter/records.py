@@ -27,15 +27,10 @@ from .payload import text as text
 Text = str | None
 # msgspec's reading of a count: a JSON number, finite (1e400 is out of range), not negative.
 _Count = Annotated[float, msgspec.Meta(ge=0, le=sys.float_info.max)]
-# Text the API sends as an integer code (`"loadType": 1`): read as `str(value)` on decoding.
-# Typed as what it holds once decoded (`__post_init__` makes it text).
+# A code as sent: the API sends most as integers (`"loadType": 1`), exported as text.
+_Code = str | int | None
 if TYPE_CHECKING:
     from .schema import Record
-
-    _Code = Text
-else:
-    _Code = str | int | None
-_set = msgspec.structs.force_setattr
 
 
 class TargetGroup(msgspec.Struct, frozen=True, gc=False):
@@ -47,8 +42,11 @@ class TargetGroup(msgspec.Struct, frozen=True, gc=False):
     keeps none between polls, and only one chunk's while it renders
     (`pipeline`), so nothing is shared between them to save memory.
 
-    Text is kept as sent; normalising it (`text()`), the state (`state`) and the
-    channels (`channels`) happens where they are used.
+    Text is kept as sent; normalising it (`text()`), the state (`state`), the
+    channels (`channels`) and the codes as text (`load_type`, `source`,
+    `target_group_type`, from the `*_sent` fields: an integer is not made text
+    when decoded, a microsecond a record, but when a label is written for it,
+    once per distinct set of values) happens where they are used.
     """
 
     id: str
@@ -60,26 +58,14 @@ class TargetGroup(msgspec.Struct, frozen=True, gc=False):
     target_state: int | float | str | None = msgspec.field(default=None, name="targetState")
     status_value: Text = msgspec.field(default=None, name="statusValue")
     user_group: Text = msgspec.field(default=None, name="userGroup")
-    load_type: _Code = msgspec.field(default=None, name="loadType")
-    source: _Code = None
-    target_group_type: _Code = msgspec.field(default=None, name="targetGroupType")
+    load_type_sent: _Code = msgspec.field(default=None, name="loadType")
+    source_sent: _Code = msgspec.field(default=None, name="source")
+    target_group_type_sent: _Code = msgspec.field(default=None, name="targetGroupType")
     supported_channels: tuple[str, ...] | str | None = msgspec.field(
         default=None, name="supportedChannels"
     )
     created_on: Text = msgspec.field(default=None, name="createdOn")
     last_updated_on: Text = msgspec.field(default=None, name="lastUpdatedOn")
-
-    def __post_init__(self) -> None:
-        # Codes the API sends as integers are text, as pydantic reads them.
-        load_type: object = self.load_type
-        if type(load_type) is int:
-            _set(self, "load_type", str(load_type))
-        source: object = self.source
-        if type(source) is int:
-            _set(self, "source", str(source))
-        target_group_type: object = self.target_group_type
-        if type(target_group_type) is int:
-            _set(self, "target_group_type", str(target_group_type))
 
     @classmethod
     def of(cls, record: Record) -> TargetGroup:
@@ -116,6 +102,18 @@ class TargetGroup(msgspec.Struct, frozen=True, gc=False):
         return _STATUSES.get(status)
 
     @property
+    def load_type(self) -> str | None:
+        return _code_text(self.load_type_sent)
+
+    @property
+    def source(self) -> str | None:
+        return _code_text(self.source_sent)
+
+    @property
+    def target_group_type(self) -> str | None:
+        return _code_text(self.target_group_type_sent)
+
+    @property
     def channels(self) -> str:
         """supportedChannels as one label value: `A,E`."""
         value = self.supported_channels
@@ -124,6 +122,11 @@ class TargetGroup(msgspec.Struct, frozen=True, gc=False):
         if isinstance(value, str):
             return value
         return ",".join(value)
+
+
+def _code_text(value: _Code) -> str | None:
+    """A code as text, as pydantic's schema reads it: `1` is `"1"`."""
+    return str(value) if isinstance(value, int) else value
 
 
 # The fast path: records exactly as the API sends them, straight from the bytes.

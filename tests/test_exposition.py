@@ -345,6 +345,27 @@ def body_of(records: list[dict[str, object]]) -> bytes:
     return json.dumps(records).encode()
 
 
+def test_a_code_sent_as_a_number_or_as_text_is_one_label_value() -> None:
+    """The fast decoder keeps `"loadType": 7` as sent and the label is written from it
+    once per distinct set of values: 7 and "7" (two entries of that cache) say the
+    same, poll after poll, whichever of them a group sent first."""
+    pipe = GroupPipeline("acme")
+    codes = {"loadType": 7, "source": "7", "targetGroupType": 0}
+    swapped = {"loadType": "7", "source": 7, "targetGroupType": "0"}
+    for now, (first, second) in enumerate([(codes, swapped), (swapped, codes)]):
+        records = [{**record, **first} for record in many(3)]
+        records += [{**record, "id": f"h{i}", **second} for i, record in enumerate(many(3))]
+        block = pipe.process(body_of(records), 1_800_000_000.0 + now).block
+        info = samples(text_of(render(block, health())))
+        codes_seen = {
+            (s.labels["load_type"], s.labels["source"], s.labels["target_group_type"])
+            for s in info
+            if s.name == m.INFO.name
+        }
+        assert codes_seen == {("7", "7", "0")}
+        assert len([s for s in info if s.name == m.INFO.name]) == 6
+
+
 def test_incremental_render_equals_a_fresh_one_and_reuses_unchanged_chunks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 from helpers import text_of
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +21,20 @@ from exporter.snapshot import StateTracker
 
 def body(records: object) -> bytes:
     return json.dumps(records).encode()
+
+
+def reading(group: records.TargetGroup) -> dict[str, object]:
+    """Every field of a group, its codes as the text they are exported as: msgspec keeps
+    an integer code as sent (`1`), pydantic's schema makes it text (`"1"`)."""
+    fields = msgspec.structs.asdict(group)
+    for name in ("load_type", "source", "target_group_type"):
+        del fields[f"{name}_sent"]
+        fields[name] = getattr(group, name)
+    return fields
+
+
+def readings(parsed: records.ParsedPayload) -> tuple[object, ...]:
+    return [reading(group) for group in parsed.groups], parsed.invalid, parsed.problems
 
 
 def test_seed_example_parses_exactly() -> None:
@@ -205,7 +220,8 @@ def test_the_documented_types_take_the_fast_path_with_codes_as_text() -> None:
     record = {**SEED_RECORDS[1], "loadType": 1, "source": 6, "targetGroupType": None}
     (fast,) = records._GROUPS.decode(body([record]))
     assert (fast.load_type, fast.source, fast.target_group_type) == ("1", "6", None)
-    assert fast == validate_record(record)
+    assert fast.load_type_sent == 1  # made text when a label is written, not when decoded
+    assert reading(fast) == reading(validate_record(record))
 
 
 @pytest.mark.parametrize(
@@ -223,7 +239,9 @@ def test_quirks_msgspec_refuses_are_read_by_pydantic(record: dict[str, object]) 
     payload = body([SEED_RECORDS[0], {**SEED_RECORDS[1], **record}])
     parsed = parse_payload(payload)
     assert parsed.invalid == 0
-    assert parsed.groups == [validate_record(r) for r in json.loads(payload)]
+    assert list(map(reading, parsed.groups)) == [
+        reading(validate_record(r)) for r in json.loads(payload)
+    ]
 
 
 def test_a_blank_id_is_invalid_whichever_decoder_reads_it() -> None:
@@ -319,7 +337,7 @@ def test_the_fast_path_reads_any_list_as_pydantic_does(changes: list[dict[str, o
     """msgspec never accepts what pydantic refuses, nor reads it differently."""
     items = [{**SEED_RECORDS[index % 2], **change} for index, change in enumerate(changes)]
     payload = body(items)
-    assert parse_payload(payload) == pydantic_reading(payload)
+    assert readings(parse_payload(payload)) == readings(pydantic_reading(payload))
 
 
 def test_dates_answered_from_the_recent_ones_match_a_fresh_parse(
