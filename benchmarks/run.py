@@ -6,9 +6,10 @@ variants poll the same pre-built bodies back to back; each is measured for CPU
 per poll (from /proc, no scrapes), poll wall time (first poll and median, from
 the `poll_completed` log lines), scrape latency from a separate client process
 while polls run, and RSS (peak summed over processes, sum of VmHWM, at rest).
-Then the limit server, issue 13's several-tenants row and issue 4's
-RSS-under-churn check. Timings are reported, never asserted: the exit code is 0
-unless the harness itself breaks.
+Then the limit server, CPU per poll in paired rounds (`bench_paired_cpu`),
+issue 13's several-tenants row and issue 4's RSS-under-churn check. Timings
+are reported, never asserted: the exit code is 0 unless the harness itself
+breaks.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ class Plan:
     tenant_window_s: float
     leak_groups: int
     leak_polls: tuple[int, int]
+    paired_rounds: int
     quick: bool
 
     def polls_for(self, groups: int) -> int:
@@ -169,6 +171,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         tenant_window_s=3.0 if quick else 15.0,
         leak_groups=args.churn_groups or (200 if quick else 10_000),
         leak_polls=(leak_polls[0], leak_polls[1]),
+        paired_rounds=2 if quick else 5,
         quick=quick,
     )
 
@@ -317,6 +320,67 @@ def bench_size(groups: int, plan: Plan, work: Path) -> list[dict[str, Any]]:
 
 def _obvious(api: procs.FakeApi, variant: str, log: Path) -> Any:
     return lambda: procs.Obvious(api, variant, log)
+
+
+CPU_TARGET_GROUPS = 10_000
+"""The size of issue 14's CPU target (every group changed)."""
+
+
+def paired_size(plan: Plan) -> int | None:
+    """Where the paired rounds run: the CPU target's size when the obvious exporters run
+    there, else (a quick or partial run) the largest size they run at."""
+    sizes = [n for n in plan.obvious_sizes if n in plan.sizes]
+    if not sizes or not plan.paired_rounds:
+        return None
+    return CPU_TARGET_GROUPS if CPU_TARGET_GROUPS in sizes else max(sizes)
+
+
+def bench_paired_cpu(plan: Plan, work: Path) -> dict[str, Any] | None:
+    """CPU per poll with every group changed, the exporter and both obvious variants in
+    turn, `plan.paired_rounds` times, the order rotated each round.
+
+    The windows of `bench_size` are minutes apart, and on a shared machine the same
+    code's CPU per poll differs by more than the target's factor between them (the
+    collector's poll at 10,000 groups: 0.096 s in one run, 0.210 s in the next): each
+    round measures all three within seconds, so the ratio per round compares them at the
+    same moment, and the median of the rounds is the figure the target is judged by.
+    """
+    groups = paired_size(plan)
+    if groups is None:
+        return None
+    implementations = [EXPORTER, *OBVIOUS.values()]
+    cpu: dict[str, list[float]] = {name: [] for name in implementations}
+    k = plan.polls_for(groups)
+    progress(f"{groups:,} groups, 100% changed: {plan.paired_rounds} paired rounds")
+    with procs.FakeApi(groups=groups, churn=1.0, bodies=1 + k + 2) as api:
+        starts = {
+            EXPORTER: lambda: procs.Exporter(api, 0.001, work / "paired-exporter.log"),
+            **{
+                label: _obvious(api, variant, work / f"paired-{variant}.log")
+                for variant, label in OBVIOUS.items()
+            },
+        }
+        for round_ in range(plan.paired_rounds):
+            shift = round_ % len(implementations)
+            for name in implementations[shift:] + implementations[:shift]:
+                api.rewind()
+                with starts[name]() as process:
+                    polls = process.wait_polls(1 + k, _poll_timeout(groups, 1 + k))
+                cpu[name].append((polls[k]["_cpu_s"] - polls[0]["_cpu_s"]) / k)
+    ratios = [
+        cpu[EXPORTER][i] / min(cpu[label][i] for label in OBVIOUS.values())
+        for i in range(plan.paired_rounds)
+    ]
+    medians = {name: statistics.median(values) for name, values in cpu.items()}
+    return {
+        "groups": groups,
+        "rounds": plan.paired_rounds,
+        "polls_per_round": k,
+        "cpu_per_poll_s": cpu,
+        "median_s": medians,
+        "ratios": ratios,
+        "ratio_median": statistics.median(ratios),
+    }
 
 
 def bench_tenants(plan: Plan, work: Path) -> dict[str, Any]:
@@ -508,13 +572,42 @@ def headline(rows: list[dict[str, Any]], sizes: tuple[int, ...]) -> list[dict[st
     return lines
 
 
+def cpu_target(look: Rows, paired: dict[str, Any] | None) -> tuple[bool | None, str]:
+    """Issue 14's CPU target: by the paired rounds when they ran at its size (the median
+    over rounds of the exporter's CPU per poll over the better variant's in that round),
+    by the windows of the table otherwise; None when neither ran."""
+    if paired and paired["groups"] == CPU_TARGET_GROUPS:
+        medians, ratios = paired["median_s"], paired["ratios"]
+        return (
+            paired["ratio_median"] <= 1 / 3,
+            f"{paired['ratio_median']:.2f}x the better variant, median of {paired['rounds']}"
+            f" paired rounds ({min(ratios):.2f}-{max(ratios):.2f}x); medians: exporter"
+            f" {medians[EXPORTER]:.3f} s, "
+            + ", ".join(f"{label} {medians[label]:.3f} s" for label in OBVIOUS.values()),
+        )
+    row = look.get(CPU_TARGET_GROUPS, 1.0)
+    best = look.obvious(CPU_TARGET_GROUPS, 1.0, "cpu_per_poll_s")
+    if not row or best is None:
+        return None, "size, churn or obvious exporter not run"
+    return (
+        row["cpu_per_poll_s"] <= best[0] / 3,
+        f"{row['cpu_per_poll_s']:.3f} s vs {best[0]:.3f} s / 3 = {best[0] / 3:.3f} s"
+        f" ({best[1]}, the better variant)",
+    )
+
+
 def evaluate(
-    rows: list[dict[str, Any]], tenants: dict[str, Any], leak: dict[str, Any]
+    rows: list[dict[str, Any]],
+    tenants: dict[str, Any],
+    leak: dict[str, Any],
+    paired: dict[str, Any] | None = None,
 ) -> list[dict[str, str]]:
     """Issue 14's targets (and 13's row, 4's leak check): PASS/FAIL, SKIP when not run.
 
     "The obvious exporter" is, for each figure, the better of its two variants in the
     same run at the same size and churn: the exporter must beat the best obvious code.
+    The CPU target is judged by the paired rounds when they ran at its size
+    (`cpu_target`).
     """
     look = Rows(rows)
     targets: list[dict[str, str]] = []
@@ -523,17 +616,7 @@ def evaluate(
         status = "SKIP" if ok is None else ("PASS" if ok else "FAIL")
         targets.append({"target": name, "status": status, "detail": detail})
 
-    name = "CPU/poll at 10,000, all changed <= 1/3 of obvious"
-    row, best = look.get(10_000, 1.0), look.obvious(10_000, 1.0, "cpu_per_poll_s")
-    if not row or best is None:
-        add(name, None, "size, churn or obvious exporter not run")
-    else:
-        add(
-            name,
-            row["cpu_per_poll_s"] <= best[0] / 3,
-            f"{row['cpu_per_poll_s']:.3f} s vs {best[0]:.3f} s / 3 = {best[0] / 3:.3f} s"
-            f" ({best[1]}, the better variant)",
-        )
+    add("CPU/poll at 10,000, all changed <= 1/3 of obvious", *cpu_target(look, paired))
     for churn, bound in ((1.0, 1.5), (0.01, 1.0)):
         name = f"poll wall time at 100,000, {churn_label(churn)} changed <= {bound} s"
         row = look.get(100_000, churn)
@@ -741,6 +824,7 @@ def render_report(report: dict[str, Any]) -> str:
         "",
         f"Fake API bodies replayed (the last two pre-built ones in turn): {replayed}",
         "",
+        *_paired_lines(report.get("paired")),
         "Several tenants in one exporter (issue 13):"
         + ("" if tenants["supported"] else f" {NOT_SUPPORTED}"),
         "",
@@ -757,6 +841,34 @@ def render_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
+    """The paired rounds' table, a row per round and the medians."""
+    if not paired:
+        return []
+    names = [EXPORTER, *OBVIOUS.values()]
+    cpu = paired["cpu_per_poll_s"]
+    rows = [
+        "| "
+        + " | ".join([str(i + 1), *(f"{cpu[n][i]:.3f}" for n in names)])
+        + f" | {paired['ratios'][i]:.2f} |"
+        for i in range(paired["rounds"])
+    ]
+    medians = paired["median_s"]
+    return [
+        f"CPU per poll at {paired['groups']:,} groups, every group changed, in paired rounds"
+        f" (each round the three in turn, within seconds, the order rotated;"
+        f" {paired['polls_per_round']} polls each, no scrapes):",
+        "",
+        "| round | " + " | ".join(f"{n} s" for n in names) + " | exporter / better obvious |",
+        "|" + "|".join("---:" for _ in range(len(names) + 2)) + "|",
+        *rows,
+        "| median | "
+        + " | ".join(f"{medians[n]:.3f}" for n in names)
+        + f" | {paired['ratio_median']:.2f} |",
+        "",
+    ]
+
+
 HELP = """\
 For each size and churn level (share of groups changed before every answer of
 the fake API, picked at random), the exporter and the obvious exporter in two
@@ -768,8 +880,12 @@ CPU seconds per poll of all the process's processes with no scrapes (from
 summed over the processes (sampled every 20 ms) and the sum of each process's
 VmHWM, and, while a request is held (no poll running), the RSS at rest and the
 CPU seconds per scrape. Then the limit server (a plain threaded server
-returning the exporter's gzip body), the several-tenants row of issue 13 (when
-the exporter has --config.file) and the RSS-under-churn check of issue 4.
+returning the exporter's gzip body); CPU per poll at 10,000 groups (or the
+largest size the obvious exporters run at), every group changed, in paired
+rounds: the three implementations in turn, within seconds, five times (the
+CPU target is judged by the median of the rounds' ratios); the several-tenants
+row of issue 13 (when the exporter has --config.file) and the RSS-under-churn
+check of issue 4.
 The fake API builds its bodies before it listens, so no serialisation competes
 with the measured process. Exit code 0 unless the harness itself breaks.
 """
@@ -846,6 +962,7 @@ def main(argv: list[str] | None = None) -> int:
             for groups in plan.sizes:
                 calibration[f"before {groups:,} groups"] = calibrate()
                 runs += bench_size(groups, plan, work)
+            paired = bench_paired_cpu(plan, work)
             calibration["before the tenants"] = calibrate()
             tenants = bench_tenants(plan, work)
             leak = bench_leak(plan, work)
@@ -871,8 +988,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "tenants": tenants,
         "leak": leak,
+        "paired": paired,
     }
-    report["targets"] = evaluate(rows, tenants, leak)
+    report["targets"] = evaluate(rows, tenants, leak, paired)
     text = render_report(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     report["table"] = text

@@ -25,6 +25,8 @@ from benchmarks.run import (
     HEADLINE_COLUMNS,
     LEAK_COLUMNS,
     OBVIOUS,
+    Rows,
+    cpu_target,
     worst_delay,
 )
 from benchmarks.servers import FakeApi, Feed
@@ -170,6 +172,71 @@ def test_targets_tenants_and_gc_are_reported(
         "Exporter GC: " in result.stdout
         and "Obvious exporters GC: Python defaults" in result.stdout
     )
+
+
+@pytest.mark.timeout(300)
+def test_paired_rounds_measure_all_three_in_turn_and_are_printed(
+    quick_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
+) -> None:
+    result, report = quick_run
+    paired = report["paired"]
+    assert (paired["groups"], paired["rounds"]) == (QUICK_SIZES[-1], 2)
+    cpu = paired["cpu_per_poll_s"]
+    assert set(cpu) == set(IMPLEMENTATIONS)
+    assert all(len(values) == 2 and all(v > 0 for v in values) for values in cpu.values())
+    for i, ratio in enumerate(paired["ratios"]):
+        best = min(cpu[label][i] for label in OBVIOUS.values())
+        assert ratio == pytest.approx(cpu["exporter"][i] / best)
+    assert paired["ratio_median"] == pytest.approx(sum(paired["ratios"]) / 2)
+    assert "in paired rounds" in result.stdout
+    assert f"| median | {paired['median_s']['exporter']:.3f} |" in result.stdout
+
+
+def _rows_at_10k(exporter: float, collector: float) -> list[dict[str, Any]]:
+    rows = [{"groups": 10_000, "churn": 1.0, "implementation": "exporter"}]
+    rows += [{"groups": 10_000, "churn": 1.0, "implementation": v} for v in OBVIOUS.values()]
+    for row, cpu in zip(rows, (exporter, 9.0, collector), strict=True):
+        row["cpu_per_poll_s"] = cpu
+    return rows
+
+
+def _paired(exporter: list[float], collector: list[float]) -> dict[str, Any]:
+    ratios = [e / c for e, c in zip(exporter, collector, strict=True)]
+    return {
+        "groups": 10_000,
+        "rounds": len(ratios),
+        "cpu_per_poll_s": {
+            "exporter": exporter,
+            OBVIOUS["gauges"]: [9.0] * len(ratios),
+            OBVIOUS["collector"]: collector,
+        },
+        "median_s": {
+            "exporter": sorted(exporter)[1],
+            OBVIOUS["gauges"]: 9.0,
+            OBVIOUS["collector"]: sorted(collector)[1],
+        },
+        "ratios": ratios,
+        "ratio_median": sorted(ratios)[1],
+    }
+
+
+def test_the_cpu_target_is_judged_by_the_paired_rounds_when_they_ran() -> None:
+    """The sequential windows say 0.03 against 0.15 (a pass); the rounds, each comparing
+    the two at one moment, say 0.5x in two of three: a fail, worded with the rounds."""
+    look = Rows(_rows_at_10k(0.03, 0.15))
+    assert cpu_target(look, None) == (
+        True,
+        "0.030 s vs 0.150 s / 3 = 0.050 s (obvious (collector), the better variant)",
+    )
+    ok, detail = cpu_target(look, _paired([0.05, 0.10, 0.02], [0.10, 0.20, 0.10]))
+    assert ok is False
+    assert detail.startswith("0.50x the better variant, median of 3 paired rounds (0.20-0.50x)")
+    assert detail.endswith("obvious (collector) 0.100 s")
+    assert cpu_target(look, _paired([0.03] * 3, [0.10, 0.20, 0.10]))[0] is True
+    # Rounds at another size (a quick run) leave the target to the table.
+    elsewhere = {**_paired([0.05] * 3, [0.10] * 3), "groups": 2_000}
+    assert cpu_target(look, elsewhere)[0] is True
+    assert cpu_target(Rows([]), None) == (None, "size, churn or obvious exporter not run")
 
 
 def test_worst_delay_names_the_late_tenant_and_skips_the_others() -> None:
