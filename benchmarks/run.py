@@ -5,11 +5,11 @@ random, before every answer) the exporter and the obvious exporter in two
 variants poll the same pre-built bodies back to back; each is measured for CPU
 per poll (from /proc, no scrapes), poll wall time (first poll and median, from
 the `poll_completed` log lines), scrape latency from a separate client process
-while polls run, and RSS (peak summed over processes, sum of VmHWM, at rest).
-Then the limit server, CPU per poll in paired rounds (`bench_paired_cpu`),
-issue 13's several-tenants row and issue 4's RSS-under-churn check. Timings
-are reported, never asserted: the exit code is 0 unless the harness itself
-breaks.
+while polls run, the limit server right after those scrapes (the next poll
+held), and RSS (peak summed over processes, sum of VmHWM, at rest). Then CPU per
+poll in paired rounds (`bench_paired_cpu`), issue 13's several-tenants row and
+issue 4's RSS-under-churn check. Timings are reported, never asserted: the exit
+code is 0 unless the harness itself breaks.
 """
 
 from __future__ import annotations
@@ -226,11 +226,22 @@ def churn_label(churn: float) -> str:
 
 
 def measure(
-    process: procs.Measured, api: procs.FakeApi, groups: int, plan: Plan, save: Path | None
+    process: procs.Measured,
+    api: procs.FakeApi,
+    groups: int,
+    plan: Plan,
+    body: Path,
+    save: bool,
 ) -> dict[str, Any]:
     """First poll, CPU and wall time of polls with no scrapes, scrapes while polls run
-    back to back, then, while the next request is held (no poll running), RSS and the
-    CPU a scrape costs: what an implementation spends per scrape beside its polls."""
+    back to back (the last body saved to `body` when `save`), then, while the next
+    request is held (no poll running): the limit server with `body`, RSS, and the CPU a
+    scrape costs: what an implementation spends per scrape beside its polls.
+
+    The limit server is measured here, seconds after the scrapes it bounds and with
+    nothing polling, not once per size minutes later: on a shared machine its p99 at
+    100,000 groups moved from 15.8 to 42.1 ms between runs, more than the target's
+    factor of 2."""
     k = plan.polls_for(groups)
     polls = process.wait_polls(1 + k, _poll_timeout(groups, 1 + k))
     first, window = polls[0], polls[1 : 1 + k]
@@ -243,12 +254,14 @@ def measure(
         plan.scrape_pause,
         max(plan.busy_min_polls * wall, plan.busy_min_seconds),
         plan.busy_max_seconds,
-        save,
+        body if save else None,
     )
     during = process.polls[before:]
     api.hold_next()
     api.wait_held(_poll_timeout(groups, 1), process)
     time.sleep(0.5)
+    with procs.Server("limit", "--body", str(body)) as limit:
+        limit_latency = latency(scrape(limit.port, plan.scrapes, plan.scrape_pause))
     steady = process.memory()
     idle = process.tree.cpu()
     quiet = scrape(process.port, plan.idle_scrapes, 0.0, 0.0, plan.idle_scrape_seconds)
@@ -270,6 +283,7 @@ def measure(
             statistics.median(float(e["duration_s"]) for e in during) if during else None
         ),
         "scrape_busy": latency(busy),
+        "limit": limit_latency,
         "rss": {
             "steady_mb": steady["rss_mb"],
             "peak_mb": steady["peak_mb"],
@@ -281,8 +295,10 @@ def measure(
 
 def bench_size(groups: int, plan: Plan, work: Path) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
-    body_file = work / f"metrics-{groups}.gz"
     for churn in plan.churns:
+        # The exporter's body at this churn, saved by its run (the first): the limit
+        # server of every run at this size and churn returns it.
+        body_file = work / f"metrics-{groups}-{churn}.gz"
         bodies = plan.bodies_for(groups) if churn else 1
         progress(f"{groups:,} groups, {churn_label(churn)} changed: building {bodies} bodies")
         with procs.FakeApi(groups=groups, churn=churn, bodies=bodies) as api:
@@ -298,8 +314,7 @@ def bench_size(groups: int, plan: Plan, work: Path) -> list[dict[str, Any]]:
                 progress(f"{groups:,} groups, {churn_label(churn)} changed: {implementation}")
                 api.rewind()
                 with start() as process:
-                    save = body_file if implementation == EXPORTER else None
-                    run = measure(process, api, groups, plan, save)
+                    run = measure(process, api, groups, plan, body_file, implementation == EXPORTER)
                 fed = api.state()
                 run.update(
                     groups=groups,
@@ -310,11 +325,6 @@ def bench_size(groups: int, plan: Plan, work: Path) -> list[dict[str, Any]]:
                     bodies_replayed=fed["replayed"],
                 )
                 runs.append(run)
-    progress(f"{groups:,} groups: limit server with the exporter's gzip body")
-    with procs.Server("limit", "--body", str(body_file)) as limit:
-        limit_latency = latency(scrape(limit.port, plan.scrapes, plan.scrape_pause))
-    for run in runs:
-        run["limit"] = limit_latency
     return runs
 
 
@@ -596,6 +606,21 @@ def cpu_target(look: Rows, paired: dict[str, Any] | None) -> tuple[bool | None, 
     )
 
 
+def scrape_target(rows: list[dict[str, Any]]) -> tuple[bool, str]:
+    """Issue 14's scrape target at one size: each churn level's p99 within max(2x the limit
+    server's p99 measured right after it, 10 ms); the level nearest its bound is shown."""
+
+    def bound(row: dict[str, Any]) -> float:
+        return max(2 * float(row["limit_p99_ms"]), 10.0)
+
+    worst = max(rows, key=lambda row: row["busy_p99_ms"] / bound(row))
+    return (
+        worst["busy_p99_ms"] <= bound(worst),
+        f"{worst['busy_p99_ms']:.2f} ms at {worst['churn_label']} changed"
+        f" <= max(2 x {worst['limit_p99_ms']:.2f}, 10) = {bound(worst):.2f} ms",
+    )
+
+
 def evaluate(
     rows: list[dict[str, Any]],
     tenants: dict[str, Any],
@@ -657,14 +682,7 @@ def evaluate(
         if not found:
             add(name, None, "size not run")
             continue
-        worst = max(found, key=lambda r: r["busy_p99_ms"])
-        bound = max(2 * worst["limit_p99_ms"], 10.0)
-        add(
-            name,
-            worst["busy_p99_ms"] <= bound,
-            f"{worst['busy_p99_ms']:.2f} ms at {worst['churn_label']} changed"
-            f" <= max(2 x {worst['limit_p99_ms']:.2f}, 10) = {bound:.2f} ms",
-        )
+        add(name, *scrape_target(found))
     shape = tenants["shape"]
     names = (
         f"tenants {shape}: peak RSS summed <= 400 MB",
@@ -878,9 +896,10 @@ Measured per run: the first poll after start, the median poll wall time and the
 CPU seconds per poll of all the process's processes with no scrapes (from
 /proc), scrape p50/p99 from another process while polls run, the peak RSS
 summed over the processes (sampled every 20 ms) and the sum of each process's
-VmHWM, and, while a request is held (no poll running), the RSS at rest and the
-CPU seconds per scrape. Then the limit server (a plain threaded server
-returning the exporter's gzip body); CPU per poll at 10,000 groups (or the
+VmHWM, and, while a request is held (no poll running), the limit server (a
+plain threaded server returning the exporter's gzip body at that size and
+churn, which bounds the scrapes just timed), the RSS at rest and the CPU
+seconds per scrape. Then CPU per poll at 10,000 groups (or the
 largest size the obvious exporters run at), every group changed, in paired
 rounds: the three implementations in turn, within seconds, five times (the
 CPU target is judged by the median of the rounds' ratios); the several-tenants

@@ -27,6 +27,7 @@ from benchmarks.run import (
     OBVIOUS,
     Rows,
     cpu_target,
+    scrape_target,
     worst_delay,
 )
 from benchmarks.servers import FakeApi, Feed
@@ -138,6 +139,16 @@ def test_every_size_churn_and_implementation_reports_every_column(
         assert run["groups_reported"] == run["groups"]
         assert run["changed_per_poll"] == round(run["groups"] * run["churn"])
         assert run["scrape_busy"]["count"] >= 1 and run["scrape_busy"]["gzip_bytes"] > 0
+        # The limit server ran right after this run's scrapes, with the exporter's body at
+        # this size and churn (the exporter's run saved it).
+        exporter_run = next(
+            r
+            for r in report["runs"]
+            if (r["groups"], r["churn"], r["implementation"])
+            == (run["groups"], run["churn"], "exporter")
+        )
+        assert run["limit"]["count"] >= 1
+        assert run["limit"]["gzip_bytes"] == exporter_run["scrape_busy"]["gzip_bytes"]
     for row in report["headline"]:
         assert all(_finite_number(row[key]) for key, _, _ in HEADLINE_COLUMNS)
 
@@ -237,6 +248,26 @@ def test_the_cpu_target_is_judged_by_the_paired_rounds_when_they_ran() -> None:
     elsewhere = {**_paired([0.05] * 3, [0.10] * 3), "groups": 2_000}
     assert cpu_target(look, elsewhere)[0] is True
     assert cpu_target(Rows([]), None) == (None, "size, churn or obvious exporter not run")
+
+
+def test_each_churn_level_is_held_to_the_limit_measured_right_after_it() -> None:
+    """1% has the highest p99 but a slow limit beside it; all changed is the one past its
+    own bound (and would pass against the 1% level's limit)."""
+
+    def row(label: str, p99: float, limit: float) -> dict[str, Any]:
+        return {"churn_label": label, "busy_p99_ms": p99, "limit_p99_ms": limit}
+
+    rows = [row("100%", 30.0, 12.0), row("1%", 38.0, 25.0), row("0%", 20.0, 12.0)]
+    assert scrape_target(rows) == (
+        False,
+        "30.00 ms at 100% changed <= max(2 x 12.00, 10) = 24.00 ms",
+    )
+    rows[0], rows[2] = row("100%", 12.0, 12.0), row("0%", 10.0, 12.0)
+    assert scrape_target(rows) == (True, "38.00 ms at 1% changed <= max(2 x 25.00, 10) = 50.00 ms")
+    assert scrape_target([row("1%", 9.0, 1.0)]) == (
+        True,
+        "9.00 ms at 1% changed <= max(2 x 1.00, 10) = 10.00 ms",
+    )
 
 
 def test_worst_delay_names_the_late_tenant_and_skips_the_others() -> None:
