@@ -7,6 +7,7 @@ import fcntl
 import gc
 import itertools
 import json
+import mmap
 import os
 import pickle
 import platform
@@ -82,11 +83,29 @@ def test_messages_arrive_whole_and_in_order(pipe: tuple[Pipe, Pipe]) -> None:
     thread = send_in_background(
         writer, [({"poll": 1}, first), (("poll", 2), second), (None, third)]
     )
-    assert reader.receive() == ({"poll": 1}, bytearray(b"".join(first)))
+    meta, data = reader.receive()
+    assert (meta, bytes(data)) == ({"poll": 1}, b"".join(first))
     assert reader.receive() == (("poll", 2), bytearray(b"tail"))
     assert reader.receive() == (None, bytearray())
     thread.join(PATIENCE)
     assert not thread.is_alive()
+
+
+def test_a_large_result_lands_in_a_mapping_of_its_own(pipe: tuple[Pipe, Pipe]) -> None:
+    """From MAP_AT bytes on, an anonymous mapping (back to the system once the last view
+    of it goes, whatever glibc's heap holds); below it, a bytearray."""
+    reader, writer = pipe
+    large = parts_of(200, seed=3)
+    size = sum(map(len, large))
+    assert size >= worker.MAP_AT
+    small = [b"s" * (worker.MAP_AT - 1)]
+    thread = send_in_background(writer, [("large", large), ("small", small)])
+    _, data = reader.receive()
+    assert isinstance(data, mmap.mmap) and len(data) == size
+    assert bytes(data) == b"".join(large)
+    _, data = reader.receive()
+    assert type(data) is bytearray and data == small[0]
+    thread.join(PATIENCE)
 
 
 def test_partial_writes_are_resumed_where_they_stopped(
@@ -112,7 +131,8 @@ def test_partial_writes_are_resumed_where_they_stopped(
     reader, writer = pipe
     parts = parts_of(200, seed=7)
     thread = send_in_background(writer, [("meta", parts), ("again", [b"x" * 33])])
-    assert reader.receive() == ("meta", bytearray(b"".join(parts)))
+    meta, data = reader.receive()
+    assert (meta, bytes(data)) == ("meta", b"".join(parts))
     assert reader.receive() == ("again", bytearray(b"x" * 33))
     thread.join(PATIENCE)
     assert len(buffers_per_call) > 100
