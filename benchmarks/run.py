@@ -39,6 +39,7 @@ from benchmarks.payload import generate, serialise
 DEFAULT_OUTPUT = procs.ROOT / "benchmarks" / "results" / "latest.json"
 EXPORTER = "exporter"
 OBVIOUS = {"gauges": "obvious (Gauges)", "collector": "obvious (collector)"}
+IMPLEMENTATIONS = (EXPORTER, *OBVIOUS.values())
 # Headline first: every group changed, then 1%, then the unchanged case.
 FULL_CHURNS = (1.0, 0.01, 0.0)
 CONFIG_FILE_FLAG = re.compile(r"(?<![\w.])--config\.file\b")
@@ -225,6 +226,13 @@ def churn_label(churn: float) -> str:
     return f"{churn * 100:g}%"
 
 
+def _cpu_window(process: procs.Measured, groups: int, k: int) -> tuple[list[dict[str, Any]], float]:
+    """The first 1 + k polls, and the CPU seconds per poll of the k after the first (all
+    the implementation's processes, from /proc at each poll's log line)."""
+    polls = process.wait_polls(1 + k, _poll_timeout(groups, 1 + k))
+    return polls, (polls[k]["_cpu_s"] - polls[0]["_cpu_s"]) / k
+
+
 def measure(
     process: procs.Measured,
     api: procs.FakeApi,
@@ -243,9 +251,8 @@ def measure(
     100,000 groups moved from 15.8 to 42.1 ms between runs, more than the target's
     factor of 2."""
     k = plan.polls_for(groups)
-    polls = process.wait_polls(1 + k, _poll_timeout(groups, 1 + k))
+    polls, cpu = _cpu_window(process, groups, k)
     first, window = polls[0], polls[1 : 1 + k]
-    cpu = (window[-1]["_cpu_s"] - first["_cpu_s"]) / k
     wall = statistics.median(float(event["duration_s"]) for event in window)
     before = len(process.polls)
     busy = scrape(
@@ -358,8 +365,7 @@ def bench_paired_cpu(plan: Plan, work: Path) -> dict[str, Any] | None:
     groups = paired_size(plan)
     if groups is None:
         return None
-    implementations = [EXPORTER, *OBVIOUS.values()]
-    cpu: dict[str, list[float]] = {name: [] for name in implementations}
+    cpu: dict[str, list[float]] = {name: [] for name in IMPLEMENTATIONS}
     k = plan.polls_for(groups)
     progress(f"{groups:,} groups, 100% changed: {plan.paired_rounds} paired rounds")
     with procs.FakeApi(groups=groups, churn=1.0, bodies=1 + k + 2) as api:
@@ -371,12 +377,11 @@ def bench_paired_cpu(plan: Plan, work: Path) -> dict[str, Any] | None:
             },
         }
         for round_ in range(plan.paired_rounds):
-            shift = round_ % len(implementations)
-            for name in implementations[shift:] + implementations[:shift]:
+            shift = round_ % len(IMPLEMENTATIONS)
+            for name in IMPLEMENTATIONS[shift:] + IMPLEMENTATIONS[:shift]:
                 api.rewind()
                 with starts[name]() as process:
-                    polls = process.wait_polls(1 + k, _poll_timeout(groups, 1 + k))
-                cpu[name].append((polls[k]["_cpu_s"] - polls[0]["_cpu_s"]) / k)
+                    cpu[name].append(_cpu_window(process, groups, k)[1])
     ratios = [
         cpu[EXPORTER][i] / min(cpu[label][i] for label in OBVIOUS.values())
         for i in range(plan.paired_rounds)
@@ -863,7 +868,7 @@ def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
     """The paired rounds' table, a row per round and the medians."""
     if not paired:
         return []
-    names = [EXPORTER, *OBVIOUS.values()]
+    names = IMPLEMENTATIONS
     cpu = paired["cpu_per_poll_s"]
     rows = [
         "| "
@@ -899,12 +904,12 @@ summed over the processes (sampled every 20 ms) and the sum of each process's
 VmHWM, and, while a request is held (no poll running), the limit server (a
 plain threaded server returning the exporter's gzip body at that size and
 churn, which bounds the scrapes just timed), the RSS at rest and the CPU
-seconds per scrape. Then CPU per poll at 10,000 groups (or the
-largest size the obvious exporters run at), every group changed, in paired
-rounds: the three implementations in turn, within seconds, five times (the
-CPU target is judged by the median of the rounds' ratios); the several-tenants
-row of issue 13 (when the exporter has --config.file) and the RSS-under-churn
-check of issue 4.
+seconds per scrape. Then CPU per poll at 10,000 groups (or the largest size
+the obvious exporters run at), every group changed, in paired rounds: the
+three implementations in turn, within seconds, five times (the CPU target is
+judged by the median of the rounds' ratios); the several-tenants row of issue
+13 (when the exporter has --config.file) and the RSS-under-churn check of
+issue 4.
 The fake API builds its bodies before it listens, so no serialisation competes
 with the measured process. Exit code 0 unless the harness itself breaks.
 """

@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from benchmarks.run import (
     COLUMNS,
     CONFIG_FILE_FLAG,
     HEADLINE_COLUMNS,
+    IMPLEMENTATIONS,
     LEAK_COLUMNS,
     OBVIOUS,
     Rows,
@@ -35,7 +37,6 @@ from benchmarks.servers import FakeApi, Feed
 ROOT = Path(__file__).resolve().parent.parent
 QUICK_SIZES = [200, 2_000]
 QUICK_CHURNS = [1.0, 0.01, 0.0]
-IMPLEMENTATIONS = ["exporter", *OBVIOUS.values()]
 TARGET_STATUSES = {"PASS", "FAIL", "SKIP"}
 
 
@@ -222,12 +223,12 @@ def _paired(exporter: list[float], collector: list[float]) -> dict[str, Any]:
             OBVIOUS["collector"]: collector,
         },
         "median_s": {
-            "exporter": sorted(exporter)[1],
+            "exporter": statistics.median(exporter),
             OBVIOUS["gauges"]: 9.0,
-            OBVIOUS["collector"]: sorted(collector)[1],
+            OBVIOUS["collector"]: statistics.median(collector),
         },
         "ratios": ratios,
-        "ratio_median": sorted(ratios)[1],
+        "ratio_median": statistics.median(ratios),
     }
 
 
