@@ -13,7 +13,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property
 from typing import Protocol
 
 from isal import isal_zlib
@@ -42,73 +42,6 @@ class Segment:
         return cls(data, isal_zlib.crc32(text), len(text))
 
 
-_ZEROS = memoryview(bytes(1 << 20))
-
-
-def _zeros_crc(crc: int, length: int) -> int:
-    # crc32 lets go of the GIL on long input: scrapes go on while a large one runs.
-    while length:
-        step = min(length, len(_ZEROS))
-        crc = isal_zlib.crc32(_ZEROS[:step], crc)
-        length -= step
-    return crc
-
-
-@lru_cache(maxsize=4096)
-def _plain_zeros_crc(length: int) -> int:
-    return _zeros_crc(0, length)
-
-
-_POLY = 0xEDB88320  # CRC-32, bits reversed
-
-
-def _multmodp(a: int, b: int) -> int:
-    """a times b modulo the CRC-32 polynomial (zlib's multmodp)."""
-    m, p = 1 << 31, 0
-    while True:
-        if a & m:
-            p ^= b
-            if not a & (m - 1):
-                return p
-        m >>= 1
-        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
-
-
-_X2N = [1 << 30]  # x^(2^k) modulo the polynomial, k = 0..31 (zlib's x2n_table)
-for _ in range(31):
-    _X2N.append(_multmodp(_X2N[-1], _X2N[-1]))
-
-
-def _x8nmodp(length: int) -> int:
-    """x^(8 * length) modulo the polynomial: the operator of `length` zero bytes."""
-    p, k = 1 << 31, 3
-    while length:
-        if length & 1:
-            p = _multmodp(_X2N[k & 31], p)
-        length >>= 1
-        k += 1
-    return p
-
-
-_ZERO_FEED_MAX = 1 << 18
-"""Below this, feeding zeros through zlib.crc32 is faster than the polynomial
-arithmetic (tens of microseconds in Python, whatever the length)."""
-
-
-def _crc_shift(crc: int, length: int) -> int:
-    """The CRC-32 state `crc` advanced over `length` zero bytes, minus what zeros alone add.
-
-    CRC-32 is affine, so crc(A + B) = shift(crc(A), len(B)) ^ crc(B); this is
-    zlib's crc32_combine, which Python does not expose: zeros fed through
-    zlib.crc32 for short lengths, zlib's own polynomial arithmetic for long ones.
-    """
-    if not length:
-        return crc
-    if length > _ZERO_FEED_MAX:
-        return _multmodp(_x8nmodp(length), crc)
-    return _zeros_crc(crc, length) ^ _plain_zeros_crc(length)
-
-
 class Checked(Protocol):
     """Deflate data's text, known by its CRC-32 and length."""
 
@@ -128,9 +61,11 @@ class Checksum:
 
 
 def combine(segments: Iterable[Checked]) -> tuple[int, int]:
+    """The CRC-32 and length of the segments' texts one after the other (ISA-L's
+    crc32_combine: no text is read, whatever its length)."""
     crc = size = 0
     for segment in segments:
-        crc = _crc_shift(crc, segment.size) ^ segment.crc
+        crc = isal_zlib.crc32_combine(crc, segment.crc, segment.size)
         size += segment.size
     return crc, size
 
@@ -154,10 +89,8 @@ class Body:
     gzip_parts: tuple[bytes | bytearray | memoryview, ...]
     length: int
     """Uncompressed bytes."""
-
-    @property
-    def gzip_length(self) -> int:
-        return sum(len(part) for part in self.gzip_parts)
+    gzip_length: int
+    """Bytes of `gzip_parts`, all together."""
 
     @property
     def gzipped(self) -> bytes:
@@ -198,6 +131,12 @@ class OpenBody:
     size: int
     openmetrics: bool
 
+    @cached_property
+    def parts_length(self) -> int:
+        """Bytes of `parts`: summed once, not at every scrape (thousands of parts when
+        many tenants are stitched)."""
+        return sum(map(len, self.parts))
+
     def finish(self, extra: bytes) -> Body:
         if self.openmetrics:
             extra += b"# EOF\n"
@@ -205,4 +144,5 @@ class OpenBody:
         crc = isal_zlib.crc32(extra, self.crc)  # the text is at hand: continue the CRC over it
         length = self.size + end.size
         trailer = struct.pack("<II", crc & 0xFFFFFFFF, length & 0xFFFFFFFF)
-        return Body(self.content_type, (*self.parts, end.data, trailer), length)
+        gzip_length = self.parts_length + len(end.data) + len(trailer)
+        return Body(self.content_type, (*self.parts, end.data, trailer), length, gzip_length)

@@ -6,6 +6,7 @@ no API call, no rendering, no lock shared with the poller.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import html
@@ -307,24 +308,33 @@ def landing_page(published: Published, now: float, telemetry_path: str = "/metri
 _GATHER = 512  # buffers per sendmsg, below the system's IOV_MAX (1024 on Linux)
 
 
-def _send_gathered(sock: socket.socket, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
-    """Send every piece, in order, with one sendmsg per _GATHER of them."""
-    batch: list[memoryview] = []
-    for piece in pieces:
-        if piece:
-            batch.append(memoryview(piece).cast("B"))
-        if len(batch) >= _GATHER:
-            _send_batch(sock, batch)
-    _send_batch(sock, batch)
+def _send_gathered(sock: socket.socket, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
+    """Send every piece, in order, with one sendmsg per _GATHER of them.
 
-
-def _send_batch(sock: socket.socket, batch: list[memoryview]) -> None:
-    while batch:
+    Nothing is done per piece in Python while sendmsg takes whole batches (it does on a
+    blocking socket): a body stitched from many tenants is thousands of pieces, and a
+    loop over them would hold the GIL the other threads want. A batch taken in part (a
+    socket with a timeout may) is followed up piece by piece.
+    """
+    for start in range(0, len(pieces), _GATHER):
+        batch = pieces[start : start + _GATHER]
         sent = sock.sendmsg(batch)
-        while batch and sent >= len(batch[0]):
-            sent -= len(batch.pop(0))
+        if sent < sum(map(len, batch)):
+            _send_rest(sock, batch, sent)
+
+
+def _send_rest(
+    sock: socket.socket, batch: Sequence[bytes | bytearray | memoryview], sent: int
+) -> None:
+    views = collections.deque(memoryview(piece).cast("B") for piece in batch)
+    while True:
+        while views and sent >= len(views[0]):
+            sent -= len(views.popleft())
+        if not views:
+            return
         if sent:
-            batch[0] = batch[0][sent:]
+            views[0] = views[0][sent:]
+        sent = sock.sendmsg(views)
 
 
 class ScrapeSeries(Protocol):
@@ -484,21 +494,23 @@ class Handler(BaseHTTPRequestHandler):
         if head:
             return
         if gzip:
-            self._write_all(body.gzip_parts, held=True)
+            self._write_held(body.gzip_parts)
         else:
             self._write_all(body.plain_pieces(PLAIN_PIECE_BYTES))
 
-    def _write_all(
-        self, pieces: Iterable[bytes | bytearray | memoryview], held: bool = False
-    ) -> None:
-        """Write `pieces` in few system calls: a body stitched from many tenants is
-        thousands of small parts. Pieces `held` in memory anyway go out as they are on a
-        plain socket, gathered (sendmsg, no copy); others, and any through TLS, are
-        copied into writes of at least WRITE_BYTES (pieces made as they are written are
-        never gathered: a stalled client would hold them all)."""
-        if held and type(self.connection) is socket.socket:
+    def _write_held(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Pieces held in memory anyway go out as they are on a plain socket, gathered
+        (sendmsg, no copy); through TLS, as `_write_all` writes them."""
+        if type(self.connection) is socket.socket:
             _send_gathered(self.connection, pieces)
-            return
+        else:
+            self._write_all(pieces)
+
+    def _write_all(self, pieces: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Write `pieces` in few system calls: a body stitched from many tenants is
+        thousands of small parts. They are copied into writes of at least WRITE_BYTES
+        (pieces made as they are written are never gathered: a stalled client would hold
+        them all)."""
         pending = bytearray()
         for piece in pieces:
             if not pending and len(piece) >= WRITE_BYTES:

@@ -641,7 +641,10 @@ def test_a_health_without_timings_leaves_their_series_out() -> None:
 
 def test_gzip_length_is_the_bytes_sent() -> None:
     exposition = render(render_groups("acme", samples_for(list(SEED_RECORDS))), health())
-    for body in (exposition.text, exposition.openmetrics):
+    extra = b"process_open_fds 7\n"
+    bodies = [exposition.text, exposition.openmetrics]
+    bodies += [exposition.select(openmetrics, extra) for openmetrics in (False, True)]
+    for body in bodies:
         assert body.gzip_length == len(body.gzipped)
         assert body.gzip_length < body.length  # and it is compressed
 
@@ -670,14 +673,13 @@ def test_metric_declarations_drive_the_per_group_series() -> None:
 
 
 @pytest.mark.parametrize("length", [0, 1, 7, 4096, (1 << 18) + 1, 3_000_001])
-def test_crc_shift_is_zlibs_combine_on_both_paths(length: int) -> None:
-    """crc(A + B) = shift(crc(A), len(B)) ^ crc(B), with zeros fed or by the polynomial."""
+def test_combined_checksums_are_the_checksum_of_the_texts_joined(length: int) -> None:
+    """crc(A + B + ...) from each text's CRC and length alone, empty texts included."""
     a = b"webex_campaign_up 1\n" * 50
     b = bytes(range(256)) * (length // 256) + bytes(length % 256)
-    assert gzip_body._crc_shift(zlib.crc32(a), len(b)) ^ zlib.crc32(b) == zlib.crc32(a + b)
-    assert gzip_body._multmodp(gzip_body._x8nmodp(length), zlib.crc32(a)) == gzip_body._crc_shift(
-        zlib.crc32(a), length
-    )
+    texts = [a, b, b"", b[: length // 3], a]
+    checksums = [gzip_body.Checksum(zlib.crc32(text), len(text)) for text in texts]
+    assert gzip_body.combine(checksums) == (zlib.crc32(b"".join(texts)), sum(map(len, texts)))
 
 
 def test_the_empty_block_holds_no_series_and_renders_to_headers_and_health() -> None:

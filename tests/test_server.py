@@ -301,3 +301,21 @@ def test_gathered_sends_survive_partial_writes() -> None:
     pieces = [b"", b"abc", memoryview(b"defghijkl"), bytearray(b"m"), *[b"xyz"] * 600]
     server_module._send_gathered(Trickle(), pieces)  # type: ignore[arg-type]
     assert bytes(sent) == b"abcdefghijklm" + b"xyz" * 600
+
+
+def test_gathered_sends_take_whole_batches_in_one_call_each() -> None:
+    """A socket that takes all it is given gets one sendmsg per _GATHER pieces."""
+    calls: list[int] = []
+    sent = bytearray()
+
+    class Whole:
+        def sendmsg(self, buffers: list[memoryview]) -> int:
+            calls.append(len(buffers))
+            taken = b"".join(bytes(buffer) for buffer in buffers)
+            sent.extend(taken)
+            return len(taken)
+
+    pieces = [str(i).encode() for i in range(2 * server_module._GATHER + 3)]
+    server_module._send_gathered(Whole(), pieces)  # type: ignore[arg-type]
+    assert calls == [server_module._GATHER, server_module._GATHER, 3]
+    assert bytes(sent) == b"".join(pieces)
