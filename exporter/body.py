@@ -61,7 +61,7 @@ class Checksum:
 
 
 def combine(segments: Iterable[Checked]) -> tuple[int, int]:
-    """The CRC-32 and length of the segments' texts one after the other (ISA-L's
+    """The CRC-32 and length of the segments' texts one after the other (python-isal's
     crc32_combine: no text is read, whatever its length)."""
     crc = size = 0
     for segment in segments:
