@@ -347,7 +347,7 @@ def paired_size(plan: Plan) -> int | None:
     """Where the paired rounds run: the CPU target's size when the obvious exporters run
     there, else (a quick or partial run) the largest size they run at."""
     sizes = [n for n in plan.obvious_sizes if n in plan.sizes]
-    if not sizes or not plan.paired_rounds:
+    if not sizes:
         return None
     return CPU_TARGET_GROUPS if CPU_TARGET_GROUPS in sizes else max(sizes)
 

@@ -6,11 +6,12 @@ no API call, no rendering, no lock shared with the poller.
 
 from __future__ import annotations
 
-import collections
+import bisect
 import contextlib
 import errno
 import html
 import io
+import itertools
 import math
 import socket
 import sys
@@ -311,30 +312,20 @@ _GATHER = 512  # buffers per sendmsg, below the system's IOV_MAX (1024 on Linux)
 def _send_gathered(sock: socket.socket, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
     """Send every piece, in order, with one sendmsg per _GATHER of them.
 
-    Nothing is done per piece in Python while sendmsg takes whole batches (it does on a
-    blocking socket): a body stitched from many tenants is thousands of pieces, and a
-    loop over them would hold the GIL the other threads want. A batch taken in part (a
-    socket with a timeout may) is followed up piece by piece.
+    Nothing is done per piece in Python: a body stitched from many tenants is thousands
+    of pieces, and a loop over them would hold the GIL the other threads want. A socket
+    with a timeout (ours) takes what its buffer holds at each call, so a batch is mostly
+    sent in part: the rest starts where the bytes sent end (found by bisection), the
+    piece cut there as a view.
     """
     for start in range(0, len(pieces), _GATHER):
         batch = pieces[start : start + _GATHER]
-        sent = sock.sendmsg(batch)
-        if sent < sum(map(len, batch)):
-            _send_rest(sock, batch, sent)
-
-
-def _send_rest(
-    sock: socket.socket, batch: Sequence[bytes | bytearray | memoryview], sent: int
-) -> None:
-    views = collections.deque(memoryview(piece).cast("B") for piece in batch)
-    while True:
-        while views and sent >= len(views[0]):
-            sent -= len(views.popleft())
-        if not views:
-            return
-        if sent:
-            views[0] = views[0][sent:]
-        sent = sock.sendmsg(views)
+        ends = list(itertools.accumulate(map(len, batch)))
+        done = sock.sendmsg(batch)
+        while done < ends[-1]:
+            cut = bisect.bisect_right(ends, done)  # the first piece not wholly sent
+            head = memoryview(batch[cut]).cast("B")[done - (ends[cut - 1] if cut else 0) :]
+            done += sock.sendmsg([head, *batch[cut + 1 :]])
 
 
 class ScrapeSeries(Protocol):

@@ -288,13 +288,16 @@ def test_results_are_batched_when_stitching_is_slow_and_none_is_lost(
     assert stitches < 15  # 30 results, each stitch 10 ms: at most one per 50 ms
 
 
-def test_gathered_sends_survive_partial_writes() -> None:
-    """sendmsg may take part of what it is given: the rest goes next, in order."""
+@pytest.mark.parametrize("take", [1, 3, 7, 1000])
+def test_gathered_sends_survive_partial_writes(take: int) -> None:
+    """sendmsg may take part of what it is given: the rest goes next, in order, whether
+    the cut falls inside a piece or on its end (3: the pieces of 3 bytes)."""
     sent = bytearray()
 
     class Trickle:
         def sendmsg(self, buffers: list[memoryview]) -> int:
-            taken = b"".join(bytes(buffer) for buffer in buffers)[:7]
+            assert len(buffers) <= server_module._GATHER
+            taken = b"".join(bytes(buffer) for buffer in buffers)[:take]
             sent.extend(taken)
             return len(taken)
 
