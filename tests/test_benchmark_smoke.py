@@ -29,6 +29,7 @@ from benchmarks.run import (
     OBVIOUS,
     Rows,
     cpu_target,
+    poll_and_scrape,
     scrape_target,
     worst_delay,
 )
@@ -202,6 +203,43 @@ def test_paired_rounds_measure_all_three_in_turn_and_are_printed(
     assert paired["ratio_median"] == pytest.approx(sum(paired["ratios"]) / 2)
     assert "in paired rounds" in result.stdout
     assert f"| median | {paired['median_s']['exporter']:.3f} |" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_poll_and_one_scrape_is_summed_from_the_rows_and_printed(
+    quick_run: tuple[subprocess.CompletedProcess[str], dict[str, Any]],
+) -> None:
+    result, report = quick_run
+    found = report["poll_and_scrape"]
+    assert [row["groups"] for row in found] == QUICK_SIZES
+    look = Rows(report["rows"])
+    for row in found:
+        for name in IMPLEMENTATIONS:
+            measured = look.get(row["groups"], 1.0, name)
+            expected = measured["cpu_per_poll_s"] + measured["cpu_per_scrape_ms"] / 1000
+            assert row["cpu_s"][name] == pytest.approx(expected)
+        best = min(row["cpu_s"][label] for label in OBVIOUS.values())
+        assert row["ratio"] == pytest.approx(row["cpu_s"]["exporter"] / best)
+        assert f"| {row['groups']:,} | {row['cpu_s']['exporter']:.3f} |" in result.stdout
+    assert "CPU per poll and one scrape, every group changed" in result.stdout
+
+
+def test_poll_and_one_scrape_adds_each_scrape_to_its_poll() -> None:
+    """The collector polls cheaply and renders when scraped; the exporter the other way
+    round: with one scrape a poll, the exporter's 0.08 + 0.0006 s is 0.09x the collector's
+    0.10 + 0.83 s, though its poll alone costs 0.8x. Sizes without an obvious run are left
+    out (nothing to compare with)."""
+    rows = _rows_at_10k(0.08, 0.10)
+    for row, scrape_ms in zip(rows, (0.6, 1100.0, 830.0), strict=True):
+        row["cpu_per_scrape_ms"] = scrape_ms
+    only = {"groups": 100_000, "churn": 1.0, "implementation": "exporter"}
+    rows.append(only | {"cpu_per_poll_s": 0.8, "cpu_per_scrape_ms": 5.0})
+    (found,) = poll_and_scrape(rows, (10_000, 100_000))
+    assert found["groups"] == 10_000
+    assert found["cpu_s"] == pytest.approx(
+        {"exporter": 0.0806, OBVIOUS["gauges"]: 10.1, OBVIOUS["collector"]: 0.93}
+    )
+    assert found["ratio"] == pytest.approx(0.0806 / 0.93)
 
 
 def _rows_at_10k(exporter: float, collector: float) -> list[dict[str, Any]]:
