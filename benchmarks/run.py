@@ -602,7 +602,7 @@ def poll_and_scrape(rows: list[dict[str, Any]], sizes: tuple[int, ...]) -> list[
             if (row := look.get(n, 1.0, name))
         }
         better = min((costs[label] for label in OBVIOUS.values() if label in costs), default=None)
-        if EXPORTER in costs and better:
+        if EXPORTER in costs and better is not None:
             found.append({"groups": n, "cpu_s": costs, "ratio": costs[EXPORTER] / better})
     return found
 
