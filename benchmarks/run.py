@@ -885,6 +885,13 @@ def render_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _implementations_header(first: str) -> list[str]:
+    """The head of a table with `first`, seconds per implementation and the exporter's
+    ratio to the better obvious variant."""
+    titles = [first, *(f"{name} s" for name in IMPLEMENTATIONS), "exporter / better obvious"]
+    return ["| " + " | ".join(titles) + " |", "|" + "|".join("---:" for _ in titles) + "|"]
+
+
 def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
     """The paired rounds' table, a row per round and the medians."""
     if not paired:
@@ -903,8 +910,7 @@ def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
         f" (each round the three in turn, within seconds, the order rotated;"
         f" {paired['polls_per_round']} polls each, no scrapes):",
         "",
-        "| round | " + " | ".join(f"{n} s" for n in names) + " | exporter / better obvious |",
-        "|" + "|".join("---:" for _ in range(len(names) + 2)) + "|",
+        *_implementations_header("round"),
         *rows,
         "| median | "
         + " | ".join(f"{medians[n]:.3f}" for n in names)
@@ -917,16 +923,14 @@ def _poll_and_scrape_lines(found: list[dict[str, Any]]) -> list[str]:
     """The CPU of a poll and one scrape, a row per size (informative)."""
     if not found:
         return []
-    names = IMPLEMENTATIONS
     return [
         "CPU per poll and one scrape, every group changed (the table's windows: CPU/poll +"
         " CPU/scrape; informative, the CPU target counts the poll alone):",
         "",
-        "| groups | " + " | ".join(f"{n} s" for n in names) + " | exporter / better obvious |",
-        "|" + "|".join("---:" for _ in range(len(names) + 2)) + "|",
+        *_implementations_header("groups"),
         *(
             f"| {row['groups']:,} | "
-            + " | ".join(_cell("{:.3f}", row["cpu_s"].get(n)) for n in names)
+            + " | ".join(_cell("{:.3f}", row["cpu_s"].get(n)) for n in IMPLEMENTATIONS)
             + f" | {row['ratio']:.2f} |"
             for row in found
         ),
