@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from benchmarks import procs
+from benchmarks.breakdown import COLLECTOR_STEPS, EXPORTER_STEPS, breakdown
+from benchmarks.breakdown import table as breakdown_table
 from benchmarks.payload import MUTABLE, ChurningTenant
 from benchmarks.run import (
     COLUMNS,
@@ -41,21 +43,28 @@ QUICK_CHURNS = [1.0, 0.01, 0.0]
 TARGET_STATUSES = {"PASS", "FAIL", "SKIP"}
 
 
+def _run_with_output(
+    output: Path, module: str, *args: str, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """`python -m module args --output output`: its run and the JSON it wrote."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args, "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, json.loads(output.read_text(encoding="utf-8"))
+
+
 @pytest.fixture(scope="module")
 def quick_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     output = tmp_path_factory.mktemp("bench") / "quick.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result, json.loads(output.read_text(encoding="utf-8"))
+    return _run_with_output(output, "benchmarks", "--quick", timeout=280)
 
 
 def _finite_number(value: object) -> bool:
@@ -355,3 +364,37 @@ def test_stdout_holds_the_tables_and_machine_info(
             for implementation in IMPLEMENTATIONS:
                 assert f"\n| {groups:,} | {churn} | {implementation} |" in result.stdout
     assert result.stdout.strip() == report["table"].strip()
+
+
+def test_breakdown_steps_write_what_the_pipeline_writes() -> None:
+    """`python -m benchmarks.breakdown` times the poll's steps alone: they must do the
+    pipeline's work (the same text, every group), or their times say nothing about it."""
+    result = breakdown(groups=1_200, polls=3)
+    assert result["groups_rendered"] == 1_200
+    families = result["pipeline_families"]
+    assert len(families) == len(result["step_families"]) > 1
+    assert all(family.count(b"\n") >= 1_200 for family in families[:3])
+    assert result["step_families"] == families
+    steps = [name for name, _ in (*EXPORTER_STEPS, *COLLECTOR_STEPS)]
+    assert list(result["cpu_s_samples"]) == ["process", *steps]
+    assert all(len(values) == 3 for values in result["cpu_s_samples"].values())
+    assert result["cpu_s"]["process"] > 0 and result["cpu_s"]["loads"] > 0
+    text = breakdown_table(result)
+    for _, label in (*EXPORTER_STEPS, *COLLECTOR_STEPS):
+        assert f"| - {label} | " in text
+    assert "1,200 groups" in text and "median of 3 polls" in text
+
+
+def test_breakdown_command_writes_its_json(tmp_path: Path) -> None:
+    result, saved = _run_with_output(
+        tmp_path / "breakdown.json",
+        "benchmarks.breakdown",
+        "--groups",
+        "300",
+        "--polls",
+        "2",
+        timeout=120,
+    )
+    assert saved["groups"] == 300 and saved["polls"] == 2
+    whole = saved["cpu_s"]["process"] * 1000
+    assert f"| exporter: GroupPipeline.process, whole | {whole:.1f} |" in result.stdout
