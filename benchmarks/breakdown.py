@@ -26,11 +26,13 @@ average, at content-defined points).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import statistics
 import time
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -117,6 +119,16 @@ class _Laps:
         self._last = now
 
 
+@contextlib.contextmanager
+def _gc_off() -> Iterator[None]:
+    """The garbage collector off, as the exporter's poller runs (it collects between polls)."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def breakdown(groups: int, polls: int, seed: int = 4) -> dict[str, Any]:
     """Median CPU seconds of the whole poll and of each step, over `polls` bodies of
     `groups` groups, every group changed before each; and the last poll's texts (per
@@ -135,29 +147,25 @@ def breakdown(groups: int, polls: int, seed: int = 4) -> dict[str, Any]:
     last: dict[str, Any] = {}
 
     def whole(body: bytes, now: float) -> dict[str, float]:
-        gc.disable()  # as the exporter's poller runs (it collects between polls)
-        try:
-            started = time.process_time()
+        with _gc_off():
+            laps = _Laps(["process"])
             last["processed"] = pipeline.process(body, now)
-            return {"process": time.process_time() - started}
-        finally:
-            gc.enable()
+            laps.lap("process")
+        return laps.seconds
 
     def stepwise(body: bytes, now: float) -> dict[str, float]:
-        gc.disable()
-        try:
+        with _gc_off():
             seconds, last["families"] = steps.poll(body, now)
-            return seconds
-        finally:
-            gc.enable()
+        return seconds
 
     def obvious(body: bytes, now: float) -> dict[str, float]:
         # The obvious exporter keeps the garbage collector as Python ships it.
-        started = time.process_time()
+        laps = _Laps([name for name, _ in COLLECTOR_STEPS])
         records = json.loads(body)
-        read = time.process_time()
+        laps.lap("loads")
         collector.update(records)
-        return {"loads": read - started, "update": time.process_time() - read}
+        laps.lap("update")
+        return laps.seconds
 
     # Each runs right after another, whose work leaves the caches to it: the order turns
     # from poll to poll, so that none is always first or always after the same one.
