@@ -398,3 +398,17 @@ def test_breakdown_command_writes_its_json(tmp_path: Path) -> None:
     assert saved["groups"] == 300 and saved["polls"] == 2
     whole = saved["cpu_s"]["process"] * 1000
     assert f"| exporter: GroupPipeline.process, whole | {whole:.1f} |" in result.stdout
+
+
+def test_breakdown_table_ratios_follow_the_medians() -> None:
+    """The sentence under the table is what decision 1 of issue 14 is read from: each
+    ratio must be its steps taken off the whole poll, over the collector's poll."""
+    names = ["process", *(name for name, _ in (*EXPORTER_STEPS, *COLLECTOR_STEPS))]
+    cpu = dict.fromkeys(names, 0.001)
+    cpu.update(process=0.100, track=0.015, render=0.030, deflate=0.010, loads=0.080)
+    cpu["update"] = 0.040  # the collector's poll: 120 ms
+    text = breakdown_table({"groups": 10, "polls": 1, "cpu_s": cpu})
+    assert "The exporter's poll against the collector's: 0.83x." in text
+    assert "Without rendering and deflating: 0.50x." in text  # (100 - 40) / 120
+    assert "could take off): 0.46x." in text  # (100 - 45) / 120
+    assert "Deflating alone, in C already" in text and "10.0 ms, 0.08x." in text
