@@ -43,7 +43,7 @@ from benchmarks.payload import ChurningTenant
 from exporter import metrics as m
 from exporter.body import Segment
 from exporter.exposition import BlockRenderer
-from exporter.pipeline import GroupPipeline
+from exporter.pipeline import GroupPipeline, _keys
 from exporter.records import DateParser, decode_records, split_records
 from exporter.snapshot import StateTracker
 
@@ -87,7 +87,7 @@ class _Steps:
         size = GroupPipeline.CHUNK
         for start in range(0, len(records), size):
             chunk = records[start : start + size]
-            keys = list(map(hash, map(bytes, chunk)))
+            keys = _keys(chunk)
             laps.lap("hash")
             groups = decode_records(chunk, start, problems)
             laps.lap("decode")

@@ -896,11 +896,10 @@ def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
     """The paired rounds' table, a row per round and the medians."""
     if not paired:
         return []
-    names = IMPLEMENTATIONS
     cpu = paired["cpu_per_poll_s"]
     rows = [
         "| "
-        + " | ".join([str(i + 1), *(f"{cpu[n][i]:.3f}" for n in names)])
+        + " | ".join([str(i + 1), *(f"{cpu[n][i]:.3f}" for n in IMPLEMENTATIONS)])
         + f" | {paired['ratios'][i]:.2f} |"
         for i in range(paired["rounds"])
     ]
@@ -913,7 +912,7 @@ def _paired_lines(paired: dict[str, Any] | None) -> list[str]:
         *_implementations_header("round"),
         *rows,
         "| median | "
-        + " | ".join(f"{medians[n]:.3f}" for n in names)
+        + " | ".join(f"{medians[n]:.3f}" for n in IMPLEMENTATIONS)
         + f" | {paired['ratio_median']:.2f} |",
         "",
     ]
